@@ -1,0 +1,1 @@
+"""Model-agnostic math: quadrature rules, integrated-Jacobian projections, interactions."""
