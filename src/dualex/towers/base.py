@@ -103,6 +103,14 @@ class Tower(ABC):
     def suffix(self, inp: TowerInput, layer: int) -> Callable[[Tensor], Tensor]:
         """Function ``[B, S, D] -> [B, E]`` from the hidden state at ``layer`` to the embedding."""
 
+    def positions_at(self, inp: TowerInput, layer: int) -> Positions:
+        """Positions of the hidden state at ``layer`` (default: those of ``prepare``).
+
+        CNN towers override this: their positions are the cells of the feature map entering
+        ``layer``, whose grid shrinks from stage to stage.
+        """
+        return inp.positions
+
     def embed(self, inp: TowerInput) -> Tensor:
         """Embedding of ``inp``, ``[E]`` (the full forward pass)."""
         layer = self.num_layers
@@ -242,10 +250,63 @@ class HookTower(Tower):
             def replace(x: Tensor) -> Tensor:
                 return self._from_rows(H.to(x.dtype), x)
 
-            with self.context(), self._hook(layer, replace):
+            with self.context(), self._skip_before(layer), self._hook(layer, replace):
                 return self.encode(data)
 
         return run
+
+    def root(self) -> nn.Module | None:
+        """The module that contains the blocks (default: ``self.model``), used to skip blocks."""
+        return getattr(self, "model", None)
+
+    @contextlib.contextmanager
+    def _skip_before(self, layer: int) -> Iterator[None]:
+        """Swap the blocks before ``layer`` for pass-throughs while the suffix runs.
+
+        Their output is replaced by the hook at ``layer`` anyway, so running them would only
+        cost time (N full prefixes per call). The originals are always put back.
+        """
+        root = self.root()
+        blocks = self.blocks()
+        todo = blocks[: min(layer, len(blocks) - 1)]
+        if root is None or not todo:
+            yield
+            return
+        wanted = {id(b) for b in todo}
+        places = [
+            (parent, key, child)
+            for parent in root.modules()
+            for key, child in parent._modules.items()
+            if child is not None and id(child) in wanted
+        ]
+        try:
+            for parent, key, child in places:
+                parent._modules[key] = _PassThrough(child)
+            yield
+        finally:
+            for parent, key, child in places:
+                parent._modules[key] = child
+
+
+class _PassThrough(nn.Module):
+    """Stands in for a skipped block: returns its hidden-state argument unchanged.
+
+    Attribute look-ups fall through to the original block (some encoders read e.g. the first
+    block's weight dtype).
+    """
+
+    def __init__(self, original: nn.Module) -> None:
+        super().__init__()
+        object.__setattr__(self, "_original", original)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return args[0] if args else next(iter(kwargs.values()))
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(object.__getattribute__(self, "_original"), name)
 
 
 class FunctionTower(Tower):
