@@ -55,4 +55,27 @@ def run_demo(out: Path, console: Console | None = None) -> list[dualex.Explanati
         )
     console.print(table)
     console.print(f"score {ex.score:.4f}; steps {ex.completeness.steps}; wrote {path}")
+    _write_visuals(ex, caption, objects, out, console)
     return [ex]
+
+
+def _write_visuals(
+    ex: dualex.Explanation,
+    caption: str,
+    objects: list[tuple[str, tuple[int, int, int, int]]],
+    out: Path,
+    console: Console,
+) -> None:
+    """The interactive HTML report and a Figure-1 style PNG next to the explanation."""
+    from dualex.errors import DualexError
+    from dualex.viz import figure1, save_figure, write_report
+
+    report = write_report([ex], out / "report.html", names=["demo scene"], title="dualex demo")
+    console.print(f"wrote {report} (open it in a browser: click tokens, drag boxes)")
+    try:
+        fig = figure1(
+            ex, spans=[name for name, _ in objects] + [caption], boxes=[b for _, b in objects]
+        )
+        console.print(f"wrote {save_figure(fig, out / 'figure1.png')}")
+    except DualexError as err:  # matplotlib missing
+        console.print(f"[yellow]no figure: {err}[/]")

@@ -1,0 +1,245 @@
+"""One self-contained HTML report for many caption–image pairs (inline JS/CSS, no network).
+
+For each pair the report embeds the original image (downscaled to ``max_side``), the caption's
+tokens and offsets, the processor geometry, the completeness numbers and the interaction matrix
+``[S_text, S_image]`` quantised to int16 with one scale per pair (relative precision 3e-5 of the
+largest entry) and base64-encoded. The page's script recomputes, in the browser, exactly what
+:meth:`Explanation.image_map` and :meth:`Explanation.text_scores` compute in Python.
+
+All user-provided text (captions, names, model names) is escaped: it is embedded in a JSON data
+block with ``<``, ``>`` and ``&`` written as ``\\u`` escapes, and the script only ever inserts it as
+text (``textContent``). A Content-Security-Policy allows the page's own script (by hash) and
+``data:`` images, nothing else — no network, no inline event handlers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import os
+import string
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from dualex.errors import InvalidInputError
+from dualex.viz._io import atomic_write
+from dualex.viz.colors import STOPS, stops_rgb
+from dualex.viz.heatmap import image_positions
+from dualex.viz.tokens import pieces
+
+MAX_SIDE = 512
+"""Longest side, in pixels, of the images embedded in a report."""
+
+
+def _asset(name: str) -> str:
+    return resources.files("dualex.viz").joinpath("assets", name).read_text(encoding="utf-8")
+
+
+def _quantise(m: np.ndarray) -> dict[str, Any]:
+    """int16 quantisation with one scale: ``value ≈ q · scale``, base64 of little-endian q."""
+    m = np.nan_to_num(np.asarray(m, dtype=np.float64))
+    peak = float(np.abs(m).max()) if m.size else 0.0
+    scale = peak / 32767.0 if peak > 0 else 1.0
+    q = np.rint(m / scale).astype("<i2")
+    return {
+        "shape": list(m.shape),
+        "scale": scale,
+        "data": base64.b64encode(q.tobytes()).decode("ascii"),
+    }
+
+
+def _encode_image(image: Image.Image | None, max_side: int) -> str | None:
+    """A ``data:`` URI of the image (PNG or JPEG, whichever is smaller), downscaled."""
+    if image is None:
+        return None
+    im = image.convert("RGB")
+    if max(im.size) > max_side:
+        k = max_side / max(im.size)
+        im = im.resize((max(1, round(im.width * k)), max(1, round(im.height * k))), Image.LANCZOS)
+    best: tuple[int, str, bytes] | None = None
+    for fmt, opts in (("PNG", {"optimize": True}), ("JPEG", {"quality": 85})):
+        buf = io.BytesIO()
+        im.save(buf, format=fmt, **opts)
+        data = buf.getvalue()
+        if best is None or len(data) < best[0]:
+            best = (len(data), fmt.lower(), data)
+    assert best is not None
+    return f"data:image/{best[1]};base64," + base64.b64encode(best[2]).decode("ascii")
+
+
+def pair_data(ex: Any, name: str | None = None, max_side: int = MAX_SIDE) -> dict[str, Any]:
+    """The JSON-ready record of one explanation that the report's script reads.
+
+    Raises:
+        InvalidInputError: if the explanation has no text side or no image side.
+    """
+    pos = image_positions(ex)
+    m, text, _ = ex._oriented()
+    c = ex.completeness
+    geo = pos.geometry
+    return {
+        "name": name or text.text,
+        "caption": text.text,
+        "pieces": [[s, i] for s, i in pieces(text, include_special=True)],
+        "special": list(text.special),
+        "grid": list(pos.grid),
+        "prefix": pos.prefix,
+        "geometry": {
+            "original_size": list(geo.original_size),
+            "input_size": list(geo.input_size),
+            "scale": list(geo.scale),
+            "offset": list(geo.offset),
+        },
+        "matrix": _quantise(m.detach().cpu().double().numpy()),
+        "image": _encode_image(ex.image, max_side),
+        "completeness": c.to_json(),
+        "layers": list(ex.layers),
+        "model": ex.model,
+    }
+
+
+def _json_for_html(obj: Any) -> str:
+    """JSON that is safe inside ``<script type="application/json">`` (no ``</script>``)."""
+    s = json.dumps(obj, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    return s.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def report_html(
+    explanations: Sequence[Any],
+    names: Sequence[str] | None = None,
+    *,
+    title: str = "dualex report",
+    max_side: int = MAX_SIDE,
+    progress: Any = None,
+) -> str:
+    """The report as one HTML string.
+
+    Args:
+        explanations: :class:`~dualex.Explanation` objects of caption–image pairs.
+        names: A display name per pair (e.g. the file it came from); default the caption.
+        title: The page title.
+        max_side: Longest side of the embedded images in pixels.
+        progress: Optional callable called once per pair added (for progress bars).
+
+    Returns:
+        A complete HTML document with no external references.
+
+    Raises:
+        InvalidInputError: on an empty list, mismatched names, or a pair without an image.
+    """
+    explanations = list(explanations)
+    if not explanations:
+        raise InvalidInputError("a report needs at least one explanation")
+    if names is not None and len(names) != len(explanations):
+        raise InvalidInputError(
+            f"{len(names)} names for {len(explanations)} explanations; pass one name per pair"
+        )
+    pairs = []
+    for k, ex in enumerate(explanations):
+        try:
+            pairs.append(pair_data(ex, names[k] if names is not None else None, max_side))
+        except InvalidInputError as err:
+            label = names[k] if names is not None else f"#{k + 1}"
+            raise InvalidInputError(f"pair {label}: {err}") from err
+        if progress is not None:
+            progress()
+    data = _json_for_html({"title": title, "stops": stops_rgb(), "pairs": pairs})
+    script = _asset("report.js")
+    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    csp = (
+        "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
+        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+    )
+    css = (
+        _asset("report.css")
+        .replace("/*STOPS*/", ", ".join(STOPS))
+        .replace("/*POSITIVE_STOPS*/", ", ".join(STOPS[len(STOPS) // 2 :]))
+    )
+    return _TEMPLATE.substitute(  # one pass: inserted text is never re-scanned
+        csp=html.escape(csp, quote=True),
+        title=html.escape(title),
+        css=css,
+        data=data,
+        script=script,
+    )
+
+
+def write_report(
+    explanations: Sequence[Any],
+    path: str | os.PathLike,
+    names: Sequence[str] | None = None,
+    *,
+    title: str = "dualex report",
+    max_side: int = MAX_SIDE,
+    progress: Any = None,
+) -> Path:
+    """Write :func:`report_html` to ``path`` atomically and return the path."""
+    text = report_html(explanations, names, title=title, max_side=max_side, progress=progress)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+_TEMPLATE = string.Template("""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="${csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${title}</title>
+<style>
+${css}
+</style>
+</head>
+<body>
+<header>
+  <h1 id="title">${title}</h1>
+  <div class="nav">
+    <button type="button" id="prev" title="previous pair (←)">◀</button>
+    <span id="counter"></span>
+    <button type="button" id="next" title="next pair (→)">▶</button>
+  </div>
+</header>
+<div id="layout">
+  <nav id="pairs" aria-label="pairs"></nav>
+  <main>
+    <h2 id="pair-name"></h2>
+    <p class="help">Click a token, shift-click or drag across tokens to select a span: the image
+    shows which patches it matches. Drag a rectangle on the image: the tokens show what the
+    covered patches match. Red is positive, blue negative.</p>
+    <div class="controls">
+      <label><input type="checkbox" id="positive-only"> positive only</label>
+      <label><input type="checkbox" id="show-special"> show special tokens</label>
+      <button type="button" id="whole-caption">whole caption</button>
+      <button type="button" id="clear-box">whole image</button>
+    </div>
+    <div class="panels">
+      <section class="image-panel">
+        <div id="stage"><canvas id="heatmap"></canvas><div id="box" hidden></div></div>
+        <div class="legend"><span id="span-label"></span>
+          <div class="colorbar" id="image-colorbar"><i></i><span class="lo"></span>
+          <span class="mid"></span><span class="hi"></span></div></div>
+      </section>
+      <section class="text-panel">
+        <div id="tokens" class="tokens"></div>
+        <div class="legend"><span id="box-label"></span>
+          <div class="colorbar" id="token-colorbar"><i></i><span class="lo"></span>
+          <span class="mid"></span><span class="hi"></span></div></div>
+        <p id="message" class="message"></p>
+        <table id="completeness" class="completeness"><caption>completeness</caption>
+          <tbody></tbody></table>
+      </section>
+    </div>
+  </main>
+</div>
+<script id="dualex-data" type="application/json">${data}</script>
+<script>${script}</script>
+</body>
+</html>
+""")

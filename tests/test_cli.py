@@ -1,0 +1,265 @@
+"""The dualex command line: explain / report / models / demo, errors as one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from dualex import cli
+from dualex.engine.interactions import Completeness
+from dualex.errors import DualexError
+from dualex.explanation import Explanation
+from dualex.towers.positions import Geometry, ImagePositions, TextPositions
+
+TINY = {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 2}
+
+
+def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``dualex ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["dualex", *args])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(autouse=True)
+def tiny_random_model(monkeypatch):
+    """Make ``--model random-clip`` (and the builtin fallback) a tiny model."""
+    monkeypatch.setattr(cli, "RANDOM_CONFIG", TINY)
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory):
+    path = tmp_path_factory.mktemp("img") / "scene.png"
+    im = Image.new("RGB", (48, 32), (235, 235, 230))
+    ImageDraw.Draw(im).ellipse((9, 6, 23, 20), fill=(210, 30, 30))
+    im.save(path)
+    return path
+
+
+def synthetic(caption: str, seed: int) -> Explanation:
+    words = caption.split()
+    offsets, start = [], 0
+    for w in words:
+        start = caption.index(w, start)
+        offsets.append((start, start + len(w)))
+        start += len(w)
+    text = TextPositions(caption, words, offsets, [False] * len(words))
+    image = ImagePositions((2, 2), 1, Geometry.resize((16, 16), (16, 16)))
+    m = torch.randn(len(words), 5, generator=torch.Generator().manual_seed(seed))
+    comp = Completeness(
+        float(m.sum()),
+        (0.0, 0.0, 0.0),
+        float(m.sum()),
+        0.0,
+        0.0,
+        (0.0, 0.0),
+        (2, 2),
+        "gauss-legendre",
+    )
+    return Explanation(
+        m,
+        text,
+        image,
+        comp,
+        (1, 1),
+        "synthetic",
+        caption,
+        Image.new("RGB", (16, 16), (90, 120, 200)),
+    )
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, f"exit code 2 on bad input, got {code}: {err}"
+    assert len(lines) == 1 and lines[0].startswith("dualex: error: "), f"one line: {err!r}"
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], f"{needle!r} not named in {lines[0]!r}"
+
+
+def test_explain_writes_report_figure_and_tensors(monkeypatch, capsys, picture, tmp_path):
+    html = tmp_path / "r.html"
+    code, out, err = run(
+        monkeypatch,
+        capsys,
+        "explain",
+        str(picture),
+        "a red circle",
+        "--model",
+        "random-clip",
+        "--steps",
+        "3",
+        "--out",
+        str(html),
+    )
+    assert code == 0, err
+    assert "score" in out and "relative error" in out and f"wrote {html}" in out
+    page = html.read_text()
+    data = json.loads(re.search(r'type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert data["pairs"][0]["caption"] == "a red circle"
+    assert data["pairs"][0]["name"] == "scene.png"
+    assert data["pairs"][0]["completeness"]["steps"] == [3, 3]
+
+    fig = tmp_path / "fig.png"
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "explain",
+        str(picture),
+        "a red circle",
+        "-m",
+        "random-clip:1",
+        "--steps",
+        "2",
+        "-o",
+        str(fig),
+        "--span",
+        "red",
+        "--span",
+        "circle",
+        "--box",
+        "9,6,24,21",
+    )
+    assert code == 0, err
+    with Image.open(fig) as im:
+        assert im.width > im.height
+
+    st = tmp_path / "expl.safetensors"
+    code, _, err = run(
+        monkeypatch,
+        capsys,
+        "explain",
+        str(picture),
+        "a red circle",
+        "-m",
+        "random",
+        "--steps",
+        "2",
+        "--layers",
+        "1,2",
+        "--rule",
+        "riemann",
+        "-o",
+        str(st),
+    )
+    assert code == 0, err
+    ex = Explanation.load(st)
+    assert ex.layers == (1, 2) and ex.completeness.rule == "riemann"
+    assert ex.model == "random-clip:0" and ex.image.size == (48, 32)
+
+
+def test_builtin_falls_back_loudly_when_missing(monkeypatch, capsys, picture):
+    from dualex.models import builtin
+
+    monkeypatch.setattr(builtin, "available", lambda: False)
+    code, out, err = run(
+        monkeypatch, capsys, "explain", str(picture), "a red circle", "--steps", "2"
+    )
+    assert code == 0, err
+    assert "WARNING" in err and "RANDOMLY INITIALISED" in err, err
+    assert "random-clip:0" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["explain", "missing.png", "a cat"], ["missing.png", "does not exist"]),
+        (["explain", "{img}", "a cat", "--out", "x.txt"], ["x.txt", ".html"]),
+        (["explain", "{img}", "a cat", "--layers", "one"], ["--layers", "'one'"]),
+        (["explain", "{img}", "a cat", "--box", "1,2,3"], ["--box", "x0,y0,x1,y1"]),
+        (["explain", "{img}", "a cat", "--rule", "simpson"], ["simpson"]),
+        (["explain", "{img}", "   "], ["caption is empty"]),
+        (["explain", "{img}", "a cat", "-m", "nope:thing"], ["unknown model spec", "nope:thing"]),
+        (["explain", "{img}", "a cat", "-m", "random-clip:x"], ["seed"]),
+        (["explain", "{img}", "a cat", "-m", "random", "--layers", "9"], ["layer 9"]),
+        (["explain", "{img}", "a cat", "--steps", "0"], ["--steps"]),
+        (["explain", "{img}"], ["Missing argument", "text"]),
+        (["explain", "{img}", "a", "--bogus"], ["--bogus"]),
+        (["frobnicate"], ["frobnicate"]),
+        (["report", "{img}", "--out", "{tmp}/r.html"], ["safetensors"]),
+        (["report", "{tmp}/a.safetensors", "--out", "{tmp}/r.txt"], [".html"]),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, picture, tmp_path, args, needles):
+    args = [a.format(img=picture, tmp=tmp_path) for a in args]
+    code, _, err = run(monkeypatch, capsys, *args)
+    one_line_error(code, err, *needles)
+
+
+def test_bad_image_file_and_debug_traceback(monkeypatch, capsys, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    code, _, err = run(monkeypatch, capsys, "explain", str(bad), "a cat")
+    one_line_error(code, err, "bad.png", "as an image")
+    monkeypatch.setattr(sys, "argv", ["dualex", "--debug", "explain", str(bad), "a cat"])
+    with pytest.raises(DualexError, match="as an image"):
+        cli.main()
+
+
+def test_report_gathers_many_files(monkeypatch, capsys, tmp_path):
+    paths = []
+    for k, caption in enumerate(["a red circle", "two blue squares", "<b>bold</b> claim"]):
+        paths.append(synthetic(caption, k).save(tmp_path / f"e{k}.safetensors"))
+    out = tmp_path / "all.html"
+    code, stdout, err = run(
+        monkeypatch,
+        capsys,
+        "report",
+        *map(str, paths),
+        "--out",
+        str(out),
+        "--title",
+        "three <pairs>",
+    )
+    assert code == 0, err
+    assert "3 pairs" in stdout
+    page = out.read_text()
+    data = json.loads(re.search(r'type="application/json">(.*?)</script>', page, re.S).group(1))
+    assert [p["name"] for p in data["pairs"]] == [
+        "e0.safetensors",
+        "e1.safetensors",
+        "e2.safetensors",
+    ]
+    assert "<b>bold" not in page and "<title>three &lt;pairs&gt;</title>" in page
+
+
+def test_models_lists_spec_forms(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "models")
+    assert code == 0
+    for spec in (
+        "builtin",
+        "hf:<id-or-path>",
+        "openclip:<arch>[/<pretrained>]",
+        "openai:<name>",
+        "st:<id-or-path>",
+        "random-clip[:SEED]",
+    ):
+        assert spec in out, f"{spec} missing from:\n{out}"
+
+
+@pytest.mark.parametrize("command", [[], ["explain"], ["report"], ["models"], ["demo"]])
+def test_help_has_examples(monkeypatch, capsys, command):
+    code, out, _ = run(monkeypatch, capsys, *command, "--help")
+    assert code == 0 and "Usage" in out
+    if command in ([], ["explain"], ["report"]):
+        assert "Examples" in out and "dualex " in out
+
+
+def test_demo_delegates_to_run_demo(monkeypatch, capsys, tmp_path):
+    import dualex.demo
+
+    seen = []
+    monkeypatch.setattr(dualex.demo, "run_demo", lambda out, **kw: seen.append(out) or [])
+    code, _, err = run(monkeypatch, capsys, "demo", "--out", str(tmp_path / "d"))
+    assert code == 0, err
+    assert seen == [tmp_path / "d"]
