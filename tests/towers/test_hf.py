@@ -244,3 +244,23 @@ def test_public_api_is_complete():
         assert hasattr(dualex, name), name
     for name in dualex.__all__:
         assert getattr(dualex, name).__doc__, f"{name} has no docstring"
+
+
+@pytest.mark.parametrize("side", ["text", "image"])
+def test_pooled_last_block_shortcut_equals_the_full_model(clip64, image, side):
+    tower = clip64.tower_a if side == "text" else clip64.tower_b
+    inp = tower.prepare("a red circle left of a star" if side == "text" else image)
+    last = tower.num_layers - 1
+    h = tower.hidden(inp, last)
+    H = torch.stack([h, 0.5 * h, h.flip(0)])  # arbitrary states, not only the input's own
+    fast = tower.suffix(inp, last)(H)
+    tower.fast_last_block = False
+    try:
+        slow = tower.suffix(inp, last)(H)
+    finally:
+        tower.fast_last_block = True
+    assert torch.allclose(fast, slow, atol=1e-12, rtol=0), (fast - slow).abs().max()
+    with torch.no_grad():
+        assert torch.allclose(
+            tower.suffix(inp, last)(h.unsqueeze(0))[0], tower.encode(inp.data)[0], atol=1e-12
+        )

@@ -35,6 +35,28 @@ def _features(out: Any) -> Tensor:
     return pooled
 
 
+def pooled_last_block(block: nn.Module, H: Tensor, row: int, causal: bool) -> Tensor:
+    """A CLIP encoder block evaluated for one output row only.
+
+    After the last block CLIP keeps a single row (EOS for text, CLS for images), so only that
+    row's query, and the keys/values it attends to, can reach the embedding. Same arithmetic as
+    ``CLIPEncoderLayer`` (float32 softmax included) for that row; ``[B, S, D] -> [B, D]``.
+    """
+    attn = block.self_attn
+    B, _, D = H.shape
+    heads, hd = attn.num_heads, attn.head_dim
+    y = block.layer_norm1(H)
+    keys = y[:, : row + 1] if causal else y
+    q = attn.q_proj(y[:, row : row + 1]).view(B, 1, heads, hd).transpose(1, 2)
+    k = attn.k_proj(keys).view(B, -1, heads, hd).transpose(1, 2)
+    v = attn.v_proj(keys).view(B, -1, heads, hd).transpose(1, 2)
+    w = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1, dtype=torch.float32)
+    o = (w.to(q.dtype) @ v).transpose(1, 2).reshape(B, 1, D)
+    x = H[:, row : row + 1] + attn.out_proj(o)
+    x = x + block.mlp(block.layer_norm2(x))
+    return x[:, 0]
+
+
 def family(model: nn.Module) -> str:
     """``"clip"`` or ``"siglip"`` for a supported transformers dual encoder."""
     name = type(model).__name__.lower()
@@ -67,8 +89,31 @@ class HFTextTower(HookTower):
         self.pad_to = self.max_length if self.family == "siglip" else None
         self.default_reference = reference or ("exclip" if self.family == "clip" else "pad")
 
+    fast_last_block = True
+    """Use :func:`pooled_last_block` when splitting at the last block's input (CLIP only)."""
+
     def blocks(self) -> list[nn.Module]:
         return list(self.model.text_model.encoder.layers)
+
+    def pooled_row(self, inp: TowerInput) -> int:
+        """Position CLIP pools at: the first EOS (``argmax`` of the ids for legacy configs)."""
+        ids = inp.data["input_ids"][0]
+        eos = self.model.config.text_config.eos_token_id
+        if eos == 2:
+            return int(ids.argmax())
+        return int((ids == eos).int().argmax())
+
+    def suffix(self, inp: TowerInput, layer: int):
+        layer = self.check_layer(layer)
+        if not (self.fast_last_block and self.family == "clip" and layer == self.num_layers - 1):
+            return super().suffix(inp, layer)
+        row, tm, block = self.pooled_row(inp), self.model.text_model, self.blocks()[-1]
+
+        def run(H: Tensor) -> Tensor:
+            x = pooled_last_block(block, H, row, causal=True)
+            return self.model.text_projection(tm.final_layer_norm(x))
+
+        return run
 
     def encode(self, data: dict[str, Tensor]) -> Tensor:
         kwargs = {"input_ids": data["input_ids"]}
@@ -126,8 +171,23 @@ class HFImageTower(HookTower):
         cfg = model.config.vision_config
         self.patch = int(cfg.patch_size)
 
+    fast_last_block = True
+    """Use :func:`pooled_last_block` when splitting at the last block's input (CLIP only)."""
+
     def blocks(self) -> list[nn.Module]:
         return list(self.model.vision_model.encoder.layers)
+
+    def suffix(self, inp: TowerInput, layer: int):
+        layer = self.check_layer(layer)
+        if not (self.fast_last_block and self.family == "clip" and layer == self.num_layers - 1):
+            return super().suffix(inp, layer)
+        vm, block = self.model.vision_model, self.blocks()[-1]
+
+        def run(H: Tensor) -> Tensor:
+            x = pooled_last_block(block, H, 0, causal=False)
+            return self.model.visual_projection(vm.post_layernorm(x))
+
+        return run
 
     def encode(self, data: dict[str, Tensor]) -> Tensor:
         return _features(self.model.get_image_features(pixel_values=data["pixel_values"]))
