@@ -221,7 +221,7 @@ def _summary(ex: Any, console: Console) -> None:
         f"layers {ex.layers[0]}/{ex.layers[1]})"
     )
     with suppress(DualexError):  # two texts have no image side
-        console.print("caption × whole image: ", tokens_rich(ex._text_side()[0], ex.text_scores()))
+        console.print("caption × whole image: ", tokens_rich(ex.text_positions, ex.text_scores()))
     table = Table(title="strongest interactions", title_justify="left")
     for col in ("a", "b", "value"):
         table.add_column(col)

@@ -84,8 +84,18 @@ class Explanation:
             "this explanation has no image side; for two texts use span_scores()"
         )
 
-    def _oriented(self) -> tuple[Tensor, TextPositions, ImagePositions]:
-        """Matrix as ``[S_text, S_image]`` with both positions."""
+    @property
+    def text_positions(self) -> TextPositions:
+        """Positions of the (first) text side."""
+        return self._text_side()[0]
+
+    @property
+    def image_positions(self) -> ImagePositions:
+        """Positions of the image side."""
+        return self._image_side()[0]
+
+    def text_image(self) -> tuple[Tensor, TextPositions, ImagePositions]:
+        """The matrix oriented as ``[S_text, S_image]``, with the text and image positions."""
         text, ts = self._text_side()
         image, _ = self._image_side()
         m = self.matrix if ts == "a" else self.matrix.T
@@ -102,7 +112,7 @@ class Explanation:
         Returns:
             ``[rows, cols]``: the span's rows of the matrix summed, at each patch (CLS dropped).
         """
-        m, text, image = self._oriented()
+        m, text, image = self.text_image()
         rows = list(range(len(text))) if span is None else text.span_indices(span)
         values = m[rows].sum(0)[image.patch_slice]
         return values.reshape(image.grid)
@@ -116,7 +126,7 @@ class Explanation:
         Returns:
             ``[S_text]``: the columns of the covered patches summed, for every token.
         """
-        m, _text, image = self._oriented()
+        m, _text, image = self.text_image()
         cols = (
             list(range(image.patch_slice.start, image.patch_slice.stop))
             if box is None
@@ -186,6 +196,9 @@ class Explanation:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         try:
             save_file(tensors, tmp, metadata={"dualex": json.dumps(meta)})
             os.replace(tmp, path)

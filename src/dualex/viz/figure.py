@@ -51,7 +51,7 @@ def default_spans(ex: Any, k: int = 3) -> list[Any]:
         Spans for :func:`figure1`: a list of token indices for the caption, then single-token
         index lists, in caption order.
     """
-    text = ex._text_side()[0]
+    text = ex.text_positions
     whole = content_span(ex)
     scores = ex.text_scores(None)
     out: list[Any] = [whole]
@@ -80,7 +80,7 @@ def peak_box(ex: Any, span: Any, radius: int = 1) -> Box:
 
 def span_label(ex: Any, span: Any) -> str:
     """The caption text a span covers (``"…"`` joins separated pieces)."""
-    text = ex._text_side()[0]
+    text = ex.text_positions
     idx = text.span_indices(span)
     if idx == content_span(ex) and len(idx) > 1:
         return "whole caption"
@@ -132,7 +132,7 @@ def figure1(
     from matplotlib.patches import Rectangle
 
     pos = image_positions(ex)
-    text = ex._text_side()[0]
+    text = ex.text_positions
     spans = list(spans) if spans is not None else default_spans(ex)
     if not spans:
         raise InvalidInputError("figure1 needs at least one caption span")

@@ -161,6 +161,6 @@ def image_positions(ex: Any) -> ImagePositions:
 
 def content_span(ex: Any) -> list[int]:
     """Token indices of the caption without special tokens (all tokens if none remain)."""
-    text = ex._text_side()[0]
+    text = ex.text_positions
     idx = [i for i, s in enumerate(text.special) if not s]
     return idx or list(range(len(text)))

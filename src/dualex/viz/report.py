@@ -82,7 +82,7 @@ def pair_data(ex: Any, name: str | None = None, max_side: int = MAX_SIDE) -> dic
         InvalidInputError: if the explanation has no text side or no image side.
     """
     pos = image_positions(ex)
-    m, text, _ = ex._oriented()
+    m, text, _ = ex.text_image()
     c = ex.completeness
     geo = pos.geometry
     return {
