@@ -264,3 +264,21 @@ def test_pooled_last_block_shortcut_equals_the_full_model(clip64, image, side):
         assert torch.allclose(
             tower.suffix(inp, last)(h.unsqueeze(0))[0], tower.encode(inp.data)[0], atol=1e-12
         )
+
+
+def test_load_hf_spec_from_a_saved_folder(tmp_path, image):
+    from dualex.models.factory import random_clip
+
+    m, tok, proc = random_clip(seed=3, width=32, layers=2, heads=2, image_size=32, patch_size=8)
+    tok.save_pretrained(tmp_path)
+    proc.save_pretrained(tmp_path)
+    m.save_pretrained(tmp_path)
+    model = dualex.load(f"hf:{tmp_path}")
+    assert model.name == f"hf:{tmp_path}"
+    ex = dualex.explain(model, "a red circle", image)
+    direct = dualex.explain(
+        dualex.wrap(m, tokenizer=tok, image_processor=proc), "a red circle", image
+    )
+    assert torch.allclose(ex.matrix, direct.matrix, atol=1e-6)
+    with pytest.raises(dualex.DualexError, match="cannot load"):
+        dualex.load(f"hf:{tmp_path / 'missing'}")
