@@ -1,0 +1,232 @@
+"""Metrics of the built-in model on held-out synthetic scenes (reported in MODEL.md).
+
+Run::
+
+    python -m dualex.models.evaluate_builtin [--model DIR] [--out metrics.json]
+
+* retrieval: image→text and text→image R@1 among 100 candidates (held-out images in groups of
+  100, averaged), per domain;
+* hard negatives: how often the true caption scores above its hard negative, per kind;
+* pointing game: the peak patch of ``dualex.explain(...).image_map(mention)`` has its centre inside
+  one of the mention's boxes; the random baseline is the expected hit rate of a uniformly random
+  patch; plus the completeness (relative) errors of those explanations.
+
+In-domain = plain + textured (the training domains, new seeds); out-of-domain = cluttered.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dualex.data.synthetic import NEGATIVE_KINDS, generate
+from dualex.models.train_builtin import EVAL_SEEDS, world_config
+
+__all__ = ["evaluate", "format_markdown", "pointing_game", "retrieval", "samples"]
+
+
+def samples(domain: str, n: int, start: int = 0) -> list[Any]:
+    """``n`` held-out samples of a domain (seed from :data:`EVAL_SEEDS`)."""
+    return generate(n, seed=EVAL_SEEDS[domain], domain=domain, start=start, config=world_config())
+
+
+@torch.no_grad()
+def _embed(model: Any, texts: Sequence[str] | None = None, images: Sequence[Any] | None = None):
+    hf = model.model if hasattr(model, "model") else model
+    if texts is not None:
+        enc = model.tokenizer(list(texts), padding=True, return_tensors="pt")
+        out = hf.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+    else:
+        px = model.image_processor(images=list(images), return_tensors="pt")["pixel_values"]
+        out = hf.get_image_features(pixel_values=px)
+    if not torch.is_tensor(out):
+        out = out.pooler_output
+    return F.normalize(out.float(), dim=-1)
+
+
+def retrieval(model: Any, data: Sequence[Any], group: int = 100) -> dict[str, float]:
+    """R@1 both ways among ``group`` candidates and the hard-negative win rate per kind.
+
+    Args:
+        model: A wrapped :class:`dualex.DualEncoder` (``.model``, ``.tokenizer``,
+            ``.image_processor``).
+        data: Samples (one caption per image).
+        group: Candidates per retrieval (``len(data)`` should be a multiple).
+    """
+    img = _embed(model, images=[s.image for s in data])
+    txt = _embed(model, texts=[s.caption for s in data])
+    i2t, t2i = [], []
+    for g0 in range(0, len(data) - group + 1, group):
+        sim = img[g0 : g0 + group] @ txt[g0 : g0 + group].T
+        target = torch.arange(group)
+        i2t.append((sim.argmax(1) == target).float().mean().item())
+        t2i.append((sim.argmax(0) == target).float().mean().item())
+    out = {"i2t_r1": float(np.mean(i2t)), "t2i_r1": float(np.mean(t2i))}
+    pos = (img * txt).sum(-1)
+    for kind in NEGATIVE_KINDS:
+        rows = [(i, n.caption) for i, s in enumerate(data) for n in s.negatives if n.kind == kind]
+        if not rows:
+            continue
+        neg = _embed(model, texts=[c for _, c in rows])
+        idx = torch.tensor([i for i, _ in rows])
+        wins = pos[idx] > (img[idx] * neg).sum(-1)
+        out[f"neg_{kind}"] = wins.float().mean().item()
+        out[f"neg_{kind}_n"] = len(rows)
+    return out
+
+
+def _hit(centres: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
+    """Per patch centre: inside any box (exclusive right/bottom edges)."""
+    inside = np.zeros(len(centres), dtype=bool)
+    for x0, y0, x1, y1 in boxes:
+        inside |= (
+            (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)
+        )
+    return inside
+
+
+def pointing_game(
+    model: Any,
+    data: Sequence[Any],
+    n_mentions: int = 500,
+    layers: Sequence[int | None] = (None,),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Pointing game of dualex heatmaps over the first ``n_mentions`` mentions of ``data``.
+
+    Returns:
+        Per layer (``"default"`` or the index): ``{"hit": rate, "random": baseline rate,
+        "n": mentions, "completeness_mean", "completeness_max"}``.
+    """
+    import dualex
+
+    items = []
+    for s in data:
+        for m in s.mentions:
+            if len(items) >= n_mentions:
+                break
+            items.append((s, m))
+    by_sample: dict[int, tuple[Any, list[Any]]] = {}
+    for s, m in items:
+        by_sample.setdefault(id(s), (s, []))[1].append(m)
+    from tqdm.auto import tqdm
+
+    out: dict[str, Any] = {}
+    for layer in layers:
+        hits, rand, errs = [], [], []
+        t0 = time.time()
+        for s, ms in tqdm(
+            list(by_sample.values()), desc=f"pointing (layer {layer})", disable=not progress
+        ):
+            ex = dualex.explain(model, s.caption, s.image, layers=layer)
+            errs.append(float(ex.completeness.relative_error))
+            pb = np.asarray(ex.b.patch_boxes(), dtype=np.float64)
+            centres = np.stack([(pb[:, 0] + pb[:, 2]) / 2, (pb[:, 1] + pb[:, 3]) / 2], 1)
+            for m in ms:
+                heat = ex.image_map(tuple(m.span)).detach().flatten().numpy()
+                inside = _hit(centres, m.boxes)
+                hits.append(bool(inside[int(heat.argmax())]))
+                rand.append(float(inside.mean()))
+        out["default" if layer is None else str(layer)] = {
+            "hit": float(np.mean(hits)),
+            "random": float(np.mean(rand)),
+            "n": len(hits),
+            "completeness_mean": float(np.mean(errs)),
+            "completeness_max": float(np.max(errs)),
+            "seconds": round(time.time() - t0, 1),
+        }
+    return out
+
+
+def evaluate(
+    model: Any = "builtin",
+    n_images: int = 500,
+    n_mentions: int = 500,
+    n_mentions_ood: int = 200,
+    layers: Sequence[int | None] = (None,),
+    progress: bool = True,
+) -> dict[str, Any]:
+    """All metrics of MODEL.md.
+
+    Args:
+        model: A :class:`dualex.DualEncoder`, ``"builtin"`` or a model folder.
+        n_images: Held-out images per domain for retrieval / negatives (multiple of 100).
+        n_mentions: In-domain mentions of the pointing game (half plain, half textured).
+        n_mentions_ood: Cluttered mentions of the pointing game.
+        layers: Split layers to measure the pointing game at (``None`` = dualex's default).
+        progress: Progress bars.
+    """
+    import dualex
+
+    if isinstance(model, str | Path):
+        model = dualex.load("builtin") if str(model) == "builtin" else dualex.load(f"hf:{model}")
+    res: dict[str, Any] = {"retrieval": {}, "pointing": {}}
+    data = {d: samples(d, n_images) for d in ("plain", "textured", "cluttered")}
+    for d, s in data.items():
+        res["retrieval"][d] = retrieval(model, s)
+    ind = {
+        k: float(np.mean([res["retrieval"][d][k] for d in ("plain", "textured")]))
+        for k in res["retrieval"]["plain"]
+    }
+    res["retrieval"]["in-domain"] = ind
+    # pointing game: interleave plain and textured samples
+    mixed = [s for pair in zip(data["plain"], data["textured"], strict=True) for s in pair]
+    res["pointing"]["in-domain"] = pointing_game(model, mixed, n_mentions, layers, progress)
+    res["pointing"]["cluttered"] = pointing_game(
+        model, data["cluttered"], n_mentions_ood, layers, progress
+    )
+    return res
+
+
+def format_markdown(res: dict[str, Any]) -> str:
+    """Markdown tables of :func:`evaluate`'s result."""
+    doms = ["in-domain", "plain", "textured", "cluttered"]
+    lines = [
+        "| metric | " + " | ".join(doms) + " |",
+        "|---|" + "---|" * len(doms),
+    ]
+    keys = [("i2t_r1", "image→text R@1 (of 100)"), ("t2i_r1", "text→image R@1 (of 100)")]
+    keys += [(f"neg_{k}", f"true caption beats {k} negative") for k in NEGATIVE_KINDS]
+    for k, name in keys:
+        vals = [res["retrieval"][d].get(k) for d in doms]
+        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.1%}" for v in vals) + " |")
+    lines += ["", "| pointing game | layer | hit | random | mentions | completeness error mean / max |",
+              "|---|---|---|---|---|---|"]  # fmt: skip
+    for dom, per_layer in res["pointing"].items():
+        for layer, r in per_layer.items():
+            lines.append(
+                f"| {dom} | {layer} | {r['hit']:.1%} | {r['random']:.1%} | {r['n']} | "
+                f"{r['completeness_mean']:.1e} / {r['completeness_max']:.1e} |"
+            )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: print the metrics as Markdown and optionally save them as JSON."""
+    p = argparse.ArgumentParser(description="Evaluate the built-in model")
+    p.add_argument("--model", default="builtin", help='"builtin" or a model folder')
+    p.add_argument("--out", default=None, help="write the metrics JSON here")
+    p.add_argument("--images", type=int, default=500)
+    p.add_argument("--mentions", type=int, default=500)
+    p.add_argument("--mentions-ood", type=int, default=200)
+    p.add_argument("--layers", default="default", help='comma list, e.g. "default,0"')
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    layers = [None if x == "default" else int(x) for x in a.layers.split(",")]
+    res = evaluate(a.model, a.images, a.mentions, a.mentions_ood, layers)
+    if a.out:
+        Path(a.out).write_text(json.dumps(res, indent=1))
+    print(format_markdown(res))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,482 @@
+"""Recipe of the built-in model: a small HF CLIP trained contrastively on the synthetic world.
+
+Run::
+
+    python -m dualex.models.train_builtin --out DIR [--steps N] [--resume]
+
+The training set (plain + textured domains; cluttered is held out) is rendered once into memory
+(and cached in ``DIR/data.safetensors``). The objective is symmetric InfoNCE with a learnable
+temperature whose image→text denominator also holds every caption's hard negatives (colour,
+shape, relation and absent-object swaps), plus an auxiliary *patch-phrase* contrast used only
+during training: each patch token of the last layer, passed through the stock
+``post_layernorm`` + ``visual_projection``, is classified against the text embeddings of the 48
+phrases "a <colour> <shape>" (target: the object covering the patch). At inference the model is a
+stock ``CLIPModel``. The run is seeded, shows a tqdm bar, and writes resumable checkpoints
+(safetensors + JSON, atomically) every ``--ckpt-every`` steps; the final model is saved with
+``save_pretrained`` (safetensors) together with its word-level tokenizer and image processor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dualex.data.synthetic import COLOURS, NEGATIVE_KINDS, SHAPES, WorldConfig
+
+__all__ = [
+    "EVAL_SEEDS",
+    "TRAIN_SEEDS",
+    "TrainConfig",
+    "builtin_vocabulary",
+    "main",
+    "train",
+    "world_config",
+]
+
+TRAIN_SEEDS = {"plain": 101, "textured": 102}
+"""World seeds of the training images (held-out evaluation uses :data:`EVAL_SEEDS`)."""
+
+EVAL_SEEDS = {"plain": 901, "textured": 902, "cluttered": 903}
+"""World seeds of the held-out evaluation images (never used in training)."""
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def world_config(**overrides: Any) -> WorldConfig:
+    """The synthetic-world options the built-in model is trained and evaluated on (in-domain)."""
+    return WorldConfig(**overrides)
+
+
+def builtin_vocabulary() -> list[str]:
+    """Every word the synthetic world's captions and negatives can contain."""
+    from dualex.data import synthetic as syn
+
+    words: list[str] = []
+    words += list(SHAPES) + [syn._plural(s) for s in SHAPES]
+    words += list(COLOURS)
+    words += list(syn.SIZES)
+    words += list(syn._COUNT_WORDS.values())
+    texts = [r for rel in syn._RELATIONS for r in rel[1:]]
+    texts += list(syn._LIST_PREFIXES) + list(syn._RELATION_FORMS)
+    texts += ["a an and , is there the of an empty picture image scene drawing with"]
+    for t in texts:
+        words += [w for w in re.findall(r"\w+|[^\w\s]", t.lower()) if w not in ("a", "b", "r")]
+    words += ["a"]
+    seen: dict[str, None] = {}
+    for w in words:
+        seen.setdefault(w, None)
+    return sorted(seen)
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of the recipe (saved in the checkpoint state and MODEL.md)."""
+
+    steps: int = 1000
+    batch: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup: float = 0.05
+    curriculum: float = 0.15
+    """Fraction of steps that only sees images with <= 2 objects."""
+    negatives: int = 1
+    """Hard negatives per image and step (of its up to four)."""
+    dense_weight: float = 0.5
+    """Weight of the auxiliary patch-phrase contrast (0 disables it)."""
+    width: int = 96
+    layers: int = 2
+    heads: int = 4
+    patch_size: int = 8
+    image_size: int = 64
+    projection_dim: int = 64
+    max_text: int = 32
+    n_train: int = 20000
+    """Training images (half plain, half textured)."""
+    seed: int = 0
+    threads: int = 2
+    ckpt_every: int = 100
+
+
+# ------------------------------------------------------------------------------------------
+# data
+
+
+def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _atomic_json(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def phrase_texts(cfg: WorldConfig) -> list[str]:
+    """The auxiliary objective's phrases, index ``c * len(shapes) + s``."""
+    return [
+        f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for c in cfg.colours for s in cfg.shapes
+    ]
+
+
+def encode_texts(tok: Any, texts: list[str], max_len: int) -> torch.Tensor:
+    """Token ids ``[N, max_len]`` (PAD = 0) of texts."""
+    enc = tok(texts, padding="max_length", max_length=max_len, truncation=True)
+    return torch.tensor(enc["input_ids"], dtype=torch.int32)
+
+
+def patch_labels(sample: Any, masks: np.ndarray, patch: int, cfg: WorldConfig) -> np.ndarray:
+    """Per patch: the phrase index of the object covering most of it (>= 30 %), else -1."""
+    objs = sample.meta["objects"]
+    k, h, _ = masks.shape
+    g = h // patch
+    out = np.full(g * g, -1, dtype=np.int64)
+    if k == 0:
+        return out
+    cov = masks.reshape(k, g, patch, g, patch).mean(axis=(2, 4)).reshape(k, -1)
+    best = cov.argmax(axis=0)
+    ok = cov.max(axis=0) >= 0.3
+    ns = len(cfg.shapes)
+    for p in np.flatnonzero(ok):
+        o = objs[best[p]]
+        out[p] = cfg.colours.index(o["colour"]) * ns + cfg.shapes.index(o["shape"])
+    return out
+
+
+def render_split(
+    n: int, seed: int, domain: str, tok: Any, tc: TrainConfig, cfg: WorldConfig, desc: str = ""
+) -> dict[str, torch.Tensor]:
+    """Render ``n`` images of a seed/domain into tensors (images uint8, ids, negatives, labels)."""
+    from tqdm.auto import tqdm
+
+    from dualex.data.synthetic import make_scene, samples_for_scene
+
+    images, caps, negs, labels, nobj = [], [], [], [], []
+    for i in tqdm(range(n), desc=desc or f"render {domain}", mininterval=2.0):
+        scene = make_scene(seed, i, domain=domain, image_size=tc.image_size, config=cfg)
+        s = samples_for_scene(scene, domain=domain, config=cfg)[0]
+        images.append(np.asarray(s.image.convert("RGB"), dtype=np.uint8))
+        caps.append(s.caption)
+        by_kind = {ng.kind: ng.caption for ng in s.negatives}
+        negs.append([by_kind.get(k, "") for k in NEGATIVE_KINDS])
+        labels.append(patch_labels(s, scene.masks, tc.patch_size, cfg))
+        nobj.append(len(scene.objects))
+    flat_negs = [c for row in negs for c in row]
+    neg_ids = encode_texts(tok, [c or "a" for c in flat_negs], tc.max_text)
+    neg_ok = torch.tensor([bool(c) for c in flat_negs]).view(n, len(NEGATIVE_KINDS))
+    return {
+        "images": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+        "ids": encode_texts(tok, caps, tc.max_text),
+        "neg_ids": neg_ids.view(n, len(NEGATIVE_KINDS), tc.max_text),
+        "neg_ok": neg_ok,
+        "labels": torch.from_numpy(np.stack(labels)),
+        "n_objects": torch.tensor(nobj, dtype=torch.int32),
+    }
+
+
+def load_or_render(out: Path, tok: Any, tc: TrainConfig, cfg: WorldConfig) -> dict:
+    """The training set, cached in ``out/data.safetensors``."""
+    from safetensors.torch import load_file
+
+    path = out / "data.safetensors"
+    key = json.dumps({"n": tc.n_train, "size": tc.image_size, "patch": tc.patch_size,
+                      "max_text": tc.max_text, "seeds": TRAIN_SEEDS, "cfg": repr(cfg),
+                      "vocab": len(tok)})  # fmt: skip
+    if path.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(path), "pt") as f:
+            if (f.metadata() or {}).get("key") == key:
+                return load_file(str(path))
+    half = tc.n_train // 2
+    parts = [
+        render_split(half, TRAIN_SEEDS[d], d, tok, tc, cfg, desc=f"render {d}")
+        for d in ("plain", "textured")
+    ]
+    data = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    _atomic_save(data, path, meta={"key": key})
+    return data
+
+
+def to_pixels(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` -> CLIP-normalised float pixels (the processor's mean/std)."""
+    x = images_u8.float() / 255.0
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+# ------------------------------------------------------------------------------------------
+# model
+
+
+def build(tc: TrainConfig) -> tuple[Any, Any, Any]:
+    """A fresh (seeded) model, tokenizer and image processor for a config."""
+    from transformers import CLIPImageProcessor, CLIPModel
+
+    from dualex.models.factory import clip_config, word_tokenizer
+
+    tok = word_tokenizer(builtin_vocabulary())
+    tok.model_max_length = tc.max_text
+    cfg = clip_config(
+        len(tok),
+        width=tc.width,
+        layers=tc.layers,
+        heads=tc.heads,
+        image_size=tc.image_size,
+        patch_size=tc.patch_size,
+        projection_dim=tc.projection_dim,
+        max_text=tc.max_text,
+    )
+    torch.manual_seed(tc.seed)
+    model = CLIPModel(cfg)
+    proc = CLIPImageProcessor(
+        size={"shortest_edge": tc.image_size},
+        crop_size={"height": tc.image_size, "width": tc.image_size},
+        image_mean=list(CLIP_MEAN),
+        image_std=list(CLIP_STD),
+    )
+    return model, tok, proc
+
+
+def text_embed(model: Any, ids: torch.Tensor) -> torch.Tensor:
+    """Normalised text embeddings of padded ids (trimmed to the longest row)."""
+    ids = ids.long()
+    mask = ids != 0
+    n = int(mask.sum(1).max())
+    out = model.get_text_features(input_ids=ids[:, :n], attention_mask=mask[:, :n].long())
+    if not torch.is_tensor(out):
+        out = out.pooler_output
+    return F.normalize(out, dim=-1)
+
+
+def image_embed(model: Any, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised pooled image embeddings ``[B, E]`` and patch embeddings ``[B, P, E]``."""
+    vm = model.vision_model
+    out = vm(pixel_values=pixels)
+    pooled = model.visual_projection(out.pooler_output)
+    patches = model.visual_projection(vm.post_layernorm(out.last_hidden_state[:, 1:]))
+    return F.normalize(pooled, dim=-1), F.normalize(patches, dim=-1)
+
+
+def losses(
+    model: Any, batch: dict[str, torch.Tensor], phrase_ids: torch.Tensor, dense: bool
+) -> dict[str, torch.Tensor]:
+    """InfoNCE (hard negatives in the image->text denominator); ``loss`` excludes ``dense``."""
+    b = batch["ids"].shape[0]
+    k = batch["neg_ids"].shape[1]
+    img, patches = image_embed(model, to_pixels(batch["images"]))
+    ok = batch["neg_ok"]
+    neg_rows = batch["neg_ids"][ok]
+    texts = text_embed(model, torch.cat([batch["ids"], neg_ids_or_empty(neg_rows, batch)]))
+    txt, neg = texts[:b], texts[b:]
+    scale = model.logit_scale.clamp(max=math.log(100.0)).exp()
+    li = scale * img @ torch.cat([txt, neg]).T  # [B, B + n_neg]
+    t2i = scale * txt @ img.T
+    target = torch.arange(b)
+    out = {
+        "i2t": F.cross_entropy(li, target),
+        "t2i": F.cross_entropy(t2i, target),
+    }
+    # accuracy of the true caption against its own negatives (monitoring)
+    with torch.no_grad():
+        own = torch.full((b, k), -1e9)
+        rows = torch.arange(b).unsqueeze(1).expand(b, k)[ok]
+        own[ok] = (img[rows] * neg).sum(-1)
+        pos = (img * txt).sum(-1, keepdim=True)
+        out["neg_acc"] = ((pos > own) | ~ok).float().mean()
+        out["acc"] = (li.argmax(1) == target).float().mean()
+    loss = (out["i2t"] + out["t2i"]) / 2
+    if dense:
+        ph = text_embed(model, phrase_ids)  # [C, E]
+        lab = batch["labels"]
+        sel = lab >= 0
+        logits = scale * patches[sel] @ ph.T
+        out["dense"] = F.cross_entropy(logits, lab[sel])
+    out["loss"] = loss
+    return out
+
+
+def neg_ids_or_empty(neg_rows: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return neg_rows if len(neg_rows) else batch["ids"][:0]
+
+
+# ------------------------------------------------------------------------------------------
+# checkpoints
+
+
+def _save_ckpt(out: Path, model: Any, opt: torch.optim.Optimizer, step: int, tc: TrainConfig,
+               log: list[dict]) -> None:  # fmt: skip
+    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            for key, val in opt.state.get(p, {}).items():
+                t = val if torch.is_tensor(val) else torch.tensor(val)
+                tensors[f"opt.{names[id(p)]}.{key}"] = t.detach().clone().reshape(t.shape)
+    ck = out / "checkpoint"
+    ck.mkdir(parents=True, exist_ok=True)
+    _atomic_save(tensors, ck / "state.safetensors")
+    _atomic_json({"step": step, "config": asdict(tc), "log": log}, ck / "state.json")
+
+
+def _load_ckpt(out: Path, model: Any, opt: torch.optim.Optimizer) -> tuple[int, list[dict]]:
+    from safetensors.torch import load_file
+
+    ck = out / "checkpoint"
+    if not (ck / "state.json").is_file():
+        return 0, []
+    info = json.loads((ck / "state.json").read_text())
+    tensors = load_file(str(ck / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(model.named_parameters())
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            name, key = k[4:].rsplit(".", 1)
+            opt.state[params[name]][key] = v
+    return int(info["step"]), list(info.get("log", []))
+
+
+# ------------------------------------------------------------------------------------------
+# training
+
+
+def _lr(step: int, tc: TrainConfig) -> float:
+    warm = max(1, int(tc.warmup * tc.steps))
+    if step < warm:
+        return tc.lr * (step + 1) / warm
+    t = (step - warm) / max(1, tc.steps - warm)
+    return tc.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _batch(step: int, tc: TrainConfig, data: dict, easy: torch.Tensor) -> dict:
+    """Deterministic batch of a step (so a resumed run sees the same data).
+
+    Each image brings ``tc.negatives`` of its hard negatives (random available kinds).
+    """
+    g = torch.Generator().manual_seed(tc.seed * 1_000_003 + step)
+    if step < tc.curriculum * tc.steps and len(easy):
+        idx = easy[torch.randint(len(easy), (tc.batch,), generator=g)]
+    else:
+        idx = torch.randint(len(data["ids"]), (tc.batch,), generator=g)
+    batch = {k: v[idx] for k, v in data.items() if k != "n_objects"}
+    ok = batch["neg_ok"]
+    r = torch.rand(ok.shape, generator=g).masked_fill(~ok, -1.0)
+    pick = r.topk(min(tc.negatives, ok.shape[1]), dim=1).indices  # [B, m]
+    batch["neg_ids"] = batch["neg_ids"].gather(
+        1, pick.unsqueeze(-1).expand(-1, -1, batch["neg_ids"].shape[-1])
+    )
+    batch["neg_ok"] = ok.gather(1, pick)
+    return batch
+
+
+def train(out: str | os.PathLike, tc: TrainConfig, resume: bool = False) -> Path:
+    """Train the built-in model into ``out`` (final files via ``save_pretrained``).
+
+    Args:
+        out: Output folder (checkpoints in ``out/checkpoint``, data cache ``out/data.safetensors``).
+        tc: Hyper-parameters.
+        resume: Continue from ``out/checkpoint`` if present.
+
+    Returns:
+        ``out``.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(tc.threads)
+    wcfg = world_config()
+    model, tok, proc = build(tc)
+    data = load_or_render(out, tok, tc, wcfg)
+    easy = torch.nonzero(data["n_objects"] <= 2).flatten()
+    phrase_ids = encode_texts(tok, phrase_texts(wcfg), tc.max_text)
+
+    decay = [p for n_, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n_, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": tc.weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98),
+    )  # fmt: skip
+    start, log = _load_ckpt(out, model, opt) if resume else (0, [])
+    model.train()
+    bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", mininterval=5)
+    t0 = time.time()
+    ema: dict[str, float] = {}
+    for step in bar:
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, tc)
+        batch = _batch(step, tc, data, easy)
+        res = losses(model, batch, phrase_ids, dense=tc.dense_weight > 0)
+        loss = res["loss"]
+        if "dense" in res:
+            loss = loss + tc.dense_weight * res["dense"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        for key in ("loss", "acc", "neg_acc", "dense"):
+            if key in res:
+                v = float((res[key] if key != "loss" else loss).detach())
+                ema[key] = v if key not in ema else 0.95 * ema[key] + 0.05 * v
+        bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
+        if (step + 1) % 50 == 0:
+            log.append({"step": step + 1, "time": round(time.time() - t0, 1), **ema,
+                        "temp": float(model.logit_scale.exp())})  # fmt: skip
+            print(json.dumps(log[-1]), flush=True)
+        if (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.steps:
+            _save_ckpt(out, model, opt, step + 1, tc, log)
+    bar.close()
+    model.eval()
+    save_model(out, model, tok, proc)
+    _atomic_json({"config": asdict(tc), "log": log}, out / "training.json")
+    return out
+
+
+def save_model(out: Path, model: Any, tok: Any, proc: Any) -> None:
+    """The HF folder users load: config, model.safetensors, tokenizer files, processor."""
+    model.config._attn_implementation = "eager"
+    model.save_pretrained(str(out), safe_serialization=True)
+    tok.save_pretrained(str(out))
+    proc.save_pretrained(str(out))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Command line: ``python -m dualex.models.train_builtin --out DIR [--steps N] [--resume]``."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    for f, v in asdict(TrainConfig()).items():
+        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    args = vars(p.parse_args(argv))
+    out, resume = args.pop("out"), args.pop("resume")
+    tc = TrainConfig(**args)
+    train(out, tc, resume=resume)
+    print(f"saved the model to {out}")
+
+
+if __name__ == "__main__":
+    main()
