@@ -425,6 +425,11 @@ def demo(
     run_demo(out)
 
 
+from dualex.evaluate.cli import eval_app  # noqa: E402
+
+app.add_typer(eval_app, name="eval")
+
+
 def main() -> None:
     """Entry point: bad input becomes one line on stderr and exit code 2 (``--debug``: traceback)."""
     import warnings

@@ -1,0 +1,1 @@
+"""Grounding evaluation: metrics, first-order baselines, mismatch, per-class analysis, Shapley."""

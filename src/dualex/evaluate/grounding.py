@@ -1,0 +1,413 @@
+"""Dataset runs: grounding of every mention by every method, and hard-negative mismatch.
+
+Both runs are resumable (rows keyed by ``(method, sample_id, mention)`` or ``(method,
+sample_id, negative)``), shardable (``shard=(i, n)`` keeps samples ``i, i + n, ...``), and flush
+a Parquet part every ``batch`` samples, so a kill loses at most the batch in progress.
+
+dualex explains each caption once (projections via :func:`dualex.project`, so the captions of one
+image share its projection) and slices every mention from that explanation; a baseline runs once
+per mention with the mention's phrase (``text="span"``) or the full caption (``text="caption"``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dualex.data.types import Sample
+from dualex.errors import DualexError, SettingError
+from dualex.evaluate import metrics as mt
+from dualex.evaluate.store import RowStore
+
+__all__ = [
+    "GROUNDING_KEY",
+    "METHODS",
+    "MISMATCH_KEY",
+    "EvalSettings",
+    "grounding_rows",
+    "mismatch_rows",
+    "run_grounding",
+    "run_mismatch",
+]
+
+METHODS = ("dualex", "ig", "gae", "maskclip", "gradeclip", "surgery", "random")
+"""Method names of ``--methods``."""
+
+GROUNDING_KEY = ("method", "sample_id", "mention")
+MISMATCH_KEY = ("method", "sample_id", "negative")
+NAN = float("nan")
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Settings of a dataset run.
+
+    Attributes:
+        methods: Methods to run (names of :data:`METHODS`).
+        text: ``"span"`` (baselines get the mention's phrase) or ``"caption"``.
+        layers: dualex split layer(s) (``None``: the last block's input).
+        steps: dualex quadrature nodes (``None``: adaptive).
+        batch: Samples per flushed Parquet part.
+        limit: Most samples to read from the source (``None``: all).
+        shard: ``(i, n)``: this run takes samples ``i, i + n, ...``.
+    """
+
+    methods: tuple[str, ...] = ("dualex", "random")
+    text: str = "span"
+    layers: int | tuple[int, int] | None = None
+    steps: int | None = None
+    batch: int = 8
+    limit: int | None = None
+    shard: tuple[int, int] = (0, 1)
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise SettingError(f"unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        if self.text not in ("span", "caption"):
+            raise SettingError(f"text must be 'span' or 'caption', got {self.text!r}")
+        i, n = self.shard
+        if not (n >= 1 and 0 <= i < n):
+            raise SettingError(f"shard {i}/{n} is invalid; pass i/n with 0 <= i < n")
+        if self.batch < 1:
+            raise SettingError("batch must be >= 1")
+
+
+def _base(sample: Sample, idx: int) -> dict[str, Any]:
+    return {
+        "idx": idx,
+        "sample_id": sample.caption_id or f"{sample.image_id}#{idx}",
+        "image_id": sample.image_id,
+        "source": str(sample.meta.get("source", "synthetic")),
+        "domain": str(sample.meta.get("domain", "")),
+    }
+
+
+def _text_cols(pos: Any, mask: np.ndarray) -> list[int]:
+    return [pos.prefix + int(i) for i in np.flatnonzero(mask.reshape(-1))]
+
+
+def grounding_rows(
+    model: Any,
+    group: Sequence[tuple[int, Sample]],
+    settings: EvalSettings,
+    skip: Callable[[str, str, int], bool] = lambda m, s, k: False,
+) -> list[dict[str, Any]]:
+    """Rows of every (method, mention) of samples that share one image.
+
+    Args:
+        model: A :class:`dualex.DualEncoder`.
+        group: ``(stream index, sample)`` pairs; all share the first sample's image.
+        settings: Run settings.
+        skip: ``skip(method, sample_id, mention)`` → True for rows already written.
+
+    Returns:
+        One dict per (method, mention): ``method, idx, sample_id, image_id, mention, label,
+        phrase, text_input, n_boxes, pointing, energy, text_pointing, text_energy, steps,
+        completeness, score, source, domain, error``.
+    """
+    import dualex
+    from dualex.evaluate.baselines import BASELINES
+    from dualex.evaluate.baselines.first_order import IG_STEPS, random_scores
+
+    rows: list[dict[str, Any]] = []
+    todo = [
+        (i, s)
+        for i, s in group
+        if any(
+            not skip(m, _base(s, i)["sample_id"], k)
+            for m in settings.methods
+            for k in range(len(s.mentions))
+        )
+    ]
+    if not todo:
+        return rows
+    image = todo[0][1].image
+    proj = None
+    if "dualex" in settings.methods:
+        try:
+            proj = dualex.project(
+                model,
+                texts=[s.caption for _, s in todo],
+                images=[image],
+                layers=settings.layers,
+                steps=settings.steps,
+            )
+        except DualexError as err:
+            proj = err
+    image_pos = model.tower_b.prepare(image).positions
+    for j, (idx, s) in enumerate(todo):
+        base = _base(s, idx)
+        ex = proj.explanation(j, 0) if isinstance(proj, dualex.Projections) else None
+        for k, mention in enumerate(s.mentions):
+            phrase = s.caption[slice(*mention.span)]
+            text_in = phrase if settings.text == "span" else s.caption
+            boxes = mt.mention_targets(mention)
+            mask = mt.box_mask(image_pos, boxes)
+            for method in settings.methods:
+                if skip(method, base["sample_id"], k):
+                    continue
+                row = dict(
+                    base,
+                    method=method,
+                    mention=k,
+                    label=mention.label,
+                    phrase=phrase,
+                    text_input=settings.text if method not in ("dualex", "random") else "span",
+                    n_boxes=len(boxes),
+                    pointing=NAN,
+                    energy=NAN,
+                    text_pointing=NAN,
+                    text_energy=NAN,
+                    steps=-1,
+                    completeness=NAN,
+                    score=NAN,
+                    error="",
+                )
+                try:
+                    if not mask.any():
+                        raise SettingError("no patch of the model's crop lies in the boxes")
+                    scores = None
+                    if method == "dualex":
+                        if not isinstance(proj, dualex.Projections):
+                            raise proj  # type: ignore[misc]
+                        assert ex is not None
+                        m, text, _ = ex.text_image()
+                        rows_idx = text.span_indices(mention.span)
+                        hm = m[rows_idx].sum(0)[image_pos.patch_slice].reshape(image_pos.grid)
+                        scores = m[:, _text_cols(image_pos, mask)].sum(1)
+                        special, span_idx = text.special, rows_idx
+                        c = ex.completeness
+                        row.update(steps=max(c.steps), completeness=c.relative_error, score=c.score)
+                    elif method == "random":
+                        seed = f"{base['sample_id']}/{k}"
+                        hm = BASELINES["random"](model, image, phrase, seed=seed)
+                        text = model.tower_a.prepare(s.caption).positions
+                        span_idx = text.span_indices(mention.span)
+                        scores = torch.from_numpy(random_scores(len(text), seed))
+                        special = text.special
+                    else:
+                        hm = BASELINES[method](model, image, text_in)
+                        if method == "ig":
+                            row["steps"] = IG_STEPS
+                    row["pointing"] = mt.pointing_game(hm, boxes, image_pos)
+                    row["energy"] = mt.energy_in_box(hm, boxes, image_pos)
+                    if scores is not None:
+                        row["text_pointing"] = mt.text_pointing(scores, span_idx, special)
+                        row["text_energy"] = mt.text_energy(scores, span_idx, special)
+                except DualexError as err:
+                    row["error"] = str(err)
+                rows.append(row)
+    return rows
+
+
+def mismatch_rows(
+    model: Any,
+    group: Sequence[tuple[int, Sample]],
+    settings: EvalSettings,
+    skip: Callable[[str, str, int], bool] = lambda m, s, k: False,
+) -> list[dict[str, Any]]:
+    """Rows of every hard negative of samples that share one image (method ``dualex``).
+
+    Each row: the mismatched span's summed interaction (``mismatch``), the mean over the
+    negative's unchanged mentions (``matched``), the original span in the positive caption
+    (``positive``), indicators ``below_matched`` / ``below_positive``, the two scores and
+    ``prefers_positive`` (the model scores the positive caption higher).
+    """
+    import dualex
+
+    rows: list[dict[str, Any]] = []
+    for idx, s in group:
+        base = _base(s, idx)
+        todo = [k for k in range(len(s.negatives)) if not skip("dualex", base["sample_id"], k)]
+        if not todo:
+            continue
+        try:
+            proj = dualex.project(
+                model,
+                texts=[s.caption] + [s.negatives[k].caption for k in todo],
+                images=[s.image],
+                layers=settings.layers,
+                steps=settings.steps,
+            )
+        except DualexError as err:
+            proj = err
+        for j, k in enumerate(todo):
+            neg = s.negatives[k]
+            row = dict(
+                base,
+                method="dualex",
+                negative=k,
+                kind=neg.kind,
+                label=_label_at(s, neg),
+                phrase=neg.caption[slice(*neg.span)],
+                mismatch=NAN,
+                matched=NAN,
+                positive=NAN,
+                below_matched=NAN,
+                below_positive=NAN,
+                score_positive=NAN,
+                score_negative=NAN,
+                prefers_positive=NAN,
+                error="",
+            )
+            try:
+                if not isinstance(proj, dualex.Projections):
+                    raise proj
+                ex_pos, ex_neg = proj.explanation(0, 0), proj.explanation(j + 1, 0)
+                m_pos, t_pos, _ = ex_pos.text_image()
+                m_neg, t_neg, _ = ex_neg.text_image()
+                orig = neg.original_span or neg.span
+                matched = []
+                for mention in s.mentions:
+                    shifted = mt.shift_span(mention.span, neg, s.caption)
+                    if shifted is not None:
+                        matched.append(t_neg.span_indices(shifted))
+                row.update(
+                    mt.mismatch(
+                        m_neg,
+                        t_neg.span_indices(neg.span),
+                        matched,
+                        m_pos,
+                        t_pos.span_indices(orig),
+                    )
+                )
+                sp, sn = ex_pos.score, ex_neg.score
+                row.update(score_positive=sp, score_negative=sn, prefers_positive=float(sp > sn))
+            except DualexError as err:
+                row["error"] = str(err)
+            rows.append(row)
+    return rows
+
+
+def _label_at(s: Sample, neg: Any) -> str:
+    if neg.original_span is None:
+        return ""
+    a, b = neg.original_span
+    for m in s.mentions:
+        if m.span[0] < b and m.span[1] > a:
+            return m.label
+    return ""
+
+
+def _groups(
+    samples: Iterable[Sample], settings: EvalSettings
+) -> Iterator[list[tuple[int, Sample]]]:
+    """Consecutive samples of this shard that share an image, with their stream indices."""
+    i_shard, n_shard = settings.shard
+    group: list[tuple[int, Sample]] = []
+    for idx, s in enumerate(samples):
+        if settings.limit is not None and idx >= settings.limit:
+            break
+        if idx % n_shard != i_shard:
+            continue
+        if group and s.image_id != group[-1][1].image_id:
+            yield group
+            group = []
+        group.append((idx, s))
+    if group:
+        yield group
+
+
+def _run(
+    model: Any,
+    samples: Iterable[Sample],
+    out_dir: str | os.PathLike[str],
+    settings: EvalSettings,
+    key: tuple[str, ...],
+    make_rows: Callable[..., list[dict[str, Any]]],
+    total: int | None,
+    progress: bool,
+    desc: str,
+) -> Path:
+    from tqdm.auto import tqdm
+
+    i, n = settings.shard
+    store = RowStore(out_dir, key, tag=f"s{i}of{n}")
+    done = store.done()
+
+    def skip(method: str, sample_id: str, k: int) -> bool:
+        return (method, sample_id, k) in done
+
+    if total is not None and settings.limit is not None:
+        total = min(total, settings.limit)
+    if total is not None:
+        total = math.ceil(max(total - i, 0) / n)
+    bar = tqdm(total=total, desc=desc, unit="sample", disable=not progress)
+    pending = 0
+    for group in _groups(samples, settings):
+        store.add(make_rows(model, group, settings, skip))
+        pending += len(group)
+        bar.update(len(group))
+        if pending >= settings.batch:
+            store.flush()
+            pending = 0
+    store.flush()
+    bar.close()
+    return store.consolidate(order=("idx",))
+
+
+def run_grounding(
+    model: Any,
+    samples: Iterable[Sample],
+    out_dir: str | os.PathLike[str],
+    settings: EvalSettings,
+    *,
+    total: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Evaluate every mention of every sample with every method; resumable.
+
+    Args:
+        model: A :class:`dualex.DualEncoder`.
+        samples: The samples (a re-run must see them in the same order).
+        out_dir: Output folder (``parts/`` and the merged ``rows.parquet``).
+        settings: Methods, text input, shard, limit, batch.
+        total: Number of samples, for the progress bar's ETA.
+        progress: Show a progress bar.
+
+    Returns:
+        Path of ``rows.parquet`` (all rows written so far, sorted by sample then key).
+    """
+    return _run(
+        model,
+        samples,
+        out_dir,
+        settings,
+        GROUNDING_KEY,
+        grounding_rows,
+        total,
+        progress,
+        "grounding",
+    )
+
+
+def run_mismatch(
+    model: Any,
+    samples: Iterable[Sample],
+    out_dir: str | os.PathLike[str],
+    settings: EvalSettings,
+    *,
+    total: int | None = None,
+    progress: bool = True,
+) -> Path:
+    """Evaluate every hard negative of every sample with dualex; resumable (see
+    :func:`run_grounding`)."""
+    return _run(
+        model,
+        samples,
+        out_dir,
+        settings,
+        MISMATCH_KEY,
+        mismatch_rows,
+        total,
+        progress,
+        "mismatch",
+    )
