@@ -87,7 +87,15 @@ def _base(sample: Sample, idx: int) -> dict[str, Any]:
         "image_id": sample.image_id,
         "source": str(sample.meta.get("source", "synthetic")),
         "domain": str(sample.meta.get("domain", "")),
+        "n_objects": _n_objects(sample),
     }
+
+
+def _n_objects(sample: Sample) -> int:
+    """Objects in the image: the synthetic world's count, else the distinct mentioned boxes."""
+    if "objects" in sample.meta:
+        return len(sample.meta["objects"])
+    return len({tuple(b) for m in sample.mentions for b in m.boxes})
 
 
 def _text_cols(pos: Any, mask: np.ndarray) -> list[int]:

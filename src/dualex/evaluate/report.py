@@ -76,11 +76,19 @@ def write_grounding_tables(out_dir: str | os.PathLike[str]) -> dict[str, list[di
     metrics = GROUNDING_METRICS
     summary = group_table(rows, ("method",), metrics)
     per_class = group_table(rows, ("method", "label"), metrics, sort_by="pointing")
+    multi = group_table([r for r in rows if r.get("n_objects", 0) >= 2], ("method",), metrics)
     _write(out, "summary", summary, metrics, "Grounding by method (mean [95% bootstrap CI])")
+    _write(
+        out,
+        "summary_multi",
+        multi,
+        metrics,
+        "Grounding by method, images with two or more objects only",
+    )
     _write(out, "per_class", per_class, metrics, "Grounding by method and class, worst first")
     if summary:
         bar_plot(summary, metrics, out / "summary.png", f"grounding, {len(rows)} rows")
-    return {"summary": summary, "per_class": per_class}
+    return {"summary": summary, "summary_multi": multi, "per_class": per_class}
 
 
 def write_mismatch_tables(out_dir: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
