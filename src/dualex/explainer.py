@@ -142,7 +142,7 @@ def _project_prepared(
         P=P,
         embedding=e,
         reference_embedding=e_ref,
-        positions=inp.positions,
+        positions=tower.positions_at(inp, layer),
         layer=layer,
         steps=steps,
         rule=rule,

@@ -74,6 +74,10 @@ def wrap(
         tokenizer = tokenizer or getattr(processor, "tokenizer", None)
         image_processor = image_processor or getattr(processor, "image_processor", None)
     cls = type(model).__name__
+    if cls == "AlignModel":
+        from dualex.towers.hf_align import wrap_align
+
+        return wrap_align(model, tokenizer, image_processor, name=name)
     if cls in ("CLIPModel", "SiglipModel", "Siglip2Model") or (
         hasattr(model, "get_text_features") and hasattr(model, "text_model")
     ):
