@@ -10,6 +10,7 @@ import dualex
 from dualex.evaluate.shapley import (
     aggregate,
     clip_crosscheck,
+    factorised_sii,
     pairwise_interactions,
     rank_correlation,
     region_groups,
@@ -63,7 +64,28 @@ def test_region_groups_partition():
     assert groups[0] == [1, 2, 9, 10]
 
 
-def test_clip_crosscheck_runs(clip64, image):
-    r = clip_crosscheck(clip64, "red circle", image, grid=2, steps=4)
-    assert r.exact and r.shapley.shape == r.dualex.shape == (2, 4)
-    assert -1.0 <= r.spearman <= 1.0 and r.words == ["red", "circle"]
+def test_factorised_sii_equals_shapiq_exact():
+    import shapiq
+
+    rng = np.random.default_rng(0)
+    a, b = 3, 4
+    table = rng.normal(size=(2**a, 2**b))
+
+    def fn(c):
+        c = np.asarray(c, dtype=bool)
+        t = (c[:, :a] * (1 << np.arange(a))).sum(1)
+        r = (c[:, a:] * (1 << np.arange(b))).sum(1)
+        return table[t, r]
+
+    iv = shapiq.ExactComputer(fn, n_players=a + b)("SII", order=2)
+    want = np.array([[iv[(i, a + j)] for j in range(b)] for i in range(a)])
+    np.testing.assert_allclose(factorised_sii(table), want, atol=1e-12)
+
+
+def test_clip_crosscheck_runs_and_methods_agree(clip64, image):
+    r = clip_crosscheck(clip64, "red circle", image, grid=2, steps=4, layers=(0, None))
+    assert r.exact and r.shapley.shape == (2, 4)
+    assert set(r.dualex) == {"L0", "L1"} and r.dualex["L0"].shape == (2, 4)
+    assert all(-1.0 <= v <= 1.0 for v in r.spearman.values()) and r.words == ["red", "circle"]
+    r2 = clip_crosscheck(clip64, "red circle", image, grid=2, steps=4, method="shapiq")
+    np.testing.assert_allclose(r.shapley, r2.shapley, atol=1e-9)
