@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,14 @@ import torch.nn.functional as F
 from dualex.data.synthetic import NEGATIVE_KINDS, generate
 from dualex.models.train_builtin import EVAL_SEEDS, world_config
 
-__all__ = ["evaluate", "format_markdown", "pointing_game", "retrieval", "samples"]
+__all__ = [
+    "evaluate",
+    "format_markdown",
+    "load_parts",
+    "pointing_game",
+    "retrieval",
+    "samples",
+]
 
 
 def samples(domain: str, n: int, start: int = 0) -> list[Any]:
@@ -38,9 +46,25 @@ def samples(domain: str, n: int, start: int = 0) -> list[Any]:
     return generate(n, seed=EVAL_SEEDS[domain], domain=domain, start=start, config=world_config())
 
 
+def load_parts(path: str | Path = "builtin") -> SimpleNamespace:
+    """A model folder's ``CLIPModel``, tokenizer, image processor and the wrapped ``dual``."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
+
+    import dualex
+    from dualex.models.builtin import BUILTIN_DIR
+
+    d = str(BUILTIN_DIR if str(path) == "builtin" else path)
+    model = CLIPModel.from_pretrained(d, attn_implementation="eager").eval()
+    tok = AutoTokenizer.from_pretrained(d)
+    proc = CLIPImageProcessor.from_pretrained(d)
+    name = "builtin" if str(path) == "builtin" else str(path)
+    dual = dualex.wrap(model, tokenizer=tok, image_processor=proc, name=name)
+    return SimpleNamespace(model=model, tokenizer=tok, image_processor=proc, dual=dual)
+
+
 @torch.no_grad()
 def _embed(model: Any, texts: Sequence[str] | None = None, images: Sequence[Any] | None = None):
-    hf = model.model if hasattr(model, "model") else model
+    hf = model.model
     if texts is not None:
         enc = model.tokenizer(list(texts), padding=True, return_tensors="pt")
         out = hf.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
@@ -56,8 +80,7 @@ def retrieval(model: Any, data: Sequence[Any], group: int = 100) -> dict[str, fl
     """R@1 both ways among ``group`` candidates and the hard-negative win rate per kind.
 
     Args:
-        model: A wrapped :class:`dualex.DualEncoder` (``.model``, ``.tokenizer``,
-            ``.image_processor``).
+        model: :func:`load_parts` of a model.
         data: Samples (one caption per image).
         group: Candidates per retrieval (``len(data)`` should be a multiple).
     """
@@ -101,6 +124,13 @@ def pointing_game(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Pointing game of dualex heatmaps over the first ``n_mentions`` mentions of ``data``.
+
+    Args:
+        model: A :class:`dualex.DualEncoder`.
+        data: Samples.
+        n_mentions: How many mentions to score.
+        layers: Split layers (``None``: dualex's default).
+        progress: Progress bars.
 
     Returns:
         Per layer (``"default"`` or the index): ``{"hit": rate, "random": baseline rate,
@@ -157,17 +187,15 @@ def evaluate(
     """All metrics of MODEL.md.
 
     Args:
-        model: A :class:`dualex.DualEncoder`, ``"builtin"`` or a model folder.
+        model: ``"builtin"``, a model folder, or :func:`load_parts`' result.
         n_images: Held-out images per domain for retrieval / negatives (multiple of 100).
         n_mentions: In-domain mentions of the pointing game (half plain, half textured).
         n_mentions_ood: Cluttered mentions of the pointing game.
         layers: Split layers to measure the pointing game at (``None`` = dualex's default).
         progress: Progress bars.
     """
-    import dualex
-
     if isinstance(model, str | Path):
-        model = dualex.load("builtin") if str(model) == "builtin" else dualex.load(f"hf:{model}")
+        model = load_parts(model)
     res: dict[str, Any] = {"retrieval": {}, "pointing": {}}
     data = {d: samples(d, n_images) for d in ("plain", "textured", "cluttered")}
     for d, s in data.items():
@@ -179,9 +207,9 @@ def evaluate(
     res["retrieval"]["in-domain"] = ind
     # pointing game: interleave plain and textured samples
     mixed = [s for pair in zip(data["plain"], data["textured"], strict=True) for s in pair]
-    res["pointing"]["in-domain"] = pointing_game(model, mixed, n_mentions, layers, progress)
+    res["pointing"]["in-domain"] = pointing_game(model.dual, mixed, n_mentions, layers, progress)
     res["pointing"]["cluttered"] = pointing_game(
-        model, data["cluttered"], n_mentions_ood, layers, progress
+        model.dual, data["cluttered"], n_mentions_ood, layers, progress
     )
     return res
 

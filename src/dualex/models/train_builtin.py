@@ -40,6 +40,7 @@ __all__ = [
     "TRAIN_SEEDS",
     "TrainConfig",
     "builtin_vocabulary",
+    "export_checkpoint",
     "main",
     "train",
     "world_config",
@@ -462,6 +463,20 @@ def save_model(out: Path, model: Any, tok: Any, proc: Any) -> None:
     model.save_pretrained(str(out), safe_serialization=True)
     tok.save_pretrained(str(out))
     proc.save_pretrained(str(out))
+
+
+def export_checkpoint(out: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    """Write the model of ``out/checkpoint`` as a loadable HF folder ``dest`` (mid-run checks)."""
+    from safetensors.torch import load_file
+
+    out, dest = Path(out), Path(dest)
+    info = json.loads((out / "checkpoint" / "state.json").read_text())
+    tc = TrainConfig(**info["config"])
+    model, tok, proc = build(tc)
+    tensors = load_file(str(out / "checkpoint" / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    save_model(dest, model.eval(), tok, proc)
+    return dest
 
 
 def main(argv: list[str] | None = None) -> None:
