@@ -11,7 +11,7 @@ from dualex.evaluate.grounding import EvalSettings, run_grounding, run_mismatch
 from dualex.evaluate.report import read_rows, write_grounding_tables, write_mismatch_tables
 from dualex.evaluate.store import RowStore
 
-METHODS = ("dualex", "gae", "maskclip", "random")
+METHODS = ("dualex", "dualex-span", "gae", "random")
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +33,9 @@ def test_rows_per_method_and_mention(clip64, samples, tmp_path):
     assert not any(r["error"] for r in rows)
     dx = [r for r in rows if r["method"] == "dualex"]
     assert all(r["steps"] == 2 and math.isfinite(r["completeness"]) for r in dx)
+    assert {r["text_input"] for r in dx} == {"caption"}
+    spans = [r for r in rows if r["method"] == "dualex-span"]
+    assert all(r["steps"] == 2 and math.isfinite(r["pointing"]) for r in spans)
     assert all(r["pointing"] in (0.0, 1.0) for r in rows)
     assert all(math.isnan(r["text_pointing"]) for r in rows if r["method"] == "gae")
     tables = write_grounding_tables(tmp_path)

@@ -37,8 +37,9 @@ __all__ = [
     "run_mismatch",
 ]
 
-METHODS = ("dualex", "ig", "gae", "maskclip", "gradeclip", "surgery", "random")
-"""Method names of ``--methods``."""
+METHODS = ("dualex", "dualex-span", "ig", "gae", "maskclip", "gradeclip", "surgery", "random")
+"""Method names of ``--methods`` (``dualex-span``: dualex with the mention's phrase as the whole
+text, the baselines' setting; ``dualex`` explains the full caption and slices the mention)."""
 
 GROUNDING_KEY = ("method", "sample_id", "mention")
 MISMATCH_KEY = ("method", "sample_id", "negative")
@@ -150,6 +151,20 @@ def grounding_rows(
             )
         except DualexError as err:
             proj = err
+    span_proj: Any = None
+    span_index: dict[tuple[int, int], int] = {}
+    if "dualex-span" in settings.methods:
+        phrases: list[str] = []
+        for j, (_, s) in enumerate(todo):
+            for k, mention in enumerate(s.mentions):
+                span_index[(j, k)] = len(phrases)
+                phrases.append(s.caption[slice(*mention.span)])
+        try:
+            span_proj = dualex.project(
+                model, texts=phrases, images=[image], layers=settings.layers, steps=settings.steps
+            )
+        except DualexError as err:
+            span_proj = err
     image_pos = model.tower_b.prepare(image).positions
     for j, (idx, s) in enumerate(todo):
         base = _base(s, idx)
@@ -168,7 +183,13 @@ def grounding_rows(
                     mention=k,
                     label=mention.label,
                     phrase=phrase,
-                    text_input=settings.text if method not in ("dualex", "random") else "span",
+                    text_input=(
+                        "caption"
+                        if method == "dualex"
+                        else "span"
+                        if method in ("dualex-span", "random")
+                        else settings.text
+                    ),
                     n_boxes=len(boxes),
                     pointing=NAN,
                     energy=NAN,
@@ -193,6 +214,15 @@ def grounding_rows(
                         scores = m[:, _text_cols(image_pos, mask)].sum(1)
                         special, span_idx = text.special, rows_idx
                         c = ex.completeness
+                        row.update(steps=max(c.steps), completeness=c.relative_error, score=c.score)
+                    elif method == "dualex-span":
+                        if not isinstance(span_proj, dualex.Projections):
+                            raise span_proj  # type: ignore[misc]
+                        ex_span = span_proj.explanation(span_index[(j, k)], 0)
+                        m, text, _ = ex_span.text_image()
+                        content = [i for i, sp in enumerate(text.special) if not sp]
+                        hm = m[content].sum(0)[image_pos.patch_slice].reshape(image_pos.grid)
+                        c = ex_span.completeness
                         row.update(steps=max(c.steps), completeness=c.relative_error, score=c.score)
                     elif method == "random":
                         seed = f"{base['sample_id']}/{k}"
