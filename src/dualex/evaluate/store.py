@@ -86,17 +86,23 @@ class RowStore:
             return None
         self.parts.mkdir(parents=True, exist_ok=True)
         seq = len(list(self.parts.glob(f"part-{self.tag}-*.parquet")))
-        path = self.parts / f"part-{self.tag}-{seq:06d}.parquet"
+        # the process id keeps two writers of the same shard from replacing each other's parts
+        path = self.parts / f"part-{self.tag}-{seq:06d}-{os.getpid()}.parquet"
         while path.exists():
             seq += 1
-            path = self.parts / f"part-{self.tag}-{seq:06d}.parquet"
+            path = self.parts / f"part-{self.tag}-{seq:06d}-{os.getpid()}.parquet"
         _write_table(self._buffer, path)
         self._buffer = []
         return path
 
     def consolidate(self, name: str = "rows.parquet", order: Sequence[str] = ()) -> Path:
         """Merge every part into ``<dir>/<name>``, sorted by ``order`` then the key columns."""
-        rows = self.read()
+        rows, seen = [], set()
+        for r in self.read():  # a row written twice (concurrent writers) is kept once
+            k = tuple(r[c] for c in self.key)
+            if k not in seen:
+                seen.add(k)
+                rows.append(r)
         cols = tuple(order) + self.key
         rows.sort(key=lambda r: tuple(r[c] for c in cols))
         path = self.dir / name
