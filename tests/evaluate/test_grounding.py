@@ -140,3 +140,14 @@ def test_cli_grounding_and_errors(tmp_path):
     res = runner.invoke(app, ["eval", "compare", str(out), str(out), "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "compare_per_class.md").is_file()
+
+
+def test_two_writers_of_one_shard_keep_every_row_once(tmp_path):
+    import os
+
+    a, b = RowStore(tmp_path, ("k",)), RowStore(tmp_path, ("k",))
+    a.add([{"k": 1, "idx": 0}])
+    b.add([{"k": 1, "idx": 0}, {"k": 2, "idx": 1}])
+    pa, pb = a.flush(), b.flush()
+    assert pa != pb and str(os.getpid()) in pa.name
+    assert _rows(a.consolidate(order=("idx",))) == [{"k": 1, "idx": 0}, {"k": 2, "idx": 1}]
