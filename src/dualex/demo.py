@@ -92,7 +92,7 @@ def run_demo(
     out.mkdir(parents=True, exist_ok=True)
     model = _model(console)
     table = Table(title=f"dualex demo — {model.name}")
-    for col in ("scene", "mention", "box", "peak in box", "completeness error", "heatmap"):
+    for col in ("scene", "mention", "box", "peak in box", "completeness error"):
         table.add_column(col)
     explanations, names, hits = [], [], []
     for i, s in enumerate(_scenes(n)):
@@ -103,7 +103,7 @@ def run_demo(
         for j, m in enumerate(s.mentions):
             inside = _peak_inside(ex, m.span, m.boxes)
             hits.append(inside)
-            png = _heatmap_png(ex, m.span, m.boxes, out / f"scene{i}-mention{j}.png")
+            _heatmap_png(ex, m.span, m.boxes, out / f"scene{i}-mention{j}.png")
             box = ", ".join(str(tuple(int(v) for v in b)) for b in m.boxes)
             table.add_row(
                 str(i),
@@ -111,7 +111,6 @@ def run_demo(
                 box,
                 "[green]yes[/]" if inside else "[red]no[/]",
                 f"{ex.completeness.relative_error:.1e}",
-                png.name,
             )
         table.add_section()
     console.print(table)
@@ -125,5 +124,5 @@ def run_demo(
             console.print(f"wrote {path} (open it in a browser: click tokens, drag boxes)")
         except ImportError as err:  # pragma: no cover - viz not installed
             console.print(f"[yellow]no HTML report: {err}[/]")
-    console.print(f"wrote heatmaps and explanations to {out}/")
+    console.print(f"wrote heatmaps (scene<i>-mention<j>.png) and explanations to {out}/")
     return explanations
