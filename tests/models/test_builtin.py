@@ -81,7 +81,7 @@ def test_colour_and_absent_negatives_lose_on_held_out_scenes(parts):
         assert sum(w) / len(w) >= 0.7, (kind, sum(w), len(w))
 
 
-def test_builtin_explanation_is_exact_and_points_at_the_object(model):
+def test_builtin_explanation_is_exact_on_the_8x8_grid(model):
     import dualex
 
     s = generate(1, seed=901, domain="plain", start=0, max_objects=1)[0]
