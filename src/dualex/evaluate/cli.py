@@ -190,8 +190,12 @@ def shapley(
         int, typer.Option("--grid", help="Regions per side (grid × grid players).")
     ] = 3,
     layers: Annotated[
-        str, typer.Option("--layers", help="dualex layers to compare, e.g. 0,-1 (-1: last block).")
-    ] = "0,-1",
+        str,
+        typer.Option(
+            "--layers",
+            help="dualex split layers to compare, e.g. 0,default (default: the last block's input).",
+        ),
+    ] = "0,default",
     method: Annotated[
         str, typer.Option("--method", help="factorised (exact, side-wise) or shapiq.")
     ] = "factorised",
@@ -210,9 +214,13 @@ def shapley(
     from dualex.evaluate.store import atomic_write_text
 
     try:
-        layer_list = [int(v) for v in layers.split(",") if v.strip()]
+        layer_list = [
+            None if v.strip() == "default" else int(v) for v in layers.split(",") if v.strip()
+        ]
     except ValueError as err:
-        raise SettingError(f"cannot read --layers {layers!r}; pass integers, e.g. 0,-1") from err
+        raise SettingError(
+            f"cannot read --layers {layers!r}; pass integers or 'default', e.g. 0,default"
+        ) from err
     encoder, source, total = _setup(model, data, threads)
     rows: list[dict[str, Any]] = []
     n = limit if limit is not None else total
