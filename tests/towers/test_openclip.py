@@ -181,6 +181,8 @@ def test_specs_arch_with_slash_weights_file_and_errors(tmp_path, monkeypatch):
         dualex.load("openclip:ViT-B-32/laion2b_s34b_b79k", cache_dir=str(tmp_path))
     assert str(tmp_path) in str(e.value) and "pretrained=" in str(e.value)
     assert isinstance(e.value, dualex.DualexError)
+    with pytest.raises(UnknownModelError, match=r"cannot build the tokenizer.*tokenizer=\.\.\."):
+        dualex.load("openclip:ViT-B-16-SigLIP")  # its tokenizer lives on the hub: fails fast
 
 
 def test_no_hook_survives_explain_even_one_that_raised(vit):

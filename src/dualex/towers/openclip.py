@@ -843,6 +843,17 @@ def load_openclip(
     schema = arch.startswith(("hf-hub:", "local-dir:"))
     if not schema and arch not in known:
         raise UnknownModelError(_unknown_arch(arch, known))
+    if tokenizer is None:  # before the model: some tokenizers need the hub, fail fast
+        ctx = model_kwargs.get("force_context_length") or (model_kwargs.get("text_cfg") or {}).get(
+            "context_length"
+        )
+        try:
+            tokenizer = open_clip.get_tokenizer(arch, context_length=ctx)
+        except Exception as err:  # the HF tokenizers of some archs need the hub
+            raise UnknownModelError(
+                f"cannot build the tokenizer of {arch} ({str(err).splitlines()[0][:200]}); "
+                "pass tokenizer=... (e.g. an open_clip HFTokenizer of a local folder)"
+            ) from err
     kwargs: dict[str, Any] = dict(device=device, precision=precision, cache_dir=cache_dir)
     weights: str | None = None
     if tag and not schema:
@@ -891,15 +902,6 @@ def load_openclip(
                 + f" (open_clip said: {str(err).splitlines()[0][:200]})"
             ) from err
         raise UnknownModelError(f"open_clip could not build {spec!r}: {err}") from err
-    if tokenizer is None:
-        ctx = getattr(model, "context_length", None) or model.text.context_length
-        try:
-            tokenizer = open_clip.get_tokenizer(arch, context_length=ctx)
-        except Exception as err:  # the HF tokenizers of some archs need the hub
-            raise UnknownModelError(
-                f"cannot build the tokenizer of {arch} ({str(err).splitlines()[0][:200]}); "
-                "pass tokenizer=... (e.g. an open_clip HFTokenizer of a local folder)"
-            ) from err
     name = f"openclip:{arch}" + (f"/{tag}" if tag else "")
     return wrap_openclip(
         model,
