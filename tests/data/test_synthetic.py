@@ -172,8 +172,25 @@ def test_relation_captions_are_true(many: list[Sample]) -> None:
         assert r["words"] in s.caption
         axis = 0 if r["axis"] == "x" else 1
         forward = r["words"] in ("left of", "to the left of", "on the left of", "above", "over")
-        assert forward, r
-        assert a["centre"][axis] < b["centre"][axis], f"{s.caption!r} is false: {a} vs {b}"
+        assert forward != r["swapped"], r
+        if forward:
+            assert a["centre"][axis] < b["centre"][axis], f"{s.caption!r} is false: {a} vs {b}"
+        else:
+            assert a["centre"][axis] > b["centre"][axis], f"{s.caption!r} is false: {a} vs {b}"
+    # both phrases of a relation occur in true captions (else the words alone give a relation
+    # negative away)
+    swapped = Counter(s.meta["relation"]["swapped"] for s in rel)
+    assert min(swapped.values()) > 0.3 * len(rel), swapped
+
+
+def test_captions_name_every_object(many: list[Sample]) -> None:
+    for s in many:
+        named = sorted(k for ph in s.meta["mentions"] for k in ph["objects"])
+        assert named == list(range(len(s.meta["objects"]))), (s.caption, s.meta["objects"])
+    partial = generate(200, seed=11, domain="plain", mention_all=False)
+    assert any(sum(len(m.boxes) for m in s.mentions) < len(s.meta["objects"]) for s in partial), (
+        "mention_all=False should leave some objects unnamed"
+    )
 
 
 def test_vocabulary_and_variety(many: list[Sample]) -> None:
@@ -438,3 +455,26 @@ def test_hnc_export_has_the_documented_structure(tmp_path: Path) -> None:
                 neg.caption[neg.span[0] : neg.span[1]],
             ]
             assert v["bboxes"] == pos["bboxes"]
+
+
+def test_caption_holds_reads_the_ground_truth(many: list[Sample]) -> None:
+    from dualex.data.synthetic import caption_holds
+
+    size = many[0].image.width
+    for s in many:
+        assert caption_holds(s, s.meta["objects"], size), s.caption
+    s = next(s for s in many if s.meta["template"] == "list" and len(s.meta["objects"]) < 4)
+    objs = s.meta["objects"]
+    moved = [dict(o, centre=[size - o["centre"][0], o["centre"][1]]) for o in objs]
+    assert caption_holds(s, moved, size), "a list caption does not depend on positions"
+    kinds = {(o["colour"], o["shape"]) for o in objs}
+    colour = next(c for c in WorldConfig().colours if all((c, "star") != k for k in kinds))
+    extra = dict(objs[0], colour=colour, shape="star")
+    assert not caption_holds(s, [*objs, extra], size), "an unnamed object makes it incomplete"
+    assert not caption_holds(s, objs[1:], size), "a named object is missing"
+    rel = next(s for s in many if s.meta["template"] == "relation")
+    r = rel.meta["relation"]
+    objs = [dict(o) for o in rel.meta["objects"]]
+    a, b = objs[r["subject"]], objs[r["object"]]
+    a["centre"], b["centre"] = b["centre"], a["centre"]
+    assert not caption_holds(rel, objs, size), "swapping the related objects makes it false"

@@ -47,6 +47,7 @@ __all__ = [
     "Scene",
     "SceneObject",
     "WorldConfig",
+    "caption_holds",
     "export_coco",
     "export_hnc",
     "generate",
@@ -129,6 +130,10 @@ class WorldConfig:
         antialias: Render object edges with 4×4 supersampling. Off: every object pixel has
             exactly the object's colour.
         relation_prob: Chance of a relational caption when the scene allows one.
+        mention_all: Captions name every object of the scene (identical objects as one
+            counted phrase), so a caption describes its image completely and retrieval among
+            other scenes is well posed. False: list captions name a random subset half of
+            the time and relational captions only the related pair.
         size_word_prob: Chance that a single-object mention carries its size word.
         negative_kinds: Which hard negatives to generate (subset of :data:`NEGATIVE_KINDS`).
         captions_per_image: Samples (captions) per image; they share the image object.
@@ -144,6 +149,7 @@ class WorldConfig:
     duplicate_prob: float = 0.2
     antialias: bool = True
     relation_prob: float = 0.4
+    mention_all: bool = True
     size_word_prob: float = 0.5
     negative_kinds: tuple[str, ...] = NEGATIVE_KINDS
     captions_per_image: int = 1
@@ -782,6 +788,56 @@ def _relation_candidates(
     return out
 
 
+def caption_holds(sample: Sample, objects: Sequence[dict[str, Any]], image_size: int) -> bool:
+    """Whether a synthetic sample's caption is a true description of another scene.
+
+    The caption is read from ``sample.meta`` (its mentions, relation and completeness), the
+    scene is given by its objects (``other.meta["objects"]``). A mention of ``n`` objects of a
+    colour and shape holds when the scene has exactly ``n`` such objects, all of the mentioned
+    size if a size word is used; a complete caption (``WorldConfig.mention_all``) also needs
+    every object of the scene to be mentioned; a relation holds by the same rule the generator
+    uses to state one. Retrieval metrics use it to count a retrieved caption that describes the
+    query image just as well as its own (two scenes with one small red circle each).
+
+    Args:
+        sample: A sample from :func:`generate` (its ``meta`` is read).
+        objects: The other scene's objects (dicts with ``colour``, ``shape``, ``size``,
+            ``centre``).
+        image_size: Side of the other scene's image in pixels (for the relation margin).
+
+    Returns:
+        True when the caption describes the scene.
+    """
+    meta = sample.meta
+    by_kind: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for o in objects:
+        by_kind.setdefault((o["colour"], o["shape"]), []).append(o)
+    named = set()
+    for m in meta["mentions"]:
+        key = (m["colour"], m["shape"])
+        named.add(key)
+        found = by_kind.get(key, [])
+        if len(found) != m["count"]:
+            return False
+        if m["size"] and any(o["size"] != m["size"] for o in found):
+            return False
+    if meta.get("complete") and named != set(by_kind):
+        return False
+    rel = meta.get("relation")
+    if rel:
+        own = meta["objects"]
+        a = by_kind[(own[rel["subject"]]["colour"], own[rel["subject"]]["shape"])][0]
+        b = by_kind[(own[rel["object"]]["colour"], own[rel["object"]]["shape"])][0]
+        if rel.get("swapped"):
+            a, b = b, a
+        axis = 0 if rel["axis"] == "x" else 1
+        d = b["centre"][axis] - a["centre"][axis]
+        other = b["centre"][1 - axis] - a["centre"][1 - axis]
+        if not (d >= 0.15 * image_size and d > 0.5 * abs(other)):
+            return False
+    return True
+
+
 def _describe(
     scene: Scene, rng: np.random.Generator, cfg: WorldConfig, image_size: int
 ) -> tuple[list[_Part], dict[str, Any]]:
@@ -803,25 +859,38 @@ def _describe(
     rels = _relation_candidates(objs, singles, image_size)
     if rels and rng.random() < cfg.relation_prob:
         a, b, r = rels[int(rng.integers(len(rels)))]
+        # either "a left of b" or "b right of a": both phrases of a relation occur in true
+        # captions, so a relation negative cannot be told from the words alone
+        swapped = bool(rng.random() < 0.5)
+        if swapped:
+            a, b = b, a
         form = _RELATION_FORMS[int(rng.integers(len(_RELATION_FORMS)))]
         pa, pb = phrase([a]), phrase([b])
         head, rest = form.split("{a}")
         mid, tail = rest.split("{r}")
         mid2, tail2 = tail.split("{b}")
-        parts: list[_Part] = [head, pa, mid, _Rel(r), mid2, pb, tail2]
+        parts: list[_Part] = [head, pa, mid, _Rel(r, swapped), mid2, pb, tail2]
+        others = [g for g in group_list if g[0] not in (a, b)]
+        if cfg.mention_all and others:
+            order = [int(i) for i in rng.permutation(len(others))]
+            parts += [", with ", *_join_list([phrase(others[i]) for i in order])]
         info = {
             "template": "relation",
             "relation": {
                 "subject": a,
                 "object": b,
-                "words": _RELATIONS[r][1],
+                "words": _RELATIONS[r][2 if swapped else 1],
                 "axis": _RELATIONS[r][0],
+                "swapped": swapped,
             },
         }
         return [p for p in parts if p != ""], info
 
     order = [int(i) for i in rng.permutation(len(group_list))]
-    k = len(order) if rng.random() < 0.5 else int(rng.integers(1, len(order) + 1))
+    if cfg.mention_all or rng.random() < 0.5:
+        k = len(order)
+    else:
+        k = int(rng.integers(1, len(order) + 1))
     chosen = [phrase(group_list[i]) for i in order[:k]]
     prefix = _LIST_PREFIXES[int(rng.integers(len(_LIST_PREFIXES)))]
     parts = ([prefix] if prefix else []) + _join_list(list(chosen))
@@ -942,6 +1011,7 @@ def samples_for_scene(
             ],
             "template": info["template"],
             "relation": info["relation"],
+            "complete": bool(cfg.mention_all),
             "background": scene.background,
             "negatives": [note for _, note in negs],
         }
