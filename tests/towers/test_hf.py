@@ -282,3 +282,21 @@ def test_load_hf_spec_from_a_saved_folder(tmp_path, image):
     assert torch.allclose(ex.matrix, direct.matrix, atol=1e-6)
     with pytest.raises(dualex.DualexError, match="cannot load"):
         dualex.load(f"hf:{tmp_path / 'missing'}")
+
+
+def test_a_towers_default_layer_can_be_set_and_restored(clip64, image):
+    text, img = clip64.tower_a, clip64.tower_b
+    assert (text.default_layer, img.default_layer) == (1, 1), "2 blocks: input of the last"
+    try:
+        text.default_layer, img.default_layer = 0, -1  # -1 counts from the end: the output
+        assert (text.default_layer, img.default_layer) == (0, 2)
+        ex = dualex.explain(clip64, "a red circle", image, steps=2)
+        assert ex.layers == (0, 2)
+        fixed = dualex.explain(clip64, "a red circle", image, steps=2, layers=(0, 2))
+        assert torch.equal(ex.matrix, fixed.matrix)
+        with pytest.raises(InvalidLayerError):
+            text.default_layer = 3
+        assert text.default_layer == 0, "a refused value leaves the old one"
+    finally:
+        text.default_layer = img.default_layer = None
+    assert (text.default_layer, img.default_layer) == (1, 1)

@@ -62,10 +62,24 @@ class Tower(ABC):
     def num_layers(self) -> int:
         """Number of blocks; valid layers are ``0..num_layers``."""
 
+    _default_layer: int | None = None
+
     @property
     def default_layer(self) -> int:
-        """The layer used when none is given: the input of the last block."""
+        """The layer used when none is given: the input of the last block unless set.
+
+        Assign an int to change it for this tower (negative counts from the end, validated like
+        ``layers=``), ``None`` to restore the input of the last block.
+        """
+        if self._default_layer is not None:
+            return self._default_layer
         return max(self.num_layers - 1, 0)
+
+    @default_layer.setter
+    def default_layer(self, layer: int | None) -> None:
+        if layer is not None:
+            layer = self.check_layer(layer)  # raises before anything changes
+        self._default_layer = layer
 
     def check_layer(self, layer: int | None) -> int:
         """Return a valid layer index (``None`` → default; negative counts from the end).

@@ -532,12 +532,6 @@ class ClipImageTower(FeatureMapMixin, HookTower):
     def root(self) -> nn.Module | None:
         return self._root
 
-    @property
-    def default_layer(self) -> int:
-        if self._default_layer is not None:
-            return self._default_layer
-        return max(self.num_layers - 1, 0)
-
     def blocks(self) -> list[nn.Module]:
         return self._blocks
 
