@@ -104,3 +104,93 @@ def test_recipe_trains_saves_and_resumes(tmp_path):
     assert state["step"] == 3 and len(state["log"]) == 0
     after = CLIPModel.from_pretrained(str(tmp_path)).logit_scale.item()
     assert after != before  # one more optimiser step happened on the resumed state
+
+
+def test_retrieval_counts_equivalent_captions_as_true(parts):
+    from dualex.models.evaluate_builtin import retrieval
+
+    s = generate(1, seed=901, domain="plain", start=5)[0]
+    r = retrieval(parts, [s] * 100, group=100)  # 100 copies: every caption fits every image
+    assert r["i2t_r1"] <= 0.1 and r["t2i_r1"] <= 0.1  # own pair only: ties go to one index
+    assert r["i2t_r1_true"] == 1.0 and r["t2i_r1_true"] == 1.0
+    assert r["r1_ceiling"] == pytest.approx(0.01)
+
+
+def test_relation_share_fills_the_batch_with_relation_negatives():
+    from dualex.data.synthetic import NEGATIVE_KINDS
+    from dualex.models.train_builtin import _batch, build, render_split, world_config
+
+    tc = TrainConfig(batch=16, negatives=1, width=32, layers=1, heads=2, relation_share=0.5)
+    _, tok, _ = build(tc)
+    data = render_split(120, 5, "plain", tok, tc, world_config())
+    rel = NEGATIVE_KINDS.index("relation")
+    assert 0 < int(data["neg_ok"][:, rel].sum()) < 60, "few images have a relational caption"
+    plain = _batch(7, TrainConfig(**{**tc.__dict__, "relation_share": 0.0}), data, torch.arange(0))
+    focused = _batch(7, tc, data, torch.arange(0))
+    rel_ids = data["neg_ids"][:, rel]
+
+    def n_relation_negatives(batch):
+        picked = batch["neg_ids"][:, 0]
+        return sum(any(torch.equal(p, r) for r in rel_ids) for p in picked)
+
+    assert n_relation_negatives(focused) >= 8  # half of 16, each with its relation negative
+    assert n_relation_negatives(focused) > n_relation_negatives(plain)
+
+
+def test_a_stage_starts_from_the_weights_of_init(tmp_path):
+    from transformers import CLIPModel
+
+    small = dict(batch=8, n_train=16, width=32, layers=1, heads=2, ckpt_every=1)
+    train(tmp_path / "one", TrainConfig(steps=1, **small))
+    train(tmp_path / "two", TrainConfig(steps=0, init=str(tmp_path / "one"), **small))
+    a = CLIPModel.from_pretrained(str(tmp_path / "one")).state_dict()
+    b = CLIPModel.from_pretrained(str(tmp_path / "two")).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        train(tmp_path / "three", TrainConfig(steps=0, init=str(tmp_path / "one"),
+                                              **{**small, "width": 64}))  # fmt: skip
+
+
+def test_flip_pairs_add_flipped_images_with_their_now_true_relation_captions():
+    import copy
+    from types import SimpleNamespace
+
+    from dualex.data.synthetic import NEGATIVE_KINDS, caption_holds
+    from dualex.models.train_builtin import _batch, build, relation_flip, render_split
+
+    samples = generate(300, seed=5, domain="plain")
+    rel = [s for s in samples if relation_flip(s)]
+    assert {relation_flip(s) for s in rel} == {1, 2}
+    for s in rel:  # the flipped scene makes the relation negative true and the caption false
+        size, axis = s.image.width, relation_flip(s) - 1
+        flipped = copy.deepcopy(s.meta["objects"])
+        for o in flipped:
+            o["centre"][axis] = size - o["centre"][axis]
+        meta = copy.deepcopy(s.meta)
+        meta["relation"]["swapped"] = not meta["relation"]["swapped"]
+        assert not caption_holds(s, flipped, size), s.caption
+        assert caption_holds(SimpleNamespace(meta=meta), flipped, size), s.caption
+
+    tc = TrainConfig(batch=32, negatives=1, width=32, layers=1, heads=2, relation_share=0.5)
+    _, tok, _ = build(tc)
+    data = render_split(120, 5, "plain", tok, tc, world_config_default())
+    plain = _batch(3, tc, data, torch.arange(0))
+    tc.flip_pairs = True
+    batch = _batch(3, tc, data, torch.arange(0))
+    n, extra = len(plain["ids"]), len(batch["ids"]) - len(plain["ids"])
+    assert extra > 0 and all(len(v) == n + extra for v in batch.values())
+    assert not batch["neg_ok"][n:].any()
+    r = NEGATIVE_KINDS.index("relation")
+    for k in range(n, n + extra):  # row k = an original row's image flipped along the
+        img = batch["images"][k]  # relation's axis, captioned by that row's relation negative
+        j = next(
+            j for j in range(n) if any(torch.equal(img, batch["images"][j].flip(d)) for d in (1, 2))
+        )
+        src = int(torch.nonzero((data["images"] == batch["images"][j]).flatten(1).all(1))[0])
+        assert torch.equal(batch["ids"][k], data["neg_ids"][src, r])
+
+
+def world_config_default():
+    from dualex.models.train_builtin import world_config
+
+    return world_config()

@@ -79,20 +79,43 @@ def _embed(model: Any, texts: Sequence[str] | None = None, images: Sequence[Any]
 def retrieval(model: Any, data: Sequence[Any], group: int = 100) -> dict[str, float]:
     """R@1 both ways among ``group`` candidates and the hard-negative win rate per kind.
 
+    ``i2t_r1`` / ``t2i_r1`` count only the sample's own caption / image as a hit;
+    ``*_r1_true`` also count any candidate the caption truly describes
+    (:func:`~dualex.data.synthetic.caption_holds`: two scenes holding one small red circle each
+    are both described by "a small red circle"); ``r1_ceiling`` is the best possible own-pair
+    image→text R@1 of a model that cannot tell equivalent captions apart (mean of 1 / number of
+    captions true for each image).
+
     Args:
         model: :func:`load_parts` of a model.
         data: Samples (one caption per image).
         group: Candidates per retrieval (``len(data)`` should be a multiple).
     """
+    from dualex.data.synthetic import caption_holds
+
     img = _embed(model, images=[s.image for s in data])
     txt = _embed(model, texts=[s.caption for s in data])
-    i2t, t2i = [], []
+    i2t, t2i, i2t_true, t2i_true, ceiling = [], [], [], [], []
     for g0 in range(0, len(data) - group + 1, group):
+        part = data[g0 : g0 + group]
         sim = img[g0 : g0 + group] @ txt[g0 : g0 + group].T
         target = torch.arange(group)
         i2t.append((sim.argmax(1) == target).float().mean().item())
         t2i.append((sim.argmax(0) == target).float().mean().item())
-    out = {"i2t_r1": float(np.mean(i2t)), "t2i_r1": float(np.mean(t2i))}
+        # holds[c, i]: caption c describes image i (its own, or an equivalent scene's)
+        holds = torch.tensor(
+            [[caption_holds(c, i.meta["objects"], i.image.width) for i in part] for c in part]
+        )
+        i2t_true.append(holds[sim.argmax(1), target].float().mean().item())
+        t2i_true.append(holds[target, sim.argmax(0)].float().mean().item())
+        ceiling.append((1.0 / holds.sum(0).clamp(min=1)).mean().item())
+    out = {
+        "i2t_r1": float(np.mean(i2t)),
+        "t2i_r1": float(np.mean(t2i)),
+        "i2t_r1_true": float(np.mean(i2t_true)),
+        "t2i_r1_true": float(np.mean(t2i_true)),
+        "r1_ceiling": float(np.mean(ceiling)),
+    }
     pos = (img * txt).sum(-1)
     for kind in NEGATIVE_KINDS:
         rows = [(i, n.caption) for i, s in enumerate(data) for n in s.negatives if n.kind == kind]
@@ -111,7 +134,10 @@ def _hit(centres: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
     inside = np.zeros(len(centres), dtype=bool)
     for x0, y0, x1, y1 in boxes:
         inside |= (
-            (centres[:, 0] >= x0) & (centres[:, 0] < x1) & (centres[:, 1] >= y0) & (centres[:, 1] < y1)
+            (centres[:, 0] >= x0)
+            & (centres[:, 0] < x1)
+            & (centres[:, 1] >= y0)
+            & (centres[:, 1] < y1)
         )
     return inside
 
@@ -221,11 +247,16 @@ def format_markdown(res: dict[str, Any]) -> str:
         "| metric | " + " | ".join(doms) + " |",
         "|---|" + "---|" * len(doms),
     ]
-    keys = [("i2t_r1", "image→text R@1 (of 100)"), ("t2i_r1", "text→image R@1 (of 100)")]
+    keys = [("i2t_r1", "image→text R@1 (of 100)"), ("t2i_r1", "text→image R@1 (of 100)"),
+            ("i2t_r1_true", "image→text R@1, any true caption"),
+            ("t2i_r1_true", "text→image R@1, any described image"),
+            ("r1_ceiling", "own-pair R@1 ceiling (equivalent captions)")]  # fmt: skip
     keys += [(f"neg_{k}", f"true caption beats {k} negative") for k in NEGATIVE_KINDS]
     for k, name in keys:
         vals = [res["retrieval"][d].get(k) for d in doms]
-        lines.append(f"| {name} | " + " | ".join("–" if v is None else f"{v:.1%}" for v in vals) + " |")
+        lines.append(
+            f"| {name} | " + " | ".join("–" if v is None else f"{v:.1%}" for v in vals) + " |"
+        )
     lines += ["", "| pointing game | layer | hit | random | mentions | completeness error mean / max |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for dom, per_layer in res["pointing"].items():

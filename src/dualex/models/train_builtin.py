@@ -86,14 +86,14 @@ def builtin_vocabulary() -> list[str]:
 class TrainConfig:
     """Hyper-parameters of the recipe (saved in the checkpoint state and MODEL.md)."""
 
-    steps: int = 1000
+    steps: int = 6000
     batch: int = 128
     lr: float = 1e-3
     weight_decay: float = 0.05
     warmup: float = 0.05
     curriculum: float = 0.15
     """Fraction of steps that only sees images with <= 2 objects."""
-    negatives: int = 1
+    negatives: int = 2
     """Hard negatives per image and step (of its up to four)."""
     dense_weight: float = 0.5
     """Weight of the auxiliary patch-phrase contrast (0 disables it)."""
@@ -104,8 +104,18 @@ class TrainConfig:
     image_size: int = 64
     projection_dim: int = 64
     max_text: int = 32
-    n_train: int = 20000
+    n_train: int = 50000
     """Training images (half plain, half textured)."""
+    relation_share: float = 0.0
+    """Fraction of each batch drawn from images whose caption states a relation; those images
+    always bring their relation negative. Nothing but relation negatives rewards an image
+    embedding for knowing where objects are, so a relation phase raises this share."""
+    flip_pairs: bool = False
+    """Add, for each relational image of the batch that :func:`relation_flip` can flip, the
+    flipped image paired with the relation negative (now true): the batch then holds two
+    pairs that only the relation tells apart."""
+    init: str = ""
+    """Start from the weights of this model folder (a previous stage) instead of random ones."""
     seed: int = 0
     threads: int = 2
     ckpt_every: int = 100
@@ -138,9 +148,7 @@ def _atomic_json(obj: Any, path: Path) -> None:
 
 def phrase_texts(cfg: WorldConfig) -> list[str]:
     """The auxiliary objective's phrases, index ``c * len(shapes) + s``."""
-    return [
-        f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for c in cfg.colours for s in cfg.shapes
-    ]
+    return [f"{'an' if c[0] in 'aeiou' else 'a'} {c} {s}" for c in cfg.colours for s in cfg.shapes]
 
 
 def encode_texts(tok: Any, texts: list[str], max_len: int) -> torch.Tensor:
@@ -175,7 +183,7 @@ def render_split(
 
     from dualex.data.synthetic import make_scene, samples_for_scene
 
-    images, caps, negs, labels, nobj = [], [], [], [], []
+    images, caps, negs, labels, nobj, flips = [], [], [], [], [], []
     for i in tqdm(range(n), desc=desc or f"render {domain}", mininterval=2.0):
         scene = make_scene(seed, i, domain=domain, image_size=tc.image_size, config=cfg)
         s = samples_for_scene(scene, domain=domain, config=cfg)[0]
@@ -185,6 +193,7 @@ def render_split(
         negs.append([by_kind.get(k, "") for k in NEGATIVE_KINDS])
         labels.append(patch_labels(s, scene.masks, tc.patch_size, cfg))
         nobj.append(len(scene.objects))
+        flips.append(relation_flip(s))
     flat_negs = [c for row in negs for c in row]
     neg_ids = encode_texts(tok, [c or "a" for c in flat_negs], tc.max_text)
     neg_ok = torch.tensor([bool(c) for c in flat_negs]).view(n, len(NEGATIVE_KINDS))
@@ -195,7 +204,32 @@ def render_split(
         "neg_ok": neg_ok,
         "labels": torch.from_numpy(np.stack(labels)),
         "n_objects": torch.tensor(nobj, dtype=torch.int32),
+        "flip": torch.tensor(flips, dtype=torch.int8),
     }
+
+
+MIRROR_SYMMETRIC = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "heart")
+"""Shapes that look the same mirrored left-right (all of them; rotation jitter just mirrors)."""
+
+FLIP_SYMMETRIC = ("circle", "square", "cross", "diamond", "hexagon")
+"""Shapes that look the same flipped upside down (not triangle, star, heart)."""
+
+
+def relation_flip(sample: Any) -> int:
+    """How to flip a relational sample's image so that its relation negative becomes true.
+
+    Returns 1 (mirror left-right) for a left/right relation, 2 (flip upside down) for an
+    above/below one when every object looks the same flipped, else 0. The flipped image keeps
+    every object and swaps the stated relation, so (flipped image, relation negative) is a true
+    pair that differs from (image, caption) only in where the objects are.
+    """
+    rel = sample.meta.get("relation")
+    if not rel or not any(n.kind == "relation" for n in sample.negatives):
+        return 0
+    shapes = {o["shape"] for o in sample.meta["objects"]}
+    if rel["axis"] == "x":
+        return 1 if shapes <= set(MIRROR_SYMMETRIC) else 0
+    return 2 if shapes <= set(FLIP_SYMMETRIC) else 0
 
 
 def load_or_render(out: Path, tok: Any, tc: TrainConfig, cfg: WorldConfig) -> dict:
@@ -205,7 +239,7 @@ def load_or_render(out: Path, tok: Any, tc: TrainConfig, cfg: WorldConfig) -> di
     path = out / "data.safetensors"
     key = json.dumps({"n": tc.n_train, "size": tc.image_size, "patch": tc.patch_size,
                       "max_text": tc.max_text, "seeds": TRAIN_SEEDS, "cfg": repr(cfg),
-                      "vocab": len(tok)})  # fmt: skip
+                      "vocab": len(tok), "format": 2})  # fmt: skip
     if path.is_file():
         from safetensors import safe_open
 
@@ -383,15 +417,50 @@ def _batch(step: int, tc: TrainConfig, data: dict, easy: torch.Tensor) -> dict:
         idx = easy[torch.randint(len(easy), (tc.batch,), generator=g)]
     else:
         idx = torch.randint(len(data["ids"]), (tc.batch,), generator=g)
-    batch = {k: v[idx] for k, v in data.items() if k != "n_objects"}
+    rel = NEGATIVE_KINDS.index("relation")
+    n_rel = round(tc.relation_share * tc.batch)
+    if n_rel:
+        with_rel = torch.nonzero(data["neg_ok"][:, rel]).flatten()
+        if len(with_rel):
+            idx[:n_rel] = with_rel[torch.randint(len(with_rel), (n_rel,), generator=g)]
+    batch = {k: v[idx] for k, v in data.items() if k not in ("n_objects", "flip")}
     ok = batch["neg_ok"]
     r = torch.rand(ok.shape, generator=g).masked_fill(~ok, -1.0)
+    if n_rel:
+        r[:, rel] = torch.where(ok[:, rel], 2.0, -1.0)  # a relation negative is always picked
     pick = r.topk(min(tc.negatives, ok.shape[1]), dim=1).indices  # [B, m]
     batch["neg_ids"] = batch["neg_ids"].gather(
         1, pick.unsqueeze(-1).expand(-1, -1, batch["neg_ids"].shape[-1])
     )
     batch["neg_ok"] = ok.gather(1, pick)
+    if tc.flip_pairs:
+        batch = _add_flip_pairs(batch, data, idx)
     return batch
+
+
+def _add_flip_pairs(batch: dict, data: dict, idx: torch.Tensor) -> dict:
+    """Append (flipped image, relation negative as caption) rows; see ``TrainConfig.flip_pairs``."""
+    flip = data["flip"][idx].long()
+    rows = torch.nonzero(flip > 0).flatten()
+    if not len(rows):
+        return batch
+    rel = NEGATIVE_KINDS.index("relation")
+    imgs = batch["images"][rows]
+    labels = batch["labels"][rows]
+    g = round(labels.shape[1] ** 0.5)
+    labels = labels.view(-1, g, g)
+    horizontal = flip[rows] == 1
+    imgs = torch.where(horizontal.view(-1, 1, 1, 1), imgs.flip(3), imgs.flip(2))
+    labels = torch.where(horizontal.view(-1, 1, 1), labels.flip(2), labels.flip(1))
+    new = {
+        "images": imgs,
+        "ids": data["neg_ids"][idx[rows], rel],
+        # the original caption is in the batch already: no extra negatives for these rows
+        "neg_ids": batch["neg_ids"][rows],
+        "neg_ok": torch.zeros_like(batch["neg_ok"][rows]),
+        "labels": labels.reshape(len(rows), -1),
+    }
+    return {k: torch.cat([batch[k], new[k]]) for k in batch}
 
 
 def train(out: str | os.PathLike, tc: TrainConfig, resume: bool = False) -> Path:
@@ -412,6 +481,11 @@ def train(out: str | os.PathLike, tc: TrainConfig, resume: bool = False) -> Path
     torch.set_num_threads(tc.threads)
     wcfg = world_config()
     model, tok, proc = build(tc)
+    if tc.init:
+        from transformers import CLIPModel
+
+        # same architecture as the config (a mismatch raises here, not at export time)
+        model.load_state_dict(CLIPModel.from_pretrained(tc.init).state_dict())
     data = load_or_render(out, tok, tc, wcfg)
     easy = torch.nonzero(data["n_objects"] <= 2).flatten()
     phrase_ids = encode_texts(tok, phrase_texts(wcfg), tc.max_text)
@@ -485,7 +559,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
     for f, v in asdict(TrainConfig()).items():
-        p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+        if isinstance(v, bool):
+            p.add_argument("--" + f.replace("_", "-"), action=argparse.BooleanOptionalAction,
+                           default=v)  # fmt: skip
+        else:
+            p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
     args = vars(p.parse_args(argv))
     out, resume = args.pop("out"), args.pop("resume")
     tc = TrainConfig(**args)
