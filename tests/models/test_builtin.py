@@ -194,3 +194,20 @@ def world_config_default():
     from dualex.models.train_builtin import world_config
 
     return world_config()
+
+
+def test_shipped_model_beats_relation_negatives_above_chance(parts):
+    from dualex.models.evaluate_builtin import _embed
+
+    data = [
+        s
+        for s in generate(400, seed=906, domain="plain")
+        if any(n.kind == "relation" for n in s.negatives)
+    ]
+    negs = [next(n.caption for n in s.negatives if n.kind == "relation") for s in data]
+    img = _embed(parts, images=[s.image for s in data])
+    pos = (img * _embed(parts, texts=[s.caption for s in data])).sum(-1)
+    neg = (img * _embed(parts, texts=negs)).sum(-1)
+    # a bag-of-objects model sits at 0.5 (the stage-1 weights: 0.48 on the evaluation seeds);
+    # the shipped relation stage wins 0.78 of these 88
+    assert len(data) > 60 and (pos > neg).float().mean() >= 0.62
