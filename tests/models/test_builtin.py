@@ -211,3 +211,35 @@ def test_shipped_model_beats_relation_negatives_above_chance(parts):
     # a bag-of-objects model sits at 0.5 (the stage-1 weights: 0.48 on the evaluation seeds);
     # the shipped relation stage wins 0.78 of these 88
     assert len(data) > 60 and (pos > neg).float().mean() >= 0.62
+
+
+def test_negative_accuracy_counts_only_existing_negatives():
+    from dualex.models.train_builtin import (
+        _batch,
+        build,
+        encode_texts,
+        image_embed,
+        losses,
+        phrase_texts,
+        render_split,
+        text_embed,
+        to_pixels,
+        world_config,
+    )
+
+    tc = TrainConfig(batch=16, negatives=2, width=32, layers=1, heads=2, flip_pairs=True,
+                     relation_share=0.5)  # fmt: skip
+    model, tok, _ = build(tc)
+    data = render_split(120, 5, "plain", tok, tc, world_config())
+    batch = _batch(3, tc, data, torch.arange(0))
+    ok = batch["neg_ok"]
+    assert (~ok).any() and ok.any(), "flip rows bring no negatives"
+    phrases = encode_texts(tok, phrase_texts(world_config()), tc.max_text)
+    with torch.no_grad():
+        res = losses(model, batch, phrases, dense=False)
+        img, _ = image_embed(model, to_pixels(batch["images"]))
+        txt = text_embed(model, batch["ids"])
+        rows, cols = torch.nonzero(ok, as_tuple=True)
+        neg = text_embed(model, batch["neg_ids"][rows, cols])
+    wins = (img[rows] * txt[rows]).sum(-1) > (img[rows] * neg).sum(-1)
+    assert float(res["neg_acc"]) == pytest.approx(wins.float().mean().item(), abs=1e-6)

@@ -342,7 +342,8 @@ def losses(
         rows = torch.arange(b).unsqueeze(1).expand(b, k)[ok]
         own[ok] = (img[rows] * neg).sum(-1)
         pos = (img * txt).sum(-1, keepdim=True)
-        out["neg_acc"] = ((pos > own) | ~ok).float().mean()
+        # over the negatives that exist (flip-pair rows and missing kinds have none)
+        out["neg_acc"] = (pos > own)[ok].float().mean() if ok.any() else torch.tensor(1.0)
         out["acc"] = (li.argmax(1) == target).float().mean()
     loss = (out["i2t"] + out["t2i"]) / 2
     if dense:
