@@ -156,7 +156,13 @@ def test_flip_pairs_add_flipped_images_with_their_now_true_relation_captions():
     from types import SimpleNamespace
 
     from dualex.data.synthetic import NEGATIVE_KINDS, caption_holds
-    from dualex.models.train_builtin import _batch, build, relation_flip, render_split
+    from dualex.models.train_builtin import (
+        _batch,
+        build,
+        relation_flip,
+        render_split,
+        world_config,
+    )
 
     samples = generate(300, seed=5, domain="plain")
     rel = [s for s in samples if relation_flip(s)]
@@ -173,7 +179,7 @@ def test_flip_pairs_add_flipped_images_with_their_now_true_relation_captions():
 
     tc = TrainConfig(batch=32, negatives=1, width=32, layers=1, heads=2, relation_share=0.5)
     _, tok, _ = build(tc)
-    data = render_split(120, 5, "plain", tok, tc, world_config_default())
+    data = render_split(120, 5, "plain", tok, tc, world_config())
     plain = _batch(3, tc, data, torch.arange(0))
     tc.flip_pairs = True
     batch = _batch(3, tc, data, torch.arange(0))
@@ -188,12 +194,6 @@ def test_flip_pairs_add_flipped_images_with_their_now_true_relation_captions():
         )
         src = int(torch.nonzero((data["images"] == batch["images"][j]).flatten(1).all(1))[0])
         assert torch.equal(batch["ids"][k], data["neg_ids"][src, r])
-
-
-def world_config_default():
-    from dualex.models.train_builtin import world_config
-
-    return world_config()
 
 
 def test_shipped_model_beats_relation_negatives_above_chance(parts):

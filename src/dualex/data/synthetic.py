@@ -773,19 +773,26 @@ def _relation_candidates(
     The subject's centre must precede the object's on the relation's axis by at least 15 % of
     the image side and by more than half their distance on the other axis.
     """
-    margin = 0.15 * image_size
     out = []
     for a in singles:
         for b in singles:
             if a == b:
                 continue
-            ax, ay = objects[a].centre
-            bx, by = objects[b].centre
             for r, (axis, _, _) in enumerate(_RELATIONS):
-                d, other = (bx - ax, by - ay) if axis == "x" else (by - ay, bx - ax)
-                if d >= margin and d > 0.5 * abs(other):
+                if _precedes(objects[a].centre, objects[b].centre, axis, image_size):
                     out.append((a, b, r))
     return out
+
+
+def _precedes(a: Sequence[float], b: Sequence[float], axis: str, image_size: int) -> bool:
+    """Whether centre ``a`` clearly precedes centre ``b`` on ``axis`` ("x" or "y").
+
+    By at least 15 % of the image side, and by more than half their distance on the other axis:
+    the rule under which the generator states a relation and :func:`caption_holds` checks one.
+    """
+    i = 0 if axis == "x" else 1
+    d, other = b[i] - a[i], b[1 - i] - a[1 - i]
+    return d >= 0.15 * image_size and d > 0.5 * abs(other)
 
 
 def caption_holds(sample: Sample, objects: Sequence[dict[str, Any]], image_size: int) -> bool:
@@ -830,10 +837,7 @@ def caption_holds(sample: Sample, objects: Sequence[dict[str, Any]], image_size:
         b = by_kind[(own[rel["object"]]["colour"], own[rel["object"]]["shape"])][0]
         if rel.get("swapped"):
             a, b = b, a
-        axis = 0 if rel["axis"] == "x" else 1
-        d = b["centre"][axis] - a["centre"][axis]
-        other = b["centre"][1 - axis] - a["centre"][1 - axis]
-        if not (d >= 0.15 * image_size and d > 0.5 * abs(other)):
+        if not _precedes(a["centre"], b["centre"], rel["axis"], image_size):
             return False
     return True
 
