@@ -228,5 +228,5 @@ def test_custom_dual_encoder_passes_through_and_unknown_objects_are_refused():
     assert dualex.wrap(model) is model
     with pytest.raises(UnknownModelError, match=r"cannot wrap a torch\.nn.*Linear.*hf: transformers"):
         dualex.wrap(torch.nn.Linear(2, 2))
-    with pytest.raises(UnknownModelError, match="unknown model spec.*openclip:<arch>"):
+    with pytest.raises(UnknownModelError, match=r"unknown model spec.*openclip:<arch>"):
         dualex.load("nope:thing")

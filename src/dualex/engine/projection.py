@@ -28,6 +28,7 @@ chunks so that a memory budget holds; the per-chunk kernels do not know about ch
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -45,6 +46,11 @@ DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 """Default working-memory budget of one chunk, in bytes (2 GiB)."""
 
 MODES = ("auto", "forward", "reverse")
+
+TRANSFORM_LOCK = threading.RLock()
+"""Held around every torch.func transform: PyTorch's forward-AD levels are process-global, so
+two threads running ``jvp`` at once corrupt each other's levels. Chunks of different threads
+interleave; each thread's results equal a sequential run."""
 
 
 def as_batch_suffix(suffix: SuffixFn | BatchSuffixFn, batched: bool) -> BatchSuffixFn:
@@ -113,7 +119,8 @@ def forward_chunk(
     def one(t: Tensor) -> Tensor:
         return torch.func.jvp(lambda p: suffix(p, items), (points,), (t,))[1]
 
-    out = torch.func.vmap(one)(tangents)  # [k, b·n, E]
+    with TRANSFORM_LOCK:
+        out = torch.func.vmap(one)(tangents)  # [k, b·n, E]
     out = out.reshape(k, b, n, -1)
     w = weights.to(dtype=out.dtype, device=out.device)
     return torch.einsum("kbne,n->bek", out, w)
@@ -146,13 +153,14 @@ def reverse_chunk(
     items = _items(H, items)
     delta = H - H_ref
     points = path_points(H, H_ref, alphas)  # [b·n, S, D]
-    out, vjp_fn = torch.func.vjp(lambda p: suffix(p, items), points)  # out: [b·n, E]
-    w = weights.to(dtype=out.dtype, device=out.device).repeat(b)  # [b·n]
-    idx = torch.as_tensor(list(dims), device=out.device)
-    k = len(idx)
-    cot = torch.zeros(k, *out.shape, dtype=out.dtype, device=out.device)
-    cot[torch.arange(k), :, idx] = w.unsqueeze(0).expand(k, -1)  # [k, b·n, E]
-    (grads,) = torch.func.vmap(vjp_fn)(cot)  # [k, b·n, S, D]
+    with TRANSFORM_LOCK:
+        out, vjp_fn = torch.func.vjp(lambda p: suffix(p, items), points)  # out: [b·n, E]
+        w = weights.to(dtype=out.dtype, device=out.device).repeat(b)  # [b·n]
+        idx = torch.as_tensor(list(dims), device=out.device)
+        k = len(idx)
+        cot = torch.zeros(k, *out.shape, dtype=out.dtype, device=out.device)
+        cot[torch.arange(k), :, idx] = w.unsqueeze(0).expand(k, -1)  # [k, b·n, E]
+        (grads,) = torch.func.vmap(vjp_fn)(cot)  # [k, b·n, S, D]
     grads = grads.reshape(k, b, n, *delta.shape[1:]).sum(2)  # [k, b, S, D]
     return torch.einsum("kbsd,bsd->bks", grads, delta)
 
@@ -190,7 +198,8 @@ def integrated_total(
     for a, w in _node_chunks(alphas, weights, node_chunk):
         points = path_points(H, H_ref, a)  # [b·n, S, D]
         tangent = (H - H_ref).unsqueeze(1).expand(b, len(a), *H.shape[1:]).reshape(points.shape)
-        out = torch.func.jvp(lambda p: g(p, ids), (points,), (tangent,))[1]
+        with TRANSFORM_LOCK:
+            out = torch.func.jvp(lambda p: g(p, ids), (points,), (tangent,))[1]
         out = out.reshape(b, len(a), -1)
         part = torch.einsum("bne,n->be", out, w.to(dtype=out.dtype, device=out.device))
         total = part if total is None else total + part

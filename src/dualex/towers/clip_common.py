@@ -452,7 +452,7 @@ class FeatureMapMixin:
         cache = self.__dict__.setdefault("_shape_cache", {})
         if hw in cache:
             return cache[hw]
-        blocks = self.blocks()  # type: ignore[attr-defined]
+        blocks = self.original_blocks()  # type: ignore[attr-defined]
         shapes: list[tuple[int, ...]] = [()] * (len(blocks) + 1)
         handles = []
 
