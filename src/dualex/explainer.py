@@ -286,7 +286,14 @@ def _project_group(
         def fast_P(n: int, sel: list[int]) -> Tensor:
             a, w = nodes_and_weights(rule, n)
             return last_block_projection(
-                fast.block, Hf[sel], Rf[sel], fast.rows[sel], a, w, columns=n_cols
+                fast.block,
+                Hf[sel],
+                Rf[sel],
+                fast.rows[sel],
+                a,
+                w,
+                columns=n_cols,
+                memory_budget=memory_budget,
             )
 
         chosen = [0] * B

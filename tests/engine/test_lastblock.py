@@ -85,10 +85,13 @@ def test_fast_path_points_are_the_quadrature_nodes():
     R = torch.zeros_like(H)
     a, w = nodes_and_weights("gauss-legendre", 4)
     last_block_projection(blk, H, R, torch.zeros(1, dtype=torch.long), a, w)
-    points = [x for x in seen if x.shape == H.shape]
-    assert len(points) == 4, "one base point per node"
-    for x, alpha in zip(points, a.tolist(), strict=True):
-        torch.testing.assert_close(x, R + alpha * (H - R), rtol=0, atol=0)
+    points = [x for x in seen if x.dim() == 3]
+    assert len(points) == 1 and points[0].shape == (4, 4, 8), "the four nodes in one batch"
+    for x, alpha in zip(points[0], a.tolist(), strict=True):
+        torch.testing.assert_close(x, (R + alpha * (H - R))[0], rtol=0, atol=0)
+    seen.clear()
+    last_block_projection(blk, H, R, torch.zeros(1, dtype=torch.long), a, w, memory_budget=1)
+    assert [x.shape[0] for x in seen if x.dim() == 3] == [1, 1, 1, 1], "chunked to the budget"
 
 
 def _hf_sdpa():

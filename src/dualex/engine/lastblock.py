@@ -174,8 +174,9 @@ def last_block_projection(
     alphas: Tensor,
     weights: Tensor,
     columns: int | None = None,
+    memory_budget: int = 2 * 1024**3,
 ) -> Tensor:
-    """Projections ``[B, E, S]`` of a split at the last block's input.
+    """Projections ``[B, E, S]`` of a split at the last block's input, nodes batched.
 
     Args:
         blk: The block and head.
@@ -183,16 +184,29 @@ def last_block_projection(
         rows: Pooled row of each input ``[B]``.
         alphas: Quadrature nodes ``[n]``; ``weights``: ``[n]``.
         columns: Keep only the first ``columns`` positions (rows after them are held fixed, Δ = 0).
+        memory_budget: Bytes one batch of (input, node) pairs may use (approximately).
 
     Returns:
         ``[B, E, S]`` (or ``[B, E, columns]``), accumulated in float64, in the dtype of ``H``.
     """
+    B, n = H.shape[0], len(alphas)
     delta = H - H_ref
-    total = None
-    for a, w in zip(alphas.tolist(), weights.tolist(), strict=True):
-        part = last_block_node(blk, H_ref + a * delta, delta, rows).double() * w
-        total = part if total is None else total + part
-    assert total is not None
+    a = alphas.to(dtype=H.dtype, device=H.device).view(1, n, 1, 1)
+    points = (H_ref.unsqueeze(1) + a * delta.unsqueeze(1)).reshape(B * n, *H.shape[1:])
+    deltas = delta.unsqueeze(1).expand(B, n, *H.shape[1:]).reshape(points.shape)
+    node_rows = rows.repeat_interleave(n)
+    S, D = H.shape[1:]
+    per_row = S * D * 4 * H.element_size() * 12  # MLP width 4·D, a dozen live copies
+    chunk = max(1, int(memory_budget // max(per_row * S, 1)))
+    # nodes of inputs in batches of `chunk` (input, node) pairs: [B·n, E, S]
+    per_node = torch.cat(
+        [
+            last_block_node(blk, points[i : i + chunk], deltas[i : i + chunk], node_rows[i : i + chunk])
+            for i in range(0, B * n, chunk)
+        ]
+    )
+    per_node = per_node.reshape(B, n, *per_node.shape[1:]).double()
+    total = torch.einsum("bnes,n->bes", per_node, weights.to(torch.float64))
     if columns is not None:
         total = total[..., :columns]
     return total.to(H.dtype)
