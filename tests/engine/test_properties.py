@@ -86,4 +86,5 @@ def test_project_equals_explain_and_transposing_the_pair_transposes_m(c):
     assert torch.allclose(back.matrix, ex.matrix.T, atol=1e-14, rtol=0)
     assert abs(back.score - ex.score) < 1e-14
     proj = dualex.project(model, a=[x, y], b=[y], **kw)
-    assert torch.equal(proj.matrix(0, 0), ex.matrix)
+    # inputs of one shape share a batched pass: equal to float64 round-off
+    torch.testing.assert_close(proj.matrix(0, 0), ex.matrix, rtol=0, atol=1e-13)

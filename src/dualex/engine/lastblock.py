@@ -51,7 +51,8 @@ class LastBlock:
         causal: Whether the pooled row attends only to rows at or before it.
         ls1: Layer scale after the attention (``None``: identity).
         ls2: Layer scale after the MLP (``None``: identity).
-        softmax_dtype: The dtype the block's softmax runs in at least (HF CLIP: float32).
+        softmax_dtype: The dtype the block's softmax runs in (``None``: the scores' dtype);
+            HF CLIP's eager attention runs it in float32 whatever the model's dtype.
     """
 
     ln1: RowFn
@@ -71,7 +72,7 @@ class LastBlock:
     causal: bool = False
     ls1: RowFn | None = None
     ls2: RowFn | None = None
-    softmax_dtype: torch.dtype = torch.float32
+    softmax_dtype: torch.dtype | None = None
 
 
 def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
@@ -88,9 +89,8 @@ def _maybe(fn: RowFn | None) -> RowFn:
     return fn if fn is not None else (lambda t: t)
 
 
-def _softmax(scores: Tensor, dtype: torch.dtype) -> Tensor:
-    wide = torch.promote_types(dtype, scores.dtype)
-    return torch.softmax(scores.to(wide), dim=-1).to(scores.dtype)
+def _softmax(scores: Tensor, dtype: torch.dtype | None) -> Tensor:
+    return torch.softmax(scores, dim=-1, dtype=dtype or scores.dtype).to(scores.dtype)
 
 
 def _attend(

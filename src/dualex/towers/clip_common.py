@@ -88,7 +88,6 @@ def mha_last_block(
         causal=causal,
         ls1=getattr(block, "ls_1", None),
         ls2=getattr(block, "ls_2", None),
-        softmax_dtype=torch.float32,
     )
 
 

@@ -69,11 +69,18 @@ def pooled_last_block(block: nn.Module, H: Tensor, rows: Tensor, causal: bool) -
     if causal:
         after = torch.arange(S, device=H.device).unsqueeze(0) > rows.unsqueeze(1)  # [R, S]
         scores = scores.masked_fill(after[:, None, None, :], float("-inf"))
-    w = torch.softmax(scores, dim=-1, dtype=torch.promote_types(torch.float32, scores.dtype))
+    w = torch.softmax(scores, dim=-1, dtype=softmax_dtype(block, scores.dtype))
     o = (w.to(q.dtype) @ v).transpose(1, 2).reshape(R, 1, D)
     x = H[pick, rows].unsqueeze(1) + attn.out_proj(o)
     x = x + block.mlp(block.layer_norm2(x))
     return x[:, 0]
+
+
+def softmax_dtype(block: nn.Module, dtype: torch.dtype) -> torch.dtype:
+    """The dtype a transformers CLIP layer's softmax runs in: float32 with eager attention (its
+    code says so, even for float64 models), the model's dtype with SDPA."""
+    impl = getattr(getattr(block.self_attn, "config", None), "_attn_implementation", "eager")
+    return torch.float32 if impl in (None, "eager") else dtype
 
 
 def hf_last_block(block: nn.Module, head: Callable[[Tensor], Tensor], causal: bool) -> LastBlock:
@@ -105,7 +112,7 @@ def hf_last_block(block: nn.Module, head: Callable[[Tensor], Tensor], causal: bo
         mlp=block.mlp,
         head=head,
         causal=causal,
-        softmax_dtype=torch.float32,  # CLIP's eager attention runs its softmax in float32
+        softmax_dtype=softmax_dtype(block, attn.q_proj.weight.dtype),
     )
 
 
