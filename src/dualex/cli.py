@@ -169,26 +169,15 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return (values[0], values[1], values[2], values[3])
 
 
-def read_image(path: Path) -> Any:
-    """Open an image file fully, or raise an error that names the problem.
+def read_image(path: Path, max_pixels: int | None = None) -> Any:
+    """Open an image file fully (:func:`dualex.towers.inputs.load_image`'s policy).
 
     Raises:
-        InvalidInputError: if the file is missing or not a readable image.
+        InvalidInputError: if the file is missing, not a readable image, or too large.
     """
-    from PIL import Image, UnidentifiedImageError
+    from dualex.towers.inputs import load_image
 
-    if not path.exists():
-        raise InvalidInputError(f"image {str(path)!r} does not exist; pass a PNG or JPEG file")
-    if not path.is_file():
-        raise InvalidInputError(f"image {str(path)!r} is not a file; pass a PNG or JPEG file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InvalidInputError(
-            f"cannot read {str(path)!r} as an image ({type(err).__name__}); pass a PNG or JPEG file"
-        ) from err
+    return load_image(path, max_pixels=max_pixels)
 
 
 def _output_kind(out: Path | None) -> str | None:
