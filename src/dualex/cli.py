@@ -263,7 +263,17 @@ def explain(
         typer.Option(help="Split layer: one int for both towers or TEXT,IMAGE (e.g. 11,10)."),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Quadrature nodes; default adaptive.", min=1)
+        int | None, typer.Option(help="Quadrature nodes (1..1024); default adaptive.")
+    ] = None,
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", help="Most nodes adaptive steps may use (1..1024).")
+    ] = 64,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            help="Refuse images with more pixels (default 100 million, or $DUALEX_MAX_PIXELS).",
+        ),
     ] = None,
     rule: Annotated[
         str | None, typer.Option(help="Quadrature rule: gauss-legendre, riemann or trapezoid.")
@@ -298,19 +308,22 @@ def explain(
 
     console = Console()
     from dualex.engine.quadrature import canonical_rule
+    from dualex.limits import check_steps
 
     kind = _output_kind(out)  # fail on bad settings before any slow work
-    canonical_rule(rule)
+    check_steps(steps, max_steps, rule=canonical_rule(rule), names=("--steps", "--max-steps"))
     layer_arg = parse_layers(layers)
     for b in box or []:
         parse_box(b)
     if not text.strip():
         raise InvalidInputError("the caption is empty; pass a non-empty TEXT")
-    picture = read_image(image)
+    picture = read_image(image, max_pixels=max_pixels)
     with _progress(f"loading model {model}"):
         encoder = resolve_model(model)
     with _progress(f"explaining with {encoder.name}"):
-        ex = dualex.explain(encoder, text, picture, layers=layer_arg, steps=steps, rule=rule)
+        ex = dualex.explain(
+            encoder, text, picture, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
+        )
     _summary(ex, console)
     if out is not None and kind is not None:
         with _progress(f"writing {out.name}"):

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 import dualex
+from dualex.io import atomic_write
 from dualex.models import builtin
 
 DEMO_SEED = 4242
@@ -66,11 +67,7 @@ def _heatmap_png(ex: dualex.Explanation, span: tuple[int, int], boxes, path: Pat
     draw = ImageDraw.Draw(img)
     for x0, y0, x1, y1 in boxes:
         draw.rectangle([x0 * k, y0 * k, x1 * k - 1, y1 * k - 1], outline=(255, 255, 255), width=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: img.save(tmp, format="PNG"))
 
 
 def run_demo(

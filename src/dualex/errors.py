@@ -41,3 +41,7 @@ class DualexWarning(UserWarning):
 
 class InputWarning(DualexWarning):
     """An input was changed on its way into the model (truncated, cropped, unknown tokens)."""
+
+
+class OutputError(DualexError):
+    """An output path that cannot be written (a read-only folder, a folder in the way, a full disk)."""

@@ -65,9 +65,9 @@ def _setup(model: str, data: str, threads: int | None) -> tuple[Any, Any, int | 
 
 
 def _write_meta(out: Path, command: str, **info: Any) -> None:
-    from dualex.evaluate.store import atomic_write_text
+    from dualex.io import atomic_write
 
-    atomic_write_text(out / f"{command}.json", json.dumps(info, indent=2, default=str) + "\n")
+    atomic_write(out / f"{command}.json", json.dumps(info, indent=2, default=str) + "\n")
 
 
 @eval_app.command()
@@ -211,7 +211,7 @@ def shapley(
 
     from dualex.evaluate.analysis import bootstrap_ci
     from dualex.evaluate.shapley import clip_crosscheck
-    from dualex.evaluate.store import atomic_write_text
+    from dualex.io import atomic_write
 
     try:
         layer_list = [
@@ -267,6 +267,6 @@ def shapley(
         + " |"
         for r in rows
     ]
-    atomic_write_text(out / "shapley.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "shapley.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write(out / "shapley.md", "\n".join(lines) + "\n")
+    atomic_write(out / "shapley.json", json.dumps(rows, indent=1) + "\n")
     typer.echo("\n".join(lines[: 2 + len(keys)]))

@@ -16,7 +16,7 @@ from typing import Any
 
 from dualex.data.types import Box
 from dualex.errors import InvalidInputError
-from dualex.viz._io import atomic_write
+from dualex.io import atomic_write
 from dualex.viz.colors import hex_colors, matplotlib_cmap, symmetric_range, text_color
 from dualex.viz.heatmap import blend, content_span, image_positions, upsample
 from dualex.viz.tokens import pieces

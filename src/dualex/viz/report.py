@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 
 from dualex.errors import InvalidInputError
-from dualex.viz._io import atomic_write
+from dualex.io import atomic_write
 from dualex.viz.colors import STOPS, stops_rgb
 from dualex.viz.heatmap import image_positions
 from dualex.viz.tokens import pieces
