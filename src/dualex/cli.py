@@ -432,13 +432,61 @@ from dualex.evaluate.cli import eval_app  # noqa: E402
 app.add_typer(eval_app, name="eval")
 
 
-def main() -> None:
-    """Entry point: bad input becomes one line on stderr and exit code 2 (``--debug``: traceback)."""
+@contextmanager
+def quiet_third_party(debug: bool) -> Iterator[None]:
+    """Within the block, dualex's warnings print as one ``dualex: warning: ...`` line and
+    third-party warnings, log messages and progress bars (transformers, huggingface_hub) are
+    silenced; ``debug=True`` changes nothing. Every switch is restored on exit.
+    """
+    import os
     import warnings
 
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    if debug:
+        yield
+        return
+    env = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    restore: list[Any] = []
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:  # already imported (in-process use): switch it, then restore
+        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        restore.append(lambda: hf_logging.set_verbosity(level))
+        if bars:
+            restore.append(hf_logging.enable_progress_bar)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.split(".")[0] == "dualex":
+            text = " ".join(str(message).replace("!", " ").split())
+            print(f"dualex: warning: {text}", file=sys.stderr)
+
     try:
-        app(standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            yield
+    finally:
+        for fn in restore:
+            fn()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main() -> None:
+    """Entry point: bad input becomes one line on stderr and exit code 2 (``--debug``: traceback).
+
+    Without ``--debug``, third-party warnings and progress bars are silenced and dualex's
+    warnings print as one line each (see :func:`quiet_third_party`).
+    """
+    debug = "--debug" in sys.argv[1:]
+    try:
+        with quiet_third_party(debug):
+            app(standalone_mode=False)
     except DualexError as err:
         if _state["debug"]:
             raise
