@@ -198,24 +198,29 @@ def _output_kind(out: Path | None) -> str | None:
 
 
 def _summary(ex: Any, console: Console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from dualex.viz.tokens import tokens_rich
 
     c = ex.completeness
     console.print(
-        f"[bold]{ex.model}[/]  score [bold]{c.score:.5g}[/] = Σ interactions "
+        f"[bold]{escape(str(ex.model))}[/]  score [bold]{c.score:.5g}[/] = Σ interactions "
         f"{c.attribution_sum:.5g} + reference terms {sum(c.reference_terms):.5g}  "
         f"(relative error {c.relative_error:.2e}, steps {c.steps[0]}/{c.steps[1]} {c.rule}, "
         f"layers {ex.layers[0]}/{ex.layers[1]})"
     )
     with suppress(DualexError):  # two texts have no image side
         console.print("caption × whole image: ", tokens_rich(ex.text_positions, ex.text_scores()))
-    table = Table(title="strongest interactions", title_justify="left")
-    for col in ("a", "b", "value"):
+
+    from dualex.viz.summary import modality_names, strongest_interactions
+
+    table = Table(title="strongest interactions (by |value|)", title_justify="left")
+    name_a, name_b = modality_names(ex)
+    for col in (name_a, name_b + (" (pixels)" if name_b == "patch" else ""), "value"):
         table.add_column(col)
-    for la, lb, v in ex.top_interactions(5):
-        table.add_row(la, lb, f"{v:+.4g}")
+    for la, lb, v in strongest_interactions(ex, 5):
+        table.add_row(escape(la), escape(lb), f"{v:+.4g}")
     console.print(table)
 
 

@@ -176,7 +176,7 @@ def _read_file(p: Path, limit: int, exif: bool = True) -> Image.Image:
         im = _open_checked(p, limit)
     except UnidentifiedImageError as err:
         raise InvalidInputError(
-            f"cannot read {what} as an image: it is not an image file; pass a PNG or JPEG file"
+            f"cannot read {str(p)!r} as an image: it is not an image file; pass a PNG or JPEG file"
         ) from err
     except OSError as err:
         raise InvalidInputError(
