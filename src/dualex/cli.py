@@ -224,15 +224,56 @@ def _summary(ex: Any, console: Console) -> None:
     console.print(table)
 
 
+def weights_of(spec: str) -> str:
+    """Where a ``--model`` spec's weights come from: ``random``, ``builtin`` or ``pretrained``.
+
+    ``random-clip``, ``builtin`` while the built-in model is missing (the CLI falls back to
+    ``random-clip``) and ``openclip:<arch>`` without a pretrained tag are random.
+    """
+    from dualex.models import builtin
+
+    key = spec.strip().lower()
+    kind, _, rest = key.partition(":")
+    if kind in RANDOM_SPECS:
+        return "random"
+    if key == "builtin":
+        return "builtin" if builtin.available() else "random"
+    if kind == "openclip" and "/" not in rest:
+        return "random"
+    return "pretrained"
+
+
+def _warn_random(ex: Any) -> None:
+    from dualex.viz.report import RANDOM_WEIGHTS_NOTE
+
+    if getattr(ex, "weights", "") == "random":
+        print(
+            f"dualex: warning: {RANDOM_WEIGHTS_NOTE} ({ex.model}); the maps show what an "
+            "untrained network computes, not grounding",
+            file=sys.stderr,
+        )
+
+
+def _pair_name(ex: Any, fallback: str) -> str:
+    from dualex.towers.positions import TextPositions
+
+    texts = [p.text for p in (ex.a, ex.b) if isinstance(p, TextPositions)]
+    return " ↔ ".join(texts) if texts else fallback
+
+
 def _write(ex: Any, out: Path, kind: str, name: str, spans: list[str], boxes: list[str]) -> Path:
+    from dualex.towers.positions import TextPositions
+
     if kind == "tensors":
         return ex.save(out)
     if kind == "report":
         from dualex.viz.report import write_report
 
         return write_report([ex], out, names=[name], title=f"dualex: {name}")
-    from dualex.viz.figure import figure1, save_figure
+    from dualex.viz.figure import figure1, save_figure, text_pair_figure
 
+    if isinstance(ex.a, TextPositions) and isinstance(ex.b, TextPositions):
+        return save_figure(text_pair_figure(ex), out)
     fig = figure1(
         ex,
         spans=spans or None,
@@ -248,12 +289,22 @@ def _write(ex: Any, out: Path, kind: str, name: str, spans: list[str], boxes: li
         "  dualex explain dog.jpg 'a husky in the snow' --out report.html\n\n"
         "  dualex explain dog.jpg 'a husky in the snow' --model hf:./clip-vit-b16 "
         "--layers 11,10 --out fig.png --span husky --span snow --box 40,30,200,180\n\n"
-        "  dualex explain dog.jpg 'a husky' --model random-clip --out expl.safetensors"
+        "  dualex explain dog.jpg 'a husky' --model random-clip --out expl.safetensors\n\n"
+        "  dualex explain 'a man plays guitar' 'someone is playing music' "
+        "--model st:<path-or-id> --out pair.html"
     )
 )
 def explain(
-    image: Annotated[Path, typer.Argument(help="Image file (PNG, JPEG, ...).", show_default=False)],
-    text: Annotated[str, typer.Argument(help="The caption.", show_default=False)],
+    image: Annotated[
+        Path,
+        typer.Argument(
+            help="Image file (PNG, JPEG, ...), or the first text for a text–text model (st:...).",
+            show_default=False,
+        ),
+    ],
+    text: Annotated[
+        str, typer.Argument(help="The caption (or the second text).", show_default=False)
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -301,7 +352,7 @@ def explain(
         typer.Option(help="Box x0,y0,x1,y1 in image pixels for the figure (repeatable)."),
     ] = None,
 ) -> None:
-    """Explain one caption–image pair: token × patch interactions, with a summary.
+    """Explain one caption–image pair (token × patch) or two texts (token × token).
 
     Prints the score, its completeness and the caption coloured by the whole image.
 
@@ -320,19 +371,45 @@ def explain(
     layer_arg = parse_layers(layers)
     for b in box or []:
         parse_box(b)
-    if not text.strip():
-        raise InvalidInputError("the caption is empty; pass a non-empty TEXT")
-    picture = read_image(image, max_pixels=max_pixels)
+    from dualex.towers.inputs import check_text
+
+    check_text(text)
+    two_texts = not image.exists() and model.strip().lower().startswith("st:")
+    if two_texts:
+        first: Any = check_text(str(image))
+        if box:
+            raise InvalidInputError("--box needs an image; two texts have no image side")
+    else:
+        if not image.exists():
+            raise InvalidInputError(
+                f"image {str(image)!r} does not exist; pass a PNG or JPEG file (to explain two "
+                "texts, use a text–text model: --model st:<path-or-id>)"
+            )
+        first = read_image(image, max_pixels=max_pixels)
+    weights = weights_of(model)
     with _progress(f"loading model {model}"):
         encoder = resolve_model(model)
-    with _progress(f"explaining with {encoder.name}"):
-        ex = dualex.explain(
-            encoder, text, picture, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
+    if not two_texts and getattr(encoder.tower_b, "modality", "image") == "text":
+        raise InvalidInputError(
+            f"{encoder.name} compares two texts; pass two texts, not an image file"
         )
+    with _progress(f"explaining with {encoder.name}"):
+        ex = (
+            dualex.explain(
+                encoder, first, text, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
+            )
+            if two_texts
+            else dualex.explain(
+                encoder, text, first, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
+            )
+        )
+    ex.weights = weights
     _summary(ex, console)
+    _warn_random(ex)
     if out is not None and kind is not None:
+        name = _pair_name(ex, image.name) if two_texts else image.name
         with _progress(f"writing {out.name}"):
-            path = _write(ex, out, kind, image.name, span or [], box or [])
+            path = _write(ex, out, kind, name, span or [], box or [])
         console.print(f"wrote {path}", soft_wrap=True)
 
 
@@ -367,9 +444,12 @@ def report(
             exs.append(Explanation.load(path))
             advance()
     with _progress(f"writing {out.name}", total=len(exs)) as advance:
-        path = write_report(
-            exs, out, names=[p.name for p in explanations], title=title, progress=advance
-        )
+        pairs = zip(exs, explanations, strict=True)
+        names = [f"{_pair_name(ex, p.name)} ({p.name})" for ex, p in pairs]
+        path = write_report(exs, out, names=names, title=title, progress=advance)
+    randoms = [e for e in exs if getattr(e, "weights", "") == "random"]
+    if randoms:
+        _warn_random(randoms[0])
     Console().print(
         f"wrote {path} ({len(exs)} pairs, {path.stat().st_size / 1e6:.2f} MB)", soft_wrap=True
     )

@@ -72,7 +72,8 @@ def strongest_interactions(
     """
     m = ex.matrix.detach().double().abs().clone()
     if not include_special:
-        ia, ib = _special(ex.a), _special(ex.b)
+        ia = [i for i in _special(ex.a) if i < m.shape[0]]
+        ib = [j for j in _special(ex.b) if j < m.shape[1]]
         if ia:
             m[ia] = -1.0
         if ib:
