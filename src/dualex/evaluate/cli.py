@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from dualex.errors import SettingError
@@ -219,6 +218,7 @@ def shapley(
 ) -> None:
     """Rank correlation of dualex's word × region interactions with exact pairwise Shapley
     interactions (SII) of the masking game."""
+    import numpy as np
     from tqdm.auto import tqdm
 
     from dualex.evaluate.analysis import bootstrap_ci
