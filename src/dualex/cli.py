@@ -261,7 +261,15 @@ def _pair_name(ex: Any, fallback: str) -> str:
     return " ↔ ".join(texts) if texts else fallback
 
 
-def _write(ex: Any, out: Path, kind: str, name: str, spans: list[str], boxes: list[str]) -> Path:
+def _write(
+    ex: Any,
+    out: Path,
+    kind: str,
+    name: str,
+    spans: list[str],
+    boxes: list[str],
+    shared_range: bool = True,
+) -> Path:
     from dualex.towers.positions import TextPositions
 
     if kind == "tensors":
@@ -278,6 +286,7 @@ def _write(ex: Any, out: Path, kind: str, name: str, spans: list[str], boxes: li
         ex,
         spans=spans or None,
         boxes=[parse_box(b) for b in boxes] or None,
+        shared_range=shared_range,
     )
     return save_figure(fig, out)
 
@@ -351,6 +360,12 @@ def explain(
         list[str] | None,
         typer.Option(help="Box x0,y0,x1,y1 in image pixels for the figure (repeatable)."),
     ] = None,
+    per_panel_range: Annotated[
+        bool,
+        typer.Option(
+            "--per-panel-range", help="Figure: give every heatmap and token strip its own range."
+        ),
+    ] = False,
 ) -> None:
     """Explain one caption–image pair (token × patch) or two texts (token × token).
 
@@ -409,7 +424,7 @@ def explain(
     if out is not None and kind is not None:
         name = _pair_name(ex, image.name) if two_texts else image.name
         with _progress(f"writing {out.name}"):
-            path = _write(ex, out, kind, name, span or [], box or [])
+            path = _write(ex, out, kind, name, span or [], box or [], not per_panel_range)
         console.print(f"wrote {path}", soft_wrap=True)
 
 
