@@ -304,3 +304,23 @@ def test_cli_eval_settings(monkeypatch, capsys, tmp_path, args, needles):
     )
     expect_outcome(code, err, out, tuple(needles))
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "box", ["abc", (1, 2, 3), ("a", "b", "c", "d"), (0, 0, float("nan"), 4), None, 7]
+)
+def test_check_box_refuses_malformed_boxes(box):
+    from dualex.errors import BoxError
+    from dualex.towers.inputs import check_box
+
+    with pytest.raises(BoxError, match="box"):
+        check_box(box)
+
+
+def test_check_box_accepts_numbers():
+    import torch
+
+    from dualex.towers.inputs import check_box
+
+    assert check_box(np.array([1, 2, 3, 4])) == (1.0, 2.0, 3.0, 4.0)
+    assert check_box(torch.tensor([0.5, 1, 2, 3])) == (0.5, 1.0, 2.0, 3.0)
