@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from dualex import cli
+from dualex import cli, cli_args
 from dualex.data.sources import parse_data_spec
 from dualex.errors import DualexError
 from dualex.evaluate.cli import parse_shard
@@ -152,7 +152,7 @@ def test_cli_explain_arguments(
     monkeypatch, capsys, tmp_path_factory, steps, layers, rule, box, suffix, caption
 ):
     monkeypatch.setattr(
-        cli,
+        cli_args,
         "RANDOM_CONFIG",
         {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 2},
     )

@@ -58,7 +58,7 @@ def _setup(
     """
     import torch
 
-    from dualex.cli import resolve_model
+    from dualex.cli_args import resolve_model
     from dualex.data.sources import parse_data_spec
     from dualex.limits import check_steps
 
@@ -108,7 +108,7 @@ def grounding(
 ) -> None:
     """Evaluate every mention with every method; writes rows.parquet, summary/per_class tables
     (Markdown + CSV) and summary.png. Re-running the same command resumes."""
-    from dualex.cli import parse_layers
+    from dualex.cli_args import parse_layers
     from dualex.evaluate.grounding import EvalSettings, run_grounding
     from dualex.evaluate.report import write_grounding_tables
 
@@ -144,7 +144,7 @@ def mismatch(
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
 ) -> None:
     """Hard negatives: the mismatched span's interaction vs matched spans and the positive caption."""
-    from dualex.cli import parse_layers
+    from dualex.cli_args import parse_layers
     from dualex.evaluate.grounding import EvalSettings, run_mismatch
     from dualex.evaluate.report import write_mismatch_tables
 
