@@ -40,7 +40,7 @@ demo: $(STAMP)
 	$(VENV)/bin/dualex demo
 
 bench: $(STAMP)
-	$(PY) benchmarks/speed.py
+	$(PY) -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) demo-output .pytest_cache

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from dualex.encoder import DualEncoder
 from dualex.engine.interactions import interactions
+from dualex.engine.lastblock import last_block_projection
 from dualex.engine.projection import (
     DEFAULT_MEMORY_BUDGET,
     integrated_projection,
@@ -213,6 +214,40 @@ def project_many(
     return out  # type: ignore[return-value]
 
 
+def _adaptive_steps(
+    suffix: Any,
+    H: Tensor,
+    H_ref: Tensor,
+    rule: str,
+    steps: int | None,
+    tol: float,
+    max_steps: int,
+    rel: Any,
+) -> list[int]:
+    """Nodes per input: ``steps``, or Gauss–Legendre nodes doubled until each input's tower error
+    (from one whole-Δ JVP per node, without P) is at most ``tol`` or ``max_steps`` is reached."""
+    B = H.shape[0]
+    if steps is not None:
+        return [steps] * B
+    chosen = [0] * B
+    pending = list(range(B))
+    n = 1 if rule != "trapezoid" else 2
+    while pending:
+        a, w = nodes_and_weights(rule, n)
+        total = integrated_total(
+            suffix, H[pending], H_ref[pending], a, w, node_chunk=max(1, min(n, 16)), items=pending
+        )
+        left = []
+        for i, err in zip(pending, rel(total, pending).tolist(), strict=True):
+            if err <= tol or n >= max_steps:
+                chosen[i] = n
+            else:
+                left.append(i)
+        pending = left
+        n = min(n * 2, max_steps)
+    return chosen
+
+
 def _project_group(
     tower: Tower,
     inps: list[TowerInput],
@@ -236,46 +271,62 @@ def _project_group(
     diff = (e - e_ref).double()
     diff_norm = diff.norm(dim=1)
 
-    def errors_at(n: int, sel: list[int]) -> Tensor:
-        a, w = nodes_and_weights(rule, n)
-        total = integrated_total(
-            suffix, H[sel], H_ref[sel], a, w, node_chunk=max(1, min(n, 16)), items=sel
-        )
+    def rel(total: Tensor, sel: list[int]) -> Tensor:
         err = (total.double() - diff[sel]).norm(dim=1)
         d = diff_norm[sel]
         return torch.where(d > 0, err / torch.where(d > 0, d, 1.0), err)
 
-    if steps is None:
+    fast = tower.fast_path(inps, layer) if mode == "auto" else None
+    P = torch.empty(B, e.shape[1], H.shape[1], dtype=H.dtype)
+    if fast is not None:
+        # Last-block structure: P at n nodes costs about n block passes; adaptive steps keep the
+        # P of the first n that meets the tolerance.
+        Hf, Rf, n_cols = fast.pad(H), fast.pad(H_ref), H.shape[1]
+
+        def fast_P(n: int, sel: list[int]) -> Tensor:
+            a, w = nodes_and_weights(rule, n)
+            return last_block_projection(
+                fast.block,
+                Hf[sel],
+                Rf[sel],
+                fast.rows[sel],
+                a,
+                w,
+                columns=n_cols,
+                memory_budget=memory_budget,
+            )
+
         chosen = [0] * B
         pending = everyone
-        n = 1 if rule != "trapezoid" else 2
+        n = steps if steps is not None else (1 if rule != "trapezoid" else 2)
         while pending:
-            errs = errors_at(n, pending)
+            part = fast_P(n, pending)
+            errs_n = rel(part.double().sum(2), pending)
             left = []
-            for i, err in zip(pending, errs.tolist(), strict=True):
-                if err <= tol or n >= max_steps:
+            for k, (i, err) in enumerate(zip(pending, errs_n.tolist(), strict=True)):
+                if steps is not None or err <= tol or n >= max_steps:
                     chosen[i] = n
+                    P[i] = part[k]
                 else:
                     left.append(i)
             pending = left
             n = min(n * 2, max_steps)
     else:
-        chosen = [steps] * B
-    P = torch.empty(B, e.shape[1], H.shape[1], dtype=H.dtype)
-    for n in sorted(set(chosen)):
-        sel = [i for i in everyone if chosen[i] == n]
-        alphas, weights = nodes_and_weights(rule, n)
-        P[sel] = integrated_projection(
-            suffix,
-            H[sel],
-            H_ref[sel],
-            alphas,
-            weights,
-            mode=mode,
-            embed_dim=e.shape[1],
-            memory_budget=memory_budget,
-            items=sel,
-        ).detach()
+        chosen = _adaptive_steps(suffix, H, H_ref, rule, steps, tol, max_steps, rel)
+        for n in sorted(set(chosen)):
+            sel = [i for i in everyone if chosen[i] == n]
+            alphas, weights = nodes_and_weights(rule, n)
+            P[sel] = integrated_projection(
+                suffix,
+                H[sel],
+                H_ref[sel],
+                alphas,
+                weights,
+                mode=mode,
+                embed_dim=e.shape[1],
+                memory_budget=memory_budget,
+                items=sel,
+            ).detach()
     errs = (P.double().sum(2) - diff).norm(dim=1) / torch.where(diff_norm > 0, diff_norm, 1.0)
     return [
         Projection(

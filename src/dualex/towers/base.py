@@ -29,10 +29,28 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dualex.engine.lastblock import LastBlock
 from dualex.engine.projection import BatchSuffixFn
 from dualex.errors import InvalidInputError, InvalidLayerError
 from dualex.towers.positions import Positions
 from dualex.towers.session import Action, ad_safe, gated, model_guard, unwrap
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """A tower's declaration that its split at the last block's input has the pooled-row
+    structure (see :mod:`dualex.engine.lastblock`).
+
+    Attributes:
+        block: The last block's pieces and the head.
+        rows: Pooled row of each input of the batch, ``[B]``.
+        pad: ``[B, n, D] -> [B, S, D]``: the hidden states over every row the block sees (rows a
+            tower drops, e.g. after a causal text's end token, appended and held fixed).
+    """
+
+    block: LastBlock
+    rows: Tensor
+    pad: Callable[[Tensor], Tensor] = lambda H: H
 
 
 @dataclass
@@ -183,6 +201,14 @@ class Tower(ABC):
         """Inputs with equal keys can share a pass (same data shapes and number of positions)."""
         shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(inp.data.items()))
         return (shapes, len(inp.positions))
+
+    def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
+        """The last-block fast path for a split at ``layer``, or ``None`` (the generic AD path).
+
+        Families whose last block is a pre-LayerNorm transformer block read at one pooled row
+        declare its pieces here; only the input of the last block qualifies.
+        """
+        return None
 
     def session(self) -> contextlib.AbstractContextManager[None]:
         """Everything dualex changes while explaining, restored on exit (see ``towers.session``).

@@ -21,9 +21,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dualex.engine.lastblock import LastBlock
 from dualex.engine.projection import BatchSuffixFn
 from dualex.errors import InvalidInputError, UnknownModelError
-from dualex.towers.base import HookTower, TowerInput
+from dualex.towers.base import FastPath, HookTower, TowerInput
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
     align_pieces,
@@ -49,6 +50,55 @@ __all__ = [
     "transform_geometry",
     "warn_random",
 ]
+
+
+def mha_last_block(
+    block: nn.Module, head: Callable[[Tensor], Tensor], *, causal: bool
+) -> LastBlock | None:
+    """The pieces of an open_clip / OpenAI ``ResidualAttentionBlock`` (``nn.MultiheadAttention``
+    with packed q/k/v), or ``None`` for a block of another shape (the generic path then runs)."""
+    attn = getattr(block, "attn", None)
+    if (
+        not isinstance(attn, nn.MultiheadAttention)
+        or not attn._qkv_same_embed_dim
+        or attn.bias_k is not None
+        or hasattr(block, "ln_1_kv")
+        or not all(hasattr(block, n) for n in ("ln_1", "ln_2", "mlp"))
+    ):
+        return None
+    wq, wk, wv = attn.in_proj_weight.chunk(3)
+    bias = attn.in_proj_bias
+    bq, bk, bv = bias.chunk(3) if bias is not None else (None, None, None)
+    heads = int(attn.num_heads)
+    return LastBlock(
+        ln1=block.ln_1,
+        w_q=wq,
+        b_q=bq,
+        w_k=wk,
+        b_k=bk,
+        w_v=wv,
+        b_v=bv,
+        w_o=attn.out_proj.weight,
+        b_o=attn.out_proj.bias,
+        heads=heads,
+        scale=float((attn.embed_dim // heads) ** -0.5),
+        ln2=block.ln_2,
+        mlp=block.mlp,
+        head=head,
+        causal=causal,
+        ls1=getattr(block, "ls_1", None),
+        ls2=getattr(block, "ls_2", None),
+        softmax_dtype=torch.float32,
+    )
+
+
+def project_rows(x: Tensor, proj: Any) -> Tensor:
+    """``x @ proj`` for a projection matrix, ``proj(x)`` for a module, ``x`` for none."""
+    if proj is None:
+        return x
+    if isinstance(proj, nn.Module):
+        return proj(x)
+    return x @ proj
 
 
 class RandomWeightsWarning(UserWarning):
@@ -215,12 +265,15 @@ class ClipTextTower(HookTower):
         name: str = "clip-text",
         root: nn.Module | None = None,
         trim: bool = False,
+        last_block: Callable[[], LastBlock | None] | None = None,
+        pooled_row: Callable[[Tensor], int] | None = None,
     ) -> None:
         self._encode, self._blocks = encode, list(blocks)
         self.codec, self.layout, self.name = codec, layout, name
         self.default_reference = reference
         self._root = root
         self.trim = trim
+        self._last_block, self._pooled_row = last_block, pooled_row
 
     def root(self) -> nn.Module | None:
         """The module holding the blocks (blocks before the split are skipped in the suffix)."""
@@ -251,6 +304,25 @@ class ClipTextTower(HookTower):
                 source=pos.source,
             )
         return TowerInput(data={"input_ids": ids}, positions=pos, raw=x)
+
+    def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
+        if self._last_block is None or self._pooled_row is None:
+            return None
+        if self.check_layer(layer) != self.num_layers - 1:
+            return None
+        block = self._last_block()
+        if block is None:
+            return None
+        layer = self.num_layers - 1
+        rows = torch.tensor([self._pooled_row(inp.data["input_ids"][0]) for inp in inps])
+        if any(("tail", layer) not in inp.extra for inp in inps):
+            self.hidden_batch(inps, layer)
+        tails = torch.stack([inp.extra[("tail", layer)] for inp in inps])
+
+        def pad(H: Tensor) -> Tensor:
+            return torch.cat([H, tails.to(H.dtype)], dim=1)
+
+        return FastPath(block, rows, pad)
 
     def hidden_batch(self, inps: Sequence[TowerInput], layer: int) -> Tensor:
         """Hidden states ``[B, S, D]`` over the tower's positions (up to the end token if trimmed).
@@ -498,6 +570,8 @@ class ClipImageTower(FeatureMapMixin, HookTower):
         default_layer: Layer used when none is given (default: the input of the last block).
         name: Display name.
         input_size: ``(H, W)`` of the model input, checked on pixel tensors (``None``: any).
+        last_block: ``() -> LastBlock | None``: the last block's pieces and head read at the CLS
+            row, for the last-block fast path of a ViT (``None``: the generic AD path).
         root: The module that contains the blocks; for a ViT, blocks before the split layer are
             skipped while the suffix runs. CNN stages change the shape of the hidden state, so a
             CNN always runs its prefix.
@@ -522,6 +596,7 @@ class ClipImageTower(FeatureMapMixin, HookTower):
         name: str = "clip-image",
         root: nn.Module | None = None,
         input_size: tuple[int, int] | None = None,
+        last_block: Callable[[], LastBlock | None] | None = None,
     ) -> None:
         if kind not in ("vit", "cnn"):
             raise ValueError(f"kind must be 'vit' or 'cnn', got {kind!r}")
@@ -533,6 +608,7 @@ class ClipImageTower(FeatureMapMixin, HookTower):
         self._root = root
         self.skip_prefix = kind == "vit"
         self.input_size = input_size
+        self._last_block = last_block
 
     def root(self) -> nn.Module | None:
         return self._root
@@ -566,6 +642,15 @@ class ClipImageTower(FeatureMapMixin, HookTower):
             grid, prefix = self.feature_grids((h, w))[self.default_layer], 0
         pos = ImagePositions(grid=grid, prefix=prefix, geometry=geo, source=source)
         return TowerInput(data={"pixel_values": pixels}, positions=pos, raw=image)
+
+    def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
+        """CLS-pooled ViTs: the last block read at row 0 (see ``engine.lastblock``)."""
+        if self.kind != "vit" or self._last_block is None:
+            return None
+        if self.check_layer(layer) != self.num_layers - 1:
+            return None
+        block = self._last_block()
+        return None if block is None else FastPath(block, torch.zeros(len(inps), dtype=torch.long))
 
     def positions_at(self, inp: TowerInput, layer: int) -> Positions:
         """Positions at ``layer``: for a CNN, the cells of the feature map entering it."""

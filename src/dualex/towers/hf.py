@@ -11,16 +11,17 @@ load through it too) and the ``builtin`` spec.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from dualex.encoder import DualEncoder, read_scale
+from dualex.engine.lastblock import LastBlock
 from dualex.engine.projection import BatchSuffixFn
 from dualex.errors import InvalidInputError, UnknownModelError
-from dualex.towers.base import HookTower, TowerInput
+from dualex.towers.base import FastPath, HookTower, TowerInput
 from dualex.towers.clip_common import image_reference_pixels
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
@@ -68,11 +69,44 @@ def pooled_last_block(block: nn.Module, H: Tensor, rows: Tensor, causal: bool) -
     if causal:
         after = torch.arange(S, device=H.device).unsqueeze(0) > rows.unsqueeze(1)  # [R, S]
         scores = scores.masked_fill(after[:, None, None, :], float("-inf"))
-    w = torch.softmax(scores, dim=-1, dtype=torch.float32)
+    w = torch.softmax(scores, dim=-1, dtype=torch.promote_types(torch.float32, scores.dtype))
     o = (w.to(q.dtype) @ v).transpose(1, 2).reshape(R, 1, D)
     x = H[pick, rows].unsqueeze(1) + attn.out_proj(o)
     x = x + block.mlp(block.layer_norm2(x))
     return x[:, 0]
+
+
+def hf_last_block(block: nn.Module, head: Callable[[Tensor], Tensor], causal: bool) -> LastBlock:
+    """The pieces of a transformers CLIP encoder layer (separate q/k/v projections)."""
+    attn = block.self_attn
+
+    def wb(lin: nn.Module) -> tuple[Tensor, Tensor | None]:
+        return lin.weight, lin.bias
+
+    (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (
+        wb(attn.q_proj),
+        wb(attn.k_proj),
+        wb(attn.v_proj),
+        wb(attn.out_proj),
+    )
+    return LastBlock(
+        ln1=block.layer_norm1,
+        w_q=wq,
+        b_q=bq,
+        w_k=wk,
+        b_k=bk,
+        w_v=wv,
+        b_v=bv,
+        w_o=wo,
+        b_o=bo,
+        heads=int(attn.num_heads),
+        scale=float(attn.scale),
+        ln2=block.layer_norm2,
+        mlp=block.mlp,
+        head=head,
+        causal=causal,
+        softmax_dtype=torch.float32,  # CLIP's eager attention runs its softmax in float32
+    )
 
 
 def _pooled_rows(rows: Tensor, items: Sequence[int], m: int) -> Tensor:
@@ -126,6 +160,17 @@ class HFTextTower(HookTower):
         if eos == 2:
             return int(ids.argmax())
         return int((ids == eos).int().argmax())
+
+    def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
+        if not (self.family == "clip" and self.check_layer(layer) == self.num_layers - 1):
+            return None
+        tm = self.model.text_model
+
+        def head(x: Tensor) -> Tensor:
+            return self.model.text_projection(tm.final_layer_norm(x))
+
+        block = hf_last_block(self.original_blocks()[-1], head, causal=True)
+        return FastPath(block, torch.tensor([self.pooled_row(inp) for inp in inps]))
 
     def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
         layer = self.check_layer(layer)
@@ -211,6 +256,17 @@ class HFImageTower(HookTower):
 
     def blocks(self) -> list[nn.Module]:
         return list(resolve(self.model, TOWERS["image"].blocks))
+
+    def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
+        if not (self.family == "clip" and self.check_layer(layer) == self.num_layers - 1):
+            return None
+        vm = self.model.vision_model
+
+        def head(x: Tensor) -> Tensor:
+            return self.model.visual_projection(vm.post_layernorm(x))
+
+        block = hf_last_block(self.original_blocks()[-1], head, causal=False)
+        return FastPath(block, torch.zeros(len(inps), dtype=torch.long))
 
     def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
         layer = self.check_layer(layer)

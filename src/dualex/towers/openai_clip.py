@@ -34,8 +34,15 @@ from torch import nn
 
 from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
-from dualex.towers.clip_common import BPETextCodec, ClipImageTower, ClipTextTower, warn_random
+from dualex.towers.clip_common import (
+    BPETextCodec,
+    ClipImageTower,
+    ClipTextTower,
+    mha_last_block,
+    warn_random,
+)
 from dualex.towers.registry import Family, TowerDescription, type_is
+from dualex.towers.session import unwrap
 
 __all__ = ["OPENAI_ARCHITECTURES", "load_openai", "wrap_openai"]
 
@@ -204,6 +211,11 @@ def wrap_openai(
     ctx = int(model.context_length)
     tok = clip.clip._tokenizer
     codec = BPETextCodec(tok, ctx, tokenize=lambda t: clip.tokenize(t, context_length=ctx))
+    text_block = unwrap(model.transformer.resblocks[-1])
+
+    def text_head(x: torch.Tensor) -> torch.Tensor:
+        return model.ln_final(x) @ model.text_projection
+
     text = ClipTextTower(
         model.encode_text,
         model.transformer.resblocks,
@@ -213,6 +225,8 @@ def wrap_openai(
         name="openai-text",
         root=model,
         trim=True,  # causal, pooled at EOT: positions after it cannot reach the embedding
+        last_block=lambda: mha_last_block(text_block, text_head, causal=True),
+        pooled_row=lambda ids: int(ids.argmax()),
     )
     visual = model.visual
     dtype = visual.conv1.weight.dtype
@@ -220,6 +234,11 @@ def wrap_openai(
         preprocess = clip.clip._transform(int(visual.input_resolution))
     if isinstance(visual, clip.model.VisionTransformer):
         p = visual.conv1.kernel_size
+        vit_block = unwrap(visual.transformer.resblocks[-1])
+
+        def vit_head(x: torch.Tensor) -> torch.Tensor:
+            return visual.ln_post(x) @ visual.proj
+
         image = ClipImageTower(
             model.encode_image,
             visual.transformer.resblocks,
@@ -233,6 +252,7 @@ def wrap_openai(
             name="openai-vit",
             root=model,
             input_size=(int(visual.input_resolution), int(visual.input_resolution)),
+            last_block=lambda: mha_last_block(vit_block, vit_head, causal=False),
         )
     else:
         stages = [visual.layer1, visual.layer2, visual.layer3, visual.layer4]

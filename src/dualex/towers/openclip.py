@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from dualex.encoder import DualEncoder, read_scale
+from dualex.engine.lastblock import LastBlock
 from dualex.errors import UnknownModelError
 from dualex.towers.clip_common import (
     BPETextCodec,
@@ -33,10 +34,13 @@ from dualex.towers.clip_common import (
     RandomWeightsWarning,
     align_pieces,
     image_reference_pixels,
+    mha_last_block,
+    project_rows,
     transform_geometry,
     warn_random,
 )
 from dualex.towers.registry import Family, TowerDescription, resolve, type_is
+from dualex.towers.session import unwrap
 
 __all__ = [
     "FAMILY",
@@ -134,6 +138,22 @@ def _openclip_text_tower(model: nn.Module, tokenizer: Any, reference: Any) -> Cl
     if reference is None:
         reference = "exclip" if (codec.bpe and pool == "argmax") else "pad"
     causal = getattr(text if text is not None else model, "attn_mask", None) is not None
+    last_block = pooled_row = None
+    if text is None and causal and pool in ("argmax", "eos"):  # CLIP: pooled at the end token
+        block = unwrap(transformer.resblocks[-1])
+        eos = getattr(model, "text_eos_id", None)
+
+        def last_block() -> LastBlock | None:
+            def head(x: Tensor) -> Tensor:
+                return project_rows(model.ln_final(x), model.text_projection)
+
+            return mha_last_block(block, head, causal=True)
+
+        def pooled_row(ids: Tensor) -> int:
+            if pool == "eos" and eos is not None:
+                return int((ids == eos).int().argmax())
+            return int(ids.argmax())
+
     return ClipTextTower(
         encode,
         transformer.resblocks,
@@ -143,7 +163,24 @@ def _openclip_text_tower(model: nn.Module, tokenizer: Any, reference: Any) -> Cl
         name="openclip-text",
         root=model,
         trim=causal and pool in ("argmax", "eos"),
+        last_block=last_block,
+        pooled_row=pooled_row,
     )
+
+
+def _vit_last_block(visual: nn.Module) -> Any:
+    """The fast-path declaration of a VisionTransformer read at its CLS token, or None."""
+    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
+        return None
+    block = unwrap(visual.transformer.resblocks[-1])
+
+    def last_block() -> LastBlock | None:
+        def head(x: Tensor) -> Tensor:
+            return project_rows(visual.ln_post(x), visual.proj)
+
+        return mha_last_block(block, head, causal=False)
+
+    return last_block
 
 
 def _openclip_image_tower(model: nn.Module, preprocess: Any, reference: Any) -> ClipImageTower:
@@ -165,6 +202,7 @@ def _openclip_image_tower(model: nn.Module, preprocess: Any, reference: Any) -> 
             reference=ref,
             name="openclip-vit",
             root=model,
+            last_block=_vit_last_block(visual),
             input_size=_pair(getattr(visual, "image_size", None)),
         )
     if all(hasattr(visual, f"layer{i}") for i in range(1, 5)) and hasattr(visual, "attnpool"):
