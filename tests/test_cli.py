@@ -227,10 +227,10 @@ def test_report_gathers_many_files(monkeypatch, capsys, tmp_path):
     assert "3 pairs" in stdout
     page = out.read_text()
     data = json.loads(re.search(r'type="application/json">(.*?)</script>', page, re.S).group(1))
-    assert [p["name"] for p in data["pairs"]] == [
-        "e0.safetensors",
-        "e1.safetensors",
-        "e2.safetensors",
+    assert [p["name"] for p in data["pairs"]] == [  # named by caption, then file
+        "a red circle (e0.safetensors)",
+        "two blue squares (e1.safetensors)",
+        "<b>bold</b> claim (e2.safetensors)",
     ]
     assert "<b>bold" not in page and "<title>three &lt;pairs&gt;</title>" in page
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dualex.cli_args import (
+    RANDOM_SPECS,
     _err_console,
     parse_layers,
     resolve_model,
@@ -99,26 +100,15 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return (values[0], values[1], values[2], values[3])
 
 
-def read_image(path: Path) -> Any:
-    """Open an image file fully, or raise an error that names the problem.
+def read_image(path: Path, max_pixels: int | None = None) -> Any:
+    """Open an image file fully (:func:`dualex.towers.inputs.load_image`'s policy).
 
     Raises:
-        InvalidInputError: if the file is missing or not a readable image.
+        InvalidInputError: if the file is missing, not a readable image, or too large.
     """
-    from PIL import Image, UnidentifiedImageError
+    from dualex.towers.inputs import load_image
 
-    if not path.exists():
-        raise InvalidInputError(f"image {str(path)!r} does not exist; pass a PNG or JPEG file")
-    if not path.is_file():
-        raise InvalidInputError(f"image {str(path)!r} is not a file; pass a PNG or JPEG file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        raise InvalidInputError(
-            f"cannot read {str(path)!r} as an image ({type(err).__name__}); pass a PNG or JPEG file"
-        ) from err
+    return load_image(path, max_pixels=max_pixels)
 
 
 def _output_kind(out: Path | None) -> str | None:
@@ -139,40 +129,95 @@ def _output_kind(out: Path | None) -> str | None:
 
 
 def _summary(ex: Any, console: Console) -> None:
+    from rich.markup import escape
     from rich.table import Table
 
     from dualex.viz.tokens import tokens_rich
 
     c = ex.completeness
     console.print(
-        f"[bold]{ex.model}[/]  score [bold]{c.score:.5g}[/] = Σ interactions "
+        f"[bold]{escape(str(ex.model))}[/]  score [bold]{c.score:.5g}[/] = Σ interactions "
         f"{c.attribution_sum:.5g} + reference terms {sum(c.reference_terms):.5g}  "
         f"(relative error {c.relative_error:.2e}, steps {c.steps[0]}/{c.steps[1]} {c.rule}, "
         f"layers {ex.layers[0]}/{ex.layers[1]})"
     )
     with suppress(DualexError):  # two texts have no image side
         console.print("caption × whole image: ", tokens_rich(ex.text_positions, ex.text_scores()))
-    table = Table(title="strongest interactions", title_justify="left")
-    for col in ("a", "b", "value"):
+
+    from dualex.viz.summary import modality_names, strongest_interactions
+
+    table = Table(title="strongest interactions (by |value|)", title_justify="left")
+    name_a, name_b = modality_names(ex)
+    for col in (name_a, name_b + (" (pixels)" if name_b == "patch" else ""), "value"):
         table.add_column(col)
-    for la, lb, v in ex.top_interactions(5):
-        table.add_row(la, lb, f"{v:+.4g}")
+    for la, lb, v in strongest_interactions(ex, 5):
+        table.add_row(escape(la), escape(lb), f"{v:+.4g}")
     console.print(table)
 
 
-def _write(ex: Any, out: Path, kind: str, name: str, spans: list[str], boxes: list[str]) -> Path:
+def weights_of(spec: str) -> str:
+    """Where a ``--model`` spec's weights come from: ``random``, ``builtin`` or ``pretrained``.
+
+    ``random-clip``, ``builtin`` while the built-in model is missing (the CLI falls back to
+    ``random-clip``) and ``openclip:<arch>`` without a pretrained tag are random.
+    """
+    from dualex.models import builtin
+
+    key = spec.strip().lower()
+    kind, _, rest = key.partition(":")
+    if kind in RANDOM_SPECS:
+        return "random"
+    if key == "builtin":
+        return "builtin" if builtin.available() else "random"
+    if kind == "openclip" and "/" not in rest:
+        return "random"
+    return "pretrained"
+
+
+def _warn_random(ex: Any) -> None:
+    from dualex.viz.report import RANDOM_WEIGHTS_NOTE
+
+    if getattr(ex, "weights", "") == "random":
+        print(
+            f"dualex: warning: {RANDOM_WEIGHTS_NOTE} ({ex.model}); the maps show what an "
+            "untrained network computes, not grounding",
+            file=sys.stderr,
+        )
+
+
+def _pair_name(ex: Any, fallback: str) -> str:
+    from dualex.towers.positions import TextPositions
+
+    texts = [p.text for p in (ex.a, ex.b) if isinstance(p, TextPositions)]
+    return " ↔ ".join(texts) if texts else fallback
+
+
+def _write(
+    ex: Any,
+    out: Path,
+    kind: str,
+    name: str,
+    spans: list[str],
+    boxes: list[str],
+    shared_range: bool = True,
+) -> Path:
+    from dualex.towers.positions import TextPositions
+
     if kind == "tensors":
         return ex.save(out)
     if kind == "report":
         from dualex.viz.report import write_report
 
         return write_report([ex], out, names=[name], title=f"dualex: {name}")
-    from dualex.viz.figure import figure1, save_figure
+    from dualex.viz.figure import figure1, save_figure, text_pair_figure
 
+    if isinstance(ex.a, TextPositions) and isinstance(ex.b, TextPositions):
+        return save_figure(text_pair_figure(ex), out)
     fig = figure1(
         ex,
         spans=spans or None,
         boxes=[parse_box(b) for b in boxes] or None,
+        shared_range=shared_range,
     )
     return save_figure(fig, out)
 
@@ -184,12 +229,22 @@ def _write(ex: Any, out: Path, kind: str, name: str, spans: list[str], boxes: li
         "  dualex explain dog.jpg 'a husky in the snow' --out report.html\n\n"
         "  dualex explain dog.jpg 'a husky in the snow' --model hf:./clip-vit-b16 "
         "--layers 11,10 --out fig.png --span husky --span snow --box 40,30,200,180\n\n"
-        "  dualex explain dog.jpg 'a husky' --model random-clip --out expl.safetensors"
+        "  dualex explain dog.jpg 'a husky' --model random-clip --out expl.safetensors\n\n"
+        "  dualex explain 'a man plays guitar' 'someone is playing music' "
+        "--model st:<path-or-id> --out pair.html"
     )
 )
 def explain(
-    image: Annotated[Path, typer.Argument(help="Image file (PNG, JPEG, ...).", show_default=False)],
-    text: Annotated[str, typer.Argument(help="The caption.", show_default=False)],
+    image: Annotated[
+        Path,
+        typer.Argument(
+            help="Image file (PNG, JPEG, ...), or the first text for a text–text model (st:...).",
+            show_default=False,
+        ),
+    ],
+    text: Annotated[
+        str, typer.Argument(help="The caption (or the second text).", show_default=False)
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -204,7 +259,17 @@ def explain(
         typer.Option(help="Split layer: one int for both towers or TEXT,IMAGE (e.g. 11,10)."),
     ] = None,
     steps: Annotated[
-        int | None, typer.Option(help="Quadrature nodes; default adaptive.", min=1)
+        int | None, typer.Option(help="Quadrature nodes (1..1024); default adaptive.")
+    ] = None,
+    max_steps: Annotated[
+        int, typer.Option("--max-steps", help="Most nodes adaptive steps may use (1..1024).")
+    ] = 64,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            help="Refuse images with more pixels (default 100 million, or $DUALEX_MAX_PIXELS).",
+        ),
     ] = None,
     rule: Annotated[
         str | None, typer.Option(help="Quadrature rule: gauss-legendre, riemann or trapezoid.")
@@ -226,8 +291,14 @@ def explain(
         list[str] | None,
         typer.Option(help="Box x0,y0,x1,y1 in image pixels for the figure (repeatable)."),
     ] = None,
+    per_panel_range: Annotated[
+        bool,
+        typer.Option(
+            "--per-panel-range", help="Figure: give every heatmap and token strip its own range."
+        ),
+    ] = False,
 ) -> None:
-    """Explain one caption–image pair: token × patch interactions, with a summary.
+    """Explain one caption–image pair (token × patch) or two texts (token × token).
 
     Prints the score, its completeness and the caption coloured by the whole image.
 
@@ -239,23 +310,53 @@ def explain(
 
     console = Console()
     from dualex.engine.quadrature import canonical_rule
+    from dualex.limits import check_steps
 
     kind = _output_kind(out)  # fail on bad settings before any slow work
-    canonical_rule(rule)
+    check_steps(steps, max_steps, rule=canonical_rule(rule), names=("--steps", "--max-steps"))
     layer_arg = parse_layers(layers)
     for b in box or []:
         parse_box(b)
-    if not text.strip():
-        raise InvalidInputError("the caption is empty; pass a non-empty TEXT")
-    picture = read_image(image)
+    from dualex.towers.inputs import check_text
+
+    check_text(text)
+    two_texts = not image.exists() and model.strip().lower().startswith("st:")
+    if two_texts:
+        first: Any = check_text(str(image))
+        if box:
+            raise InvalidInputError("--box needs an image; two texts have no image side")
+    else:
+        if not image.exists():
+            raise InvalidInputError(
+                f"image {str(image)!r} does not exist; pass a PNG or JPEG file (to explain two "
+                "texts, use a text–text model: --model st:<path-or-id>)"
+            )
+        first = read_image(image, max_pixels=max_pixels)
+    weights = weights_of(model)
     with _progress(f"loading model {model}"):
         encoder = resolve_model(model)
+    if not two_texts and getattr(encoder.tower_b, "modality", "image") == "text":
+        raise InvalidInputError(
+            f"{encoder.name} compares two texts; pass two texts, not an image file"
+        )
     with _progress(f"explaining with {encoder.name}"):
-        ex = dualex.explain(encoder, text, picture, layers=layer_arg, steps=steps, rule=rule)
+        ex = (
+            dualex.explain(
+                encoder, first, text, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
+            )
+            if two_texts
+            else dualex.explain(
+                encoder, text, first, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
+            )
+        )
+    known = getattr(encoder, "weights", "unknown")  # what the loader recorded, else the spec
+    ex.weights = known if known != "unknown" else weights
     _summary(ex, console)
+    _warn_random(ex)
     if out is not None and kind is not None:
+        name = _pair_name(ex, image.name) if two_texts else image.name
         with _progress(f"writing {out.name}"):
-            path = _write(ex, out, kind, image.name, span or [], box or [])
+            path = _write(ex, out, kind, name, span or [], box or [], not per_panel_range)
         console.print(f"wrote {path}", soft_wrap=True)
 
 
@@ -290,9 +391,12 @@ def report(
             exs.append(Explanation.load(path))
             advance()
     with _progress(f"writing {out.name}", total=len(exs)) as advance:
-        path = write_report(
-            exs, out, names=[p.name for p in explanations], title=title, progress=advance
-        )
+        pairs = zip(exs, explanations, strict=True)
+        names = [f"{_pair_name(ex, p.name)} ({p.name})" for ex, p in pairs]
+        path = write_report(exs, out, names=names, title=title, progress=advance)
+    randoms = [e for e in exs if getattr(e, "weights", "") == "random"]
+    if randoms:
+        _warn_random(randoms[0])
     Console().print(
         f"wrote {path} ({len(exs)} pairs, {path.stat().st_size / 1e6:.2f} MB)", soft_wrap=True
     )
@@ -360,13 +464,61 @@ from dualex.evaluate.cli import eval_app  # noqa: E402
 app.add_typer(eval_app, name="eval")
 
 
-def main() -> None:
-    """Entry point: bad input becomes one line on stderr and exit code 2 (``--debug``: traceback)."""
+@contextmanager
+def quiet_third_party(debug: bool) -> Iterator[None]:
+    """Within the block, dualex's warnings print as one ``dualex: warning: ...`` line and
+    third-party warnings, log messages and progress bars (transformers, huggingface_hub) are
+    silenced; ``debug=True`` changes nothing. Every switch is restored on exit.
+    """
+    import os
     import warnings
 
-    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    if debug:
+        yield
+        return
+    env = {"HF_HUB_DISABLE_PROGRESS_BARS": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    saved_env = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    restore: list[Any] = []
+    hf_logging = sys.modules.get("transformers.utils.logging")
+    if hf_logging is not None:  # already imported (in-process use): switch it, then restore
+        level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+        restore.append(lambda: hf_logging.set_verbosity(level))
+        if bars:
+            restore.append(hf_logging.enable_progress_bar)
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        if category.__module__.split(".")[0] == "dualex":
+            text = " ".join(str(message).replace("!", " ").split())
+            print(f"dualex: warning: {text}", file=sys.stderr)
+
     try:
-        app(standalone_mode=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = show
+            yield
+    finally:
+        for fn in restore:
+            fn()
+        for k, v in saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def main() -> None:
+    """Entry point: bad input becomes one line on stderr and exit code 2 (``--debug``: traceback).
+
+    Without ``--debug``, third-party warnings and progress bars are silenced and dualex's
+    warnings print as one line each (see :func:`quiet_third_party`).
+    """
+    debug = "--debug" in sys.argv[1:]
+    try:
+        with quiet_third_party(debug):
+            app(standalone_mode=False)
     except DualexError as err:
         if _state["debug"]:
             raise

@@ -14,6 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 
 import dualex
@@ -54,23 +62,22 @@ def _peak_inside(ex: dualex.Explanation, span: tuple[int, int], boxes) -> bool:
     return any(b[0] <= cx < b[2] and b[1] <= cy < b[3] for b in boxes)
 
 
-def _heatmap_png(ex: dualex.Explanation, span: tuple[int, int], boxes, path: Path) -> Path:
-    """The span's heatmap over the image, upscaled 4×, with the mention's boxes outlined."""
-    from PIL import Image, ImageDraw
+def _heatmap_png(
+    ex: dualex.Explanation, span: tuple[int, int], boxes, path: Path, title: str
+) -> Path:
+    """The span's heatmap over the image with a title, a colour bar and the mention's boxes."""
+    from matplotlib.patches import Rectangle
 
-    from dualex.viz import overlay
+    from dualex.viz.figure import _pyplot, plot_image_map, save_figure, weights_note
 
-    img, _ = overlay(ex, span)
-    k = max(1, 256 // max(img.size))
-    img = img.convert("RGB").resize((img.width * k, img.height * k), Image.Resampling.NEAREST)
-    draw = ImageDraw.Draw(img)
+    fig, ax = _pyplot().subplots(figsize=(3.6, 3.2), dpi=120)
+    plot_image_map(ex, span, ax=ax)
     for x0, y0, x1, y1 in boxes:
-        draw.rectangle([x0 * k, y0 * k, x1 * k - 1, y1 * k - 1], outline=(255, 255, 255), width=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+        for lw, color in ((3.5, "black"), (1.8, "#00e5ff")):
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=lw, ec=color))
+    note = weights_note(ex)
+    ax.set_title(title + ("\n" + note.strip(" ·") if note else ""), fontsize=9)
+    return save_figure(fig, path)
 
 
 def run_demo(
@@ -94,16 +101,41 @@ def run_demo(
     table = Table(title=f"dualex demo — {model.name}")
     for col in ("scene", "mention", "box", "peak in box", "completeness error"):
         table.add_column(col)
-    explanations, names, hits = [], [], []
-    for i, s in enumerate(_scenes(n)):
-        ex = dualex.explain(model, s.caption, s.image)
-        ex.save(out / f"scene{i}.safetensors")
-        explanations.append(ex)
-        names.append(f"scene {i}: {s.caption}")
-        for j, m in enumerate(s.mentions):
+    weights = "builtin" if builtin.available() else "random"
+    explanations, names, hits, truth = [], [], [], []
+    scenes = _scenes(n)
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    ) as bar:
+        task = bar.add_task(f"explaining {len(scenes)} scenes", total=len(scenes))
+        for i, s in enumerate(scenes):
+            ex = dualex.explain(model, s.caption, s.image)
+            ex.weights = weights
+            ex.save(out / f"scene{i}.safetensors")
+            explanations.append(ex)
+            names.append(f"scene {i}: {s.caption}")
+            truth.append([(s.caption[slice(*m.span)], b) for m in s.mentions for b in m.boxes])
+            for j, m in enumerate(s.mentions):
+                mention = s.caption[slice(*m.span)]
+                _heatmap_png(
+                    ex,
+                    m.span,
+                    m.boxes,
+                    out / f"scene{i}-mention{j}.png",
+                    f"“{mention}” (scene {i})",
+                )
+            bar.advance(task)
+    for i, (s, ex) in enumerate(zip(scenes, explanations, strict=True)):
+        for m in s.mentions:
             inside = _peak_inside(ex, m.span, m.boxes)
             hits.append(inside)
-            _heatmap_png(ex, m.span, m.boxes, out / f"scene{i}-mention{j}.png")
             box = ", ".join(str(tuple(int(v) for v in b)) for b in m.boxes)
             table.add_row(
                 str(i),
@@ -120,7 +152,9 @@ def run_demo(
         try:
             from dualex.viz import write_report
 
-            path = write_report(explanations, out / "report.html", names=names, title="dualex demo")
+            path = write_report(
+                explanations, out / "report.html", names=names, title="dualex demo", boxes=truth
+            )
             console.print(f"wrote {path} (open it in a browser: click tokens, drag boxes)")
         except ImportError as err:  # pragma: no cover - viz not installed
             console.print(f"[yellow]no HTML report: {err}[/]")

@@ -33,3 +33,15 @@ class SettingError(DualexError, ValueError):
 
 class FileFormatError(DualexError, ValueError):
     """A file that is not what dualex expected (wrong format, version, or content)."""
+
+
+class DualexWarning(UserWarning):
+    """Base class of dualex's warnings: the input was used, but not all of it as given."""
+
+
+class InputWarning(DualexWarning):
+    """An input was changed on its way into the model (truncated, cropped, unknown tokens)."""
+
+
+class OutputError(DualexError):
+    """An output path that cannot be written (a read-only folder, a folder in the way, a full disk)."""

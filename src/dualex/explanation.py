@@ -35,6 +35,8 @@ class Explanation:
         model: Name of the model.
         raw_a: Original input of side a (text or PIL image), if kept.
         raw_b: Original input of side b, if kept.
+        weights: Where the model's weights come from: ``"random"`` (not a trained model),
+            ``"builtin"``, ``"pretrained"`` or ``"unknown"``; reports and figures flag random.
     """
 
     matrix: Tensor
@@ -45,6 +47,7 @@ class Explanation:
     model: str = ""
     raw_a: Any = field(default=None, repr=False)
     raw_b: Any = field(default=None, repr=False)
+    weights: str = "unknown"
 
     # -- convenient views ----------------------------------------------------------------------
     @property
@@ -192,6 +195,7 @@ class Explanation:
             "completeness": self.completeness.to_json(),
             "layers": list(self.layers),
             "model": self.model,
+            "weights": self.weights,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -255,6 +259,7 @@ class Explanation:
             raw_b=raws[1]
             if raws[1] is not None
             else (b.text if isinstance(b, TextPositions) else None),
+            weights=str(meta.get("weights", "unknown")),
         )
 
     def __repr__(self) -> str:

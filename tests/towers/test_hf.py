@@ -7,7 +7,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import dualex
-from dualex.errors import BoxError, InvalidInputError, InvalidLayerError, SpanError
+from dualex.errors import BoxError, InputWarning, InvalidInputError, InvalidLayerError, SpanError
 from tests.conftest import random_image, tiny_clip
 
 
@@ -170,8 +170,11 @@ def test_bad_inputs_raise_dualex_errors(clip64, image, tmp_path):
         dualex.explain(clip64, "a red circle", image, layers=3)
     with pytest.raises(InvalidInputError, match="empty"):
         dualex.explain(clip64, "   ", image)
-    with pytest.raises(InvalidInputError, match="at most 32"):
-        dualex.explain(clip64, " ".join(["red"] * 40), image)
+    with pytest.warns(
+        InputWarning, match=r"needs 42 tokens .* the last 10 token\(s\) were dropped"
+    ):
+        long = dualex.explain(clip64, " ".join(["red"] * 40), image, layers=2, steps=2)
+    assert long.matrix.shape[0] == 32  # truncated to the context, as the model sees it
     bad = tmp_path / "not-an-image.png"
     bad.write_text("hello")
     with pytest.raises(InvalidInputError, match="cannot read"):

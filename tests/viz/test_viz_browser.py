@@ -195,3 +195,98 @@ def test_script_injection_is_shown_as_text(page, tmp_path):
     page.screenshot(path=str(tmp_path / "report-injection.png"), full_page=True)
     assert page.dialogs == [], f"a dialog opened: {page.dialogs}"
     assert page.errors == [], page.errors
+
+
+# -- random-weights banner, text–text pairs, the new controls ---------------------------------
+
+
+def _open(browser, path):
+    ctx = browser.new_context(viewport={"width": 1280, "height": 900})
+    pg = ctx.new_page()
+    pg.errors = []
+    pg.on("console", lambda m: pg.errors.append(m.text) if m.type == "error" else None)
+    pg.on("pageerror", lambda e: pg.errors.append(str(e)))
+    pg.goto(Path(path).as_uri())
+    pg.wait_for_selector("body[data-ready='0']", timeout=10_000)
+    return ctx, pg
+
+
+def test_random_weights_banner_shows_only_for_random_pairs(browser, make_ex, tmp_path):
+    from dataclasses import replace
+
+    random_ex = replace(make_ex(model="random-clip:0"), weights="random")
+    trained = replace(make_ex(model="builtin", seed=1), weights="builtin")
+    path = write_report([random_ex, trained], tmp_path / "r.html", names=["rand", "trained"])
+    ctx, pg = _open(browser, path)
+    banner = pg.evaluate("dualexReport.bannerText()")
+    assert banner.startswith("random weights: not a trained model (random-clip:0)")
+    assert pg.locator("#weights-banner").is_visible()
+    assert "random (not a trained model)" in pg.locator("#completeness").inner_text()
+    pg.evaluate("dualexReport.show(1)")
+    pg.wait_for_selector("body[data-ready='1']")
+    assert pg.evaluate("dualexReport.bannerText()") == ""
+    assert not pg.locator("#weights-banner").is_visible()
+    assert pg.errors == [], pg.errors
+    ctx.close()
+
+
+def test_text_text_report_selects_spans_on_both_sides(browser, make_ex, text_pos, tmp_path):
+    import torch
+
+    from dualex.explanation import Explanation
+
+    a, b = text_pos("a man plays guitar"), text_pos("someone makes music")
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(len(a), len(b), generator=g, dtype=torch.float64)
+    ex = Explanation(matrix=m, a=a, b=b, completeness=make_ex().completeness, model="st:toy")
+    path = write_report([ex], tmp_path / "tt.html")
+    ctx, pg = _open(browser, path)
+    assert pg.evaluate("dualexReport.kind()") == "text"
+    assert not pg.locator("#stage").is_visible() and pg.locator("#tokens-b").is_visible()
+    tol = float(m.abs().max()) * 1e-4
+    pg.locator("#tokens .tok", has_text="guitar").click()  # a span of text A colours text B
+    row = a.tokens.index("guitar")
+    np.testing.assert_allclose(pg.evaluate("dualexReport.patchValues()"), m[row].numpy(), atol=tol)
+    assert pg.locator("#span-label").inner_text() == "span A: “guitar”"
+    pg.locator("#tokens-b .tokb", has_text="music").click()  # a span of text B colours text A
+    col = b.tokens.index("music")
+    np.testing.assert_allclose(
+        pg.evaluate("dualexReport.tokenScores()"), m[:, col].numpy(), atol=tol
+    )
+    assert pg.locator("#box-label").inner_text() == "span B: “music”"
+    pg.locator("#matrix-view").check()
+    w, h = pg.evaluate("dualexReport.matrixSize()")
+    assert w > 4 * 22 and h > 4 * 16, "a token × token grid with labels on both axes"
+    pg.locator("#matrix").scroll_into_view_if_needed()
+    box = pg.locator("#matrix").bounding_box()
+    pg.mouse.move(box["x"] + box["width"] - 10, box["y"] + box["height"] - 10)
+    assert "token A “guitar” × token B “music”" in pg.locator("#matrix-info").inner_text()
+    headers = pg.eval_on_selector_all("#strongest th", "els => els.map(e => e.textContent)")
+    assert headers == ["token A", "token B", "value"]
+    assert pg.errors == [], pg.errors
+    ctx.close()
+
+
+def test_opacity_greyscale_and_ground_truth_boxes(browser, make_ex, tmp_path):
+    ex = make_ex(grid=4, image_size=(48, 32), input_size=32)
+    path = write_report([ex], tmp_path / "c.html", boxes=[[("red circle", (9, 6, 23, 20))]])
+    ctx, pg = _open(browser, path)
+    x, y = 300, 150  # inside the crop the model saw
+    pg.evaluate("dualexReport.setOpacity(0)")
+    plain = pg.evaluate(f"dualexReport.pixel({x}, {y})")
+    pg.evaluate("dualexReport.setOpacity(1)")
+    strong = pg.evaluate(f"dualexReport.pixel({x}, {y})")
+    assert plain != strong, "opacity changes how much of the map covers the image"
+    assert pg.locator("#opacity-value").inner_text() == "100 %"
+    pg.evaluate("dualexReport.setOpacity(0)")
+    pg.evaluate("dualexReport.setGreyscale(true)")
+    r, g, b_, _ = pg.evaluate("dualexReport.pixel(40, 40)")  # image only: grey
+    assert r == g == b_
+    # the ground-truth box's outline (cyan) on its left edge
+    k = pg.evaluate("document.getElementById('heatmap').width") / 48
+    edge = pg.evaluate(f"dualexReport.pixel({round(9 * k)}, {round(13 * k)})")
+    assert edge[2] > 200 and edge[1] > 180 and edge[0] < 80, edge
+    pg.locator("#show-boxes").uncheck()
+    assert pg.evaluate(f"dualexReport.pixel({round(9 * k)}, {round(13 * k)})") != edge
+    assert pg.errors == [], pg.errors
+    ctx.close()

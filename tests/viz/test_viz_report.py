@@ -116,8 +116,28 @@ def test_bad_input(make_ex, text_pos):
         b=text_pos("c d"),
         completeness=ex.completeness,
     )
-    with pytest.raises(InvalidInputError, match=r"pair #2: .*no image side"):
-        report_html([ex, two_texts])
+    with pytest.raises(InvalidInputError, match="1 box lists for 2"):
+        report_html([ex, two_texts], boxes=[None])
+    with pytest.raises(InvalidInputError, match=r"pair #2: .*need an image side"):
+        report_html([ex, two_texts], boxes=[None, [("x", (0, 0, 1, 1))]])
+
+
+def test_text_pair_record_has_both_texts(make_ex, text_pos):
+    ex = make_ex()
+    m = torch.arange(16, dtype=torch.float64).reshape(4, 4) - 5
+    two_texts = Explanation(
+        matrix=m, a=text_pos("a b"), b=text_pos("c d"), completeness=ex.completeness
+    )
+    pair = embedded(report_html([two_texts]))["pairs"][0]
+    assert pair["kind"] == "text" and pair["caption"] == "a b" and pair["caption_b"] == "c d"
+    assert [p[0] for p in pair["pieces_b"] if p[1] is not None and not pair["special_b"][p[1]]] == [
+        "c",
+        "d",
+    ]
+    assert pair["columns"] == ["token A", "token B"]
+    assert pair["reference_names"] == ["e_A·ē_B", "ē_A·e_B", "−ē_A·ē_B"]
+    # strongest by |value| among content tokens (rows/cols 1..2): m[2, 2] = 5 beats m[1, 1] = 0
+    assert pair["top"][0] == ["b", "d", 5.0]
 
 
 def test_missing_image_still_renders(make_ex):

@@ -23,11 +23,10 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from PIL import Image
-
 from dualex.data.coco_synonyms import COCO_SYNONYMS, word_forms
 from dualex.data.types import Box, Mention, Sample
 from dualex.errors import FileFormatError, InvalidInputError
+from dualex.towers.inputs import load_image
 
 __all__ = ["find_annotation_files", "find_mentions", "load_coco"]
 
@@ -140,10 +139,9 @@ def load_coco(
                     continue
                 boxes.setdefault(cats[ann["category_id"]], []).append((x, y, x + w, y + h))
         path = root / info["file_name"]
-        try:
-            with Image.open(path) as im:
-                image = im.convert("RGB")
-        except OSError as err:
+        try:  # boxes are in the stored pixel layout: no EXIF rotation
+            image = load_image(path, exif=False)
+        except InvalidInputError as err:
             raise InvalidInputError(
                 f"cannot read COCO image {str(path)!r} ({err}); pass the folder that holds the "
                 "split's images"

@@ -20,10 +20,9 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
-from PIL import Image
-
 from dualex.data.types import Box, Mention, Sample
 from dualex.errors import FileFormatError, InvalidInputError
+from dualex.towers.inputs import load_image
 
 __all__ = ["load_flickr30k", "parse_annotation", "parse_sentence"]
 
@@ -134,8 +133,7 @@ def load_flickr30k(root: str | os.PathLike[str], split: str | None = None) -> It
             raise FileFormatError(f"image {image_id} lacks {sent_file.name} or {ann_file.name}")
         _, chains = parse_annotation(ann_file)
         path = _image_path(root, image_id)
-        with Image.open(path) as im:
-            image = im.convert("RGB")
+        image = load_image(path, exif=False)  # boxes are in the stored pixel layout
         lines = [ln for ln in sent_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
         for k, line in enumerate(lines):
             caption, phrases = parse_sentence(line)

@@ -6,13 +6,15 @@ Specs:
     ``flickr30k:ROOT[,SPLIT]``         Flickr30k Entities (``SPLIT`` = train / val / test).
     ``hnc:JSON,IMAGES``                HNC JSON file and the images folder.
     ``synthetic:seed=S,n=N,domain=D``  the synthetic world (optional ``image_size=64``,
-                                       ``start=0`` and any integer/float ``WorldConfig`` field).
+                                       ``start=0`` and any ``WorldConfig`` field; lists are
+                                       joined by ``+``: ``shapes=circle+star``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from dualex.data.types import Sample
@@ -39,6 +41,50 @@ class DataSource:
     options: dict[str, Any]
     spec: str
 
+    def check(self) -> DataSource:
+        """Check every part of the spec now (paths exist, options are valid), before any output
+        is written; :meth:`samples` would otherwise fail only when iterated.
+
+        Returns:
+            ``self``.
+
+        Raises:
+            SettingError: on a bad synthetic option (unknown key, wrong type, out of range).
+            FileFormatError: on a missing dataset folder or file.
+        """
+        from dualex.errors import FileFormatError
+
+        if self.kind == "synthetic":
+            _synthetic_args(self.options, self.spec)
+            return self
+
+        def need(path: str, what: str, folder: bool) -> None:
+            p = Path(path)
+            ok = p.is_dir() if folder else p.is_file()
+            if not ok:
+                kind = "folder" if folder else "file"
+                state = "is not a " + kind if p.exists() else "does not exist"
+                raise FileFormatError(
+                    f"the {what} {path!r} in --data {self.spec!r} {state}; pass the {what} {kind}"
+                )
+
+        if self.kind == "coco":
+            from dualex.data.coco import find_annotation_files
+
+            need(self.args[0], "COCO images", folder=True)
+            find_annotation_files(self.args[1])
+        elif self.kind == "flickr30k":
+            root = Path(self.args[0])
+            need(self.args[0], "Flickr30k Entities root", folder=True)
+            for sub in ("Sentences", "Annotations"):
+                need(str(root / sub), f"Flickr30k {sub}", folder=True)
+            if len(self.args) > 1:
+                need(str(root / f"{self.args[1]}.txt"), "Flickr30k split", folder=False)
+        elif self.kind == "hnc":
+            need(self.args[0], "HNC JSON", folder=False)
+            need(self.args[1], "HNC images", folder=True)
+        return self
+
     def samples(self) -> Iterator[Sample]:
         """Iterate the samples (lazily, in a fixed order)."""
         if self.kind == "coco":
@@ -56,14 +102,69 @@ class DataSource:
             return load_hnc(self.args[0], self.args[1])
         from dualex.data.synthetic import iter_samples
 
-        opts = dict(self.options)
-        n = int(opts.pop("n", 100))
-        seed = int(opts.pop("seed", 0))
-        domain = str(opts.pop("domain", "plain"))
-        try:
-            return iter_samples(n, seed, domain, **opts)
-        except (TypeError, ValueError) as err:
-            raise SettingError(f"bad synthetic option in {self.spec!r}: {err}") from err
+        n, seed, domain, opts = _synthetic_args(self.options, self.spec)
+        return iter_samples(n, seed, domain, **opts)
+
+    @property
+    def total(self) -> int | None:
+        """Number of samples, when known without reading the data (synthetic: ``n`` × captions
+        per image)."""
+        if self.kind != "synthetic":
+            return None
+        n, _, _, opts = _synthetic_args(self.options, self.spec)
+        return n * int(opts.get("captions_per_image", 1))
+
+
+_INT_OPTIONS = ("n", "seed", "image_size", "start")
+
+
+def _synthetic_args(options: dict[str, Any], spec: str) -> tuple[int, int, str, dict[str, Any]]:
+    """``(n, seed, domain, world options)`` of a synthetic spec, all checked.
+
+    Raises:
+        SettingError: naming the option and what it accepts.
+    """
+    import dataclasses
+
+    from dualex.data.synthetic import DOMAINS, WorldConfig, _make_config
+
+    opts = dict(options)
+    for key in _INT_OPTIONS:
+        if key in opts and (isinstance(opts[key], bool) or not isinstance(opts[key], int)):
+            raise SettingError(
+                f"{key}={opts[key]!r} in --data {spec!r} is not an integer; pass e.g. {key}=10"
+            )
+    n = opts.pop("n", 100)
+    seed = opts.pop("seed", 0)
+    domain = str(opts.pop("domain", "plain"))
+    if n < 1:
+        raise SettingError(f"n={n} in --data {spec!r}: pass a positive number of images")
+    if opts.get("start", 0) < 0:
+        raise SettingError(f"start={opts['start']} in --data {spec!r}: pass start >= 0")
+    if opts.get("image_size", 64) < 32:
+        raise SettingError(f"image_size={opts['image_size']} in --data {spec!r}: pass >= 32")
+    if domain not in (*DOMAINS, "mixed"):
+        raise SettingError(
+            f"domain={domain!r} in --data {spec!r} is unknown; choose from "
+            f"{', '.join((*DOMAINS, 'mixed'))}"
+        )
+    for key in ("shapes", "colours", "negative_kinds", "clutter"):
+        if isinstance(opts.get(key), str | int):  # lists are written with "+": shapes=circle+star
+            parts = str(opts[key]).split("+")
+            opts[key] = tuple(_value(p) for p in parts) if key == "clutter" else tuple(parts)
+    world = {k: v for k, v in opts.items() if k not in ("image_size", "start")}
+    known = {f.name for f in dataclasses.fields(WorldConfig)}
+    bad = sorted(set(world) - known)
+    if bad:
+        raise SettingError(
+            f"unknown option(s) {', '.join(bad)} in --data {spec!r}; use n, seed, domain, "
+            f"image_size, start or a world option ({', '.join(sorted(known))})"
+        )
+    try:
+        _make_config(None, dict(world))
+    except (TypeError, ValueError) as err:
+        raise SettingError(f"bad synthetic option in --data {spec!r}: {err}") from err
+    return n, seed, domain, opts
 
 
 def _value(text: str) -> Any:

@@ -27,7 +27,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from dualex.data.types import Box, Mention, Negative, Sample
+from dualex.io import atomic_write
 
 __all__ = [
     "COLOURS",
@@ -1105,21 +1105,8 @@ def generate(
 # exporters
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, json.dumps(obj, ensure_ascii=False).encode("utf-8"))
+    atomic_write(path, json.dumps(obj, ensure_ascii=False).encode("utf-8"))
 
 
 def _write_images(samples: Iterable[Sample], image_dir: Path) -> dict[str, str]:
@@ -1131,7 +1118,7 @@ def _write_images(samples: Iterable[Sample], image_dir: Path) -> dict[str, str]:
         name = f"{s.image_id}.png"
         buf = io.BytesIO()
         s.image.convert("RGB").save(buf, format="PNG")
-        _atomic_write(image_dir / name, buf.getvalue())
+        atomic_write(image_dir / name, buf.getvalue())
         names[s.image_id] = name
     return names
 

@@ -14,7 +14,6 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from dualex.errors import SettingError
@@ -48,26 +47,38 @@ def parse_shard(text: str) -> tuple[int, int]:
     return i, n
 
 
-def _setup(model: str, data: str, threads: int | None) -> tuple[Any, Any, int | None]:
+def _setup(
+    model: str, data: str, threads: int | None, steps: int | None = None, limit: int | None = None
+) -> tuple[Any, Any, int | None]:
+    """Check every argument, then load the model: nothing is written before this returns.
+
+    Raises:
+        SettingError: on a bad ``--data``, ``--steps``, ``--limit`` or ``--threads``.
+        FileFormatError: on a missing dataset folder or file.
+    """
     import torch
 
     from dualex.cli_args import resolve_model
     from dualex.data.sources import parse_data_spec
+    from dualex.limits import check_steps
 
+    if threads is not None and threads < 1:
+        raise SettingError(f"--threads {threads}: pass a positive number of CPU threads")
+    if limit is not None and limit < 0:
+        raise SettingError(f"--limit {limit}: pass a number of samples >= 0")
+    check_steps(steps, 64, names=("--steps", "--max-steps"))
+    source = parse_data_spec(data).check()
+    total = source.total
+    encoder = resolve_model(model)
     if threads:
         torch.set_num_threads(threads)
-    source = parse_data_spec(data)
-    encoder = resolve_model(model)
-    total = None
-    if source.kind == "synthetic":
-        total = int(source.options.get("n", 100)) * int(source.options.get("captions_per_image", 1))
     return encoder, source, total
 
 
 def _write_meta(out: Path, command: str, **info: Any) -> None:
-    from dualex.evaluate.store import atomic_write_text
+    from dualex.io import atomic_write
 
-    atomic_write_text(out / f"{command}.json", json.dumps(info, indent=2, default=str) + "\n")
+    atomic_write(out / f"{command}.json", json.dumps(info, indent=2, default=str) + "\n")
 
 
 @eval_app.command()
@@ -110,7 +121,7 @@ def grounding(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder, source, total = _setup(model, data, threads)
+    encoder, source, total = _setup(model, data, threads, steps, limit)
     _write_meta(out, "grounding", model=model, data=data, settings=settings)
     path = run_grounding(encoder, source.samples(), out, settings, total=total)
     tables = write_grounding_tables(out)
@@ -145,7 +156,7 @@ def mismatch(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder, source, total = _setup(model, data, threads)
+    encoder, source, total = _setup(model, data, threads, steps, limit)
     _write_meta(out, "mismatch", model=model, data=data, settings=settings)
     path = run_mismatch(encoder, source.samples(), out, settings, total=total)
     tables = write_mismatch_tables(out)
@@ -207,11 +218,12 @@ def shapley(
 ) -> None:
     """Rank correlation of dualex's word × region interactions with exact pairwise Shapley
     interactions (SII) of the masking game."""
+    import numpy as np
     from tqdm.auto import tqdm
 
     from dualex.evaluate.analysis import bootstrap_ci
     from dualex.evaluate.shapley import clip_crosscheck
-    from dualex.evaluate.store import atomic_write_text
+    from dualex.io import atomic_write
 
     try:
         layer_list = [
@@ -221,7 +233,9 @@ def shapley(
         raise SettingError(
             f"cannot read --layers {layers!r}; pass integers or 'default', e.g. 0,default"
         ) from err
-    encoder, source, total = _setup(model, data, threads)
+    if grid < 1 or budget < 1:
+        raise SettingError(f"--grid {grid} and --budget {budget} must be positive integers")
+    encoder, source, total = _setup(model, data, threads, steps, limit)
     rows: list[dict[str, Any]] = []
     n = limit if limit is not None else total
     for k, s in enumerate(tqdm(source.samples(), total=n, desc="shapley")):
@@ -267,6 +281,6 @@ def shapley(
         + " |"
         for r in rows
     ]
-    atomic_write_text(out / "shapley.md", "\n".join(lines) + "\n")
-    atomic_write_text(out / "shapley.json", json.dumps(rows, indent=1) + "\n")
+    atomic_write(out / "shapley.md", "\n".join(lines) + "\n")
+    atomic_write(out / "shapley.json", json.dumps(rows, indent=1) + "\n")
     typer.echo("\n".join(lines[: 2 + len(keys)]))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,7 +379,19 @@ def _run(
         total = min(total, settings.limit)
     if total is not None:
         total = math.ceil(max(total - i, 0) / n)
-    bar = tqdm(total=total, desc=desc, unit="sample", disable=not progress)
+    # A terminal that reports a 0×0 size (some ptys) would hide the bar: assume 80×24.
+    try:
+        size = os.get_terminal_size(sys.stderr.fileno())
+    except (OSError, ValueError, AttributeError):
+        size = None  # not a terminal
+    bar = tqdm(
+        total=total,
+        desc=desc,
+        unit="sample",
+        disable=not progress,
+        ncols=80 if size is not None and size.columns == 0 else None,
+        nrows=24 if size is not None and size.lines == 0 else None,
+    )
     pending = 0
     for group in _groups(samples, settings):
         store.add(make_rows(model, group, settings, skip))

@@ -15,7 +15,7 @@ from dualex.evaluate.analysis import (
     to_csv,
     to_markdown,
 )
-from dualex.evaluate.store import atomic_write_text
+from dualex.io import atomic_write
 
 __all__ = ["compare_dirs", "read_rows", "write_grounding_tables", "write_mismatch_tables"]
 
@@ -33,8 +33,8 @@ def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 def _write(
     out: Path, stem: str, table: list[dict[str, Any]], metrics: tuple[str, ...], title: str
 ) -> None:
-    atomic_write_text(out / f"{stem}.md", f"## {title}\n\n" + to_markdown(table, metrics))
-    atomic_write_text(out / f"{stem}.csv", to_csv(table))
+    atomic_write(out / f"{stem}.md", f"## {title}\n\n" + to_markdown(table, metrics))
+    atomic_write(out / f"{stem}.csv", to_csv(table))
 
 
 def bar_plot(table: list[dict[str, Any]], metrics: tuple[str, ...], path: Path, title: str) -> Path:
@@ -45,7 +45,7 @@ def bar_plot(table: list[dict[str, Any]], metrics: tuple[str, ...], path: Path, 
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from dualex.viz._io import atomic_write
+    from dualex.io import atomic_write
 
     methods = [r["method"] for r in table]
     fig, ax = plt.subplots(figsize=(1.6 + 1.7 * len(metrics), 3.4))

@@ -1,79 +1,517 @@
-"""Shared input handling: reading images, tokenising text with offsets, building references."""
+"""The input boundary: reading images, validating and tokenising text, building references.
+
+Every image and caption enters dualex through this module, so one policy holds everywhere:
+
+- Images (files, PIL images, arrays) become RGB: EXIF orientation applied, alpha composited on
+  white, 16-bit and float data scaled, the first frame of an animation used. A file larger than
+  :func:`pixel_limit` pixels is refused before it is decoded (the limit is raised with
+  ``max_pixels=...``, the ``DUALEX_MAX_PIXELS`` environment variable or the CLI's
+  ``--max-pixels``). Truncated files, empty and non-finite arrays are refused.
+- Captions are non-empty strings; a caption longer than the model's context is truncated with an
+  :class:`~dualex.errors.InputWarning` that says how many tokens were dropped
+  (:func:`tokenize_text` records the number), and a caption whose tokens are mostly unknown to the
+  vocabulary gets a warning (:func:`warn_unknown_tokens`).
+- :func:`discarded_fraction` / :func:`warn_discarded` say how much of an image a processor's crop
+  throws away.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import threading
+import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter, UnidentifiedImageError
+from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
-from dualex.errors import InvalidInputError
+from dualex.errors import InputWarning, InvalidInputError, SettingError
 from dualex.towers.positions import Geometry, TextPositions
 
+# -- images --------------------------------------------------------------------------------------
 
-def load_image(x: Any) -> Image.Image:
-    """Read an image from a path, a PIL image, or an ``[H, W, 3]`` uint8 array, as RGB.
+DEFAULT_MAX_PIXELS = 100_000_000
+"""Largest image file (width × height) read without raising the limit: 100 megapixels."""
+
+MAX_PIXELS_ENV = "DUALEX_MAX_PIXELS"
+"""Environment variable that replaces :data:`DEFAULT_MAX_PIXELS`."""
+
+MAX_TEXT_CHARS = 100_000
+"""Longest caption (characters) dualex tokenises; longer ones are refused before tokenising."""
+
+_PIL_LIMIT_LOCK = threading.Lock()
+_BOMB_SIZE = re.compile(r"\((\d+) pixels\)")
+
+
+def pixel_limit(limit: int | None = None) -> int:
+    """The pixel-count limit in force: ``limit`` if given, else ``$DUALEX_MAX_PIXELS``, else
+    :data:`DEFAULT_MAX_PIXELS`.
 
     Raises:
-        InvalidInputError: if the file is missing or not an image.
+        SettingError: if the limit (argument or environment) is not a positive integer.
+    """
+    if limit is None:
+        env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not env:
+            return DEFAULT_MAX_PIXELS
+        try:
+            limit = int(float(env))
+        except ValueError:
+            limit = 0
+        if limit <= 0:
+            raise SettingError(
+                f"cannot read {MAX_PIXELS_ENV}={env!r}; set it to a positive number of pixels, "
+                "e.g. 200000000"
+            )
+        return limit
+    if isinstance(limit, bool) or not isinstance(limit, int | np.integer) or limit <= 0:
+        raise SettingError(
+            f"max_pixels must be a positive number of pixels, got {limit!r}; e.g. 200_000_000"
+        )
+    return int(limit)
+
+
+def _too_large(what: str, pixels: int, limit: int, size: tuple[int, int] | None = None) -> str:
+    dims = f"{size[0]}×{size[1]} = " if size else ""
+    return (
+        f"{what} has {dims}{pixels:,} pixels, more than the limit of {limit:,} (it could be a "
+        f"decompression bomb); if you trust it, raise the limit with --max-pixels, "
+        f"max_pixels=... or {MAX_PIXELS_ENV}"
+    )
+
+
+def _open_checked(p: Path, limit: int) -> Image.Image:
+    """Open (lazily) with dualex's limit instead of PIL's, without changing PIL's setting."""
+    what = f"image {str(p)!r}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(p)
+        except Image.DecompressionBombError as err:
+            found = _BOMB_SIZE.search(str(err))
+            pixels = int(found.group(1)) if found else None
+            if pixels is None or pixels > limit:
+                raise InvalidInputError(
+                    _too_large(what, pixels or 0, limit)
+                    if pixels
+                    else f"{what} is larger than PIL allows ({err}); raise the limit with "
+                    f"--max-pixels or {MAX_PIXELS_ENV}"
+                ) from err
+            # The caller raised the limit above PIL's own: open with PIL's check lifted, briefly.
+            with _PIL_LIMIT_LOCK:
+                saved = Image.MAX_IMAGE_PIXELS
+                Image.MAX_IMAGE_PIXELS = None
+                try:
+                    im = Image.open(p)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = saved
+    w, h = im.size
+    if w * h > limit:
+        im.close()
+        raise InvalidInputError(_too_large(what, w * h, limit, (w, h)))
+    return im
+
+
+def _has_alpha(im: Image.Image) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode == "P" and "transparency" in im.info
+    )
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """An RGB copy of a PIL image under dualex's policy.
+
+    Alpha is composited on white; 16-bit (``I;16``, ``I``) data is scaled to 8 bits rather than
+    clipped; float (``F``) data in ``[0, 1]`` is scaled by 255; CMYK, YCbCr, palette, greyscale and
+    bilevel images are converted.
+
+    Raises:
+        InvalidInputError: if the mode cannot be converted.
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return im.copy()
+    if _has_alpha(im):
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode.startswith("I") or mode == "F":
+        arr = np.asarray(im).astype(np.float64)
+        if not np.isfinite(arr).all():
+            raise InvalidInputError("the image has NaN or infinite pixel values; pass finite data")
+        top = float(arr.max()) if arr.size else 0.0
+        if mode.startswith("I;16") or top > 255:
+            arr = arr / 257.0
+        elif mode == "F" and top <= 1.0:
+            arr = arr * 255.0
+        grey = Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8))
+        return grey.convert("RGB")
+    try:
+        return im.convert("RGB")
+    except (ValueError, OSError) as err:
+        raise InvalidInputError(
+            f"cannot convert a {mode} image to RGB ({err}); save it as an RGB PNG or JPEG"
+        ) from err
+
+
+def _check_size(im: Image.Image, what: str) -> None:
+    if im.width == 0 or im.height == 0:
+        raise InvalidInputError(
+            f"{what} is {im.width}×{im.height} pixels: it has no pixels; pass a non-empty image"
+        )
+
+
+def _read_file(p: Path, limit: int, exif: bool = True) -> Image.Image:
+    what = f"image {str(p)!r}"
+    if not p.exists():
+        raise InvalidInputError(f"{what} does not exist; pass a path to a PNG or JPEG file")
+    if not p.is_file():
+        raise InvalidInputError(f"{what} is not a file; pass a path to a PNG or JPEG file")
+    try:
+        im = _open_checked(p, limit)
+    except UnidentifiedImageError as err:
+        raise InvalidInputError(
+            f"cannot read {str(p)!r} as an image: it is not an image file; pass a PNG or JPEG file"
+        ) from err
+    except OSError as err:
+        raise InvalidInputError(
+            f"cannot open {what} ({err}); pass a readable PNG or JPEG file"
+        ) from err
+    try:
+        with im:
+            if getattr(im, "n_frames", 1) > 1:
+                im.seek(0)  # animations: the first frame
+            im.load()
+            _check_size(im, what)
+            return to_rgb(ImageOps.exif_transpose(im) if exif else im)
+    except InvalidInputError:
+        raise
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise InvalidInputError(
+            f"cannot decode {what} ({err}); the file is damaged or truncated: save it again or "
+            "pass another file"
+        ) from err
+
+
+def _from_array(x: Any, limit: int) -> Image.Image:
+    arr = np.asarray(x)
+    shape = tuple(arr.shape)
+    hint = "pass an [H, W, 3] (or [H, W], [H, W, 4]) array"
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[..., 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        extra = (
+            "; it looks channels-first: use arr.transpose(1, 2, 0)"
+            if arr.ndim == 3 and arr.shape[0] in (1, 3, 4)
+            else ""
+        )
+        raise InvalidInputError(f"cannot use an array of shape {shape} as an image{extra}; {hint}")
+    if arr.shape[0] == 0 or arr.shape[1] == 0:
+        raise InvalidInputError(f"the image array has shape {shape}: it has no pixels; {hint}")
+    if arr.shape[0] * arr.shape[1] > limit:
+        raise InvalidInputError(
+            _too_large("the image array", arr.shape[0] * arr.shape[1], limit, shape[1::-1][:2])
+        )
+    kind = arr.dtype.kind
+    if kind == "b":
+        arr = arr.astype(np.uint8) * 255
+    elif kind == "f":
+        if not np.isfinite(arr).all():
+            raise InvalidInputError(
+                f"the image array (shape {shape}) has NaN or infinite values; pass finite pixels"
+            )
+        lo, hi = float(arr.min()), float(arr.max())
+        if lo < -1e-6 or hi > 1 + 1e-6:
+            raise InvalidInputError(
+                f"a float image array must lie in [0, 1], this one spans [{lo:.4g}, {hi:.4g}]; "
+                "divide 0–255 data by 255 or pass uint8"
+            )
+        arr = np.rint(np.clip(arr, 0.0, 1.0) * 255.0).astype(np.uint8)
+    elif kind in "iu":
+        lo, hi = int(arr.min()), int(arr.max())
+        if lo < 0 or hi > 65535:
+            raise InvalidInputError(
+                f"an integer image array must lie in [0, 255] (or [0, 65535] for 16-bit), this "
+                f"one spans [{lo}, {hi}]; pass uint8 pixels"
+            )
+        if hi > 255 or arr.dtype == np.uint16:
+            arr = np.rint(arr / 257.0)
+        arr = arr.astype(np.uint8)
+    else:
+        raise InvalidInputError(f"cannot use a {arr.dtype} array as an image; pass uint8 pixels")
+    return to_rgb(Image.fromarray(np.ascontiguousarray(arr)))
+
+
+def load_image(x: Any, *, max_pixels: int | None = None, exif: bool = True) -> Image.Image:
+    """Read an image as RGB: a file path, a PIL image, or an array.
+
+    Args:
+        x: A path (``str`` or ``Path``), a PIL image, or an array ``[H, W, 3]``, ``[H, W, 4]``
+            or ``[H, W]`` (uint8; uint16; bool; float in ``[0, 1]``).
+        max_pixels: Refuse files and arrays with more pixels (width × height) than this; default
+            :func:`pixel_limit` (``$DUALEX_MAX_PIXELS`` or 100 megapixels). The limit is checked
+            from the file header, before decoding.
+        exif: Apply the EXIF orientation (as image viewers do). Datasets whose boxes are given in
+            the stored pixel layout (COCO, Flickr30k, HNC) read with ``exif=False``.
+
+    Returns:
+        An RGB image with EXIF orientation applied and alpha composited on white. Animated files
+        give their first frame.
+
+    Raises:
+        InvalidInputError: if the file is missing, damaged or truncated, larger than the limit,
+            or the array is empty, non-finite or of the wrong shape.
+        SettingError: if ``max_pixels`` is not a positive integer.
     """
     if isinstance(x, Image.Image):
-        return x.convert("RGB")
-    if isinstance(x, str | Path):
-        p = Path(x)
-        if not p.is_file():
-            raise InvalidInputError(
-                f"image file {str(p)!r} does not exist; pass a path to an image"
-            )
         try:
-            with Image.open(p) as im:
-                return im.convert("RGB")
-        except (UnidentifiedImageError, OSError) as err:
+            x.load()
+        except (OSError, ValueError, SyntaxError, EOFError) as err:
             raise InvalidInputError(
-                f"cannot read {str(p)!r} as an image ({err}); pass a PNG/JPEG/... file"
+                f"cannot decode the PIL image ({err}); it is damaged or truncated"
             ) from err
-    if isinstance(x, np.ndarray) and x.ndim == 3 and x.shape[2] in (3, 4):
-        arr = x if x.dtype == np.uint8 else np.clip(x * 255, 0, 255).astype(np.uint8)
-        return Image.fromarray(arr[..., :3])
+        _check_size(x, "the image")
+        return to_rgb(ImageOps.exif_transpose(x) if exif else x)
+    limit = pixel_limit(max_pixels)
+    if isinstance(x, str | os.PathLike):
+        return _read_file(Path(x), limit, exif)
+    if isinstance(x, np.ndarray):
+        return _from_array(x, limit)
     raise InvalidInputError(
         f"cannot use {type(x).__name__} as an image; pass a file path, a PIL image or an "
         "[H, W, 3] array"
     )
 
 
+def check_box(box: Any) -> tuple[float, float, float, float]:
+    """A box ``(x0, y0, x1, y1)`` as four finite floats, or a :class:`~dualex.errors.BoxError`.
+
+    Only the form is checked here (emptiness and the image bounds are the positions' business).
+
+    Raises:
+        BoxError: if ``box`` is not four finite numbers.
+    """
+    from dualex.errors import BoxError
+
+    hint = "pass (x0, y0, x1, y1) in original image pixels, e.g. (10, 20, 120, 90)"
+    if isinstance(box, str | bytes) or not hasattr(box, "__len__") or len(box) != 4:
+        raise BoxError(f"cannot read box {box!r}; {hint}")
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError) as err:
+        raise BoxError(f"cannot read box {box!r}: it is not four numbers; {hint}") from err
+    if not all(np.isfinite(values)):
+        raise BoxError(f"box {box!r} has NaN or infinite coordinates; {hint}")
+    return values  # type: ignore[return-value]
+
+
+def discarded_fraction(geometry: Geometry) -> float:
+    """Fraction of the original image's area that the processor's crop throws away.
+
+    ``0.0`` for a plain resize; about ``0.99`` for a 4000×30 image centre-cropped to a square.
+
+    Args:
+        geometry: The processor's resize/crop geometry for the image.
+    """
+    w, h = geometry.original_size
+    if w <= 0 or h <= 0:
+        return 0.0
+    x0, y0, x1, y1 = geometry.to_original((0.0, 0.0, *map(float, geometry.input_size)))
+    kept_w = max(min(x1, w) - max(x0, 0.0), 0.0)
+    kept_h = max(min(y1, h) - max(y0, 0.0), 0.0)
+    return float(min(max(1.0 - kept_w * kept_h / (w * h), 0.0), 1.0))
+
+
+def warn_discarded(geometry: Geometry, threshold: float = 0.5, *, stacklevel: int = 2) -> float:
+    """Warn (:class:`~dualex.errors.InputWarning`) when the crop discards more than ``threshold``.
+
+    Args:
+        geometry: The processor's geometry for the image.
+        threshold: Largest fraction discarded without a warning.
+        stacklevel: Passed to :func:`warnings.warn` (2: the caller's caller).
+
+    Returns:
+        The discarded fraction (see :func:`discarded_fraction`).
+    """
+    frac = discarded_fraction(geometry)
+    if frac > threshold:
+        w, h = geometry.original_size
+        x0, y0, x1, y1 = geometry.to_original((0.0, 0.0, *map(float, geometry.input_size)))
+        warnings.warn(
+            f"the model sees {100 * (1 - frac):.2g} % of the {w}×{h} image (x {max(x0, 0):.0f}–"
+            f"{min(x1, w):.0f}, y {max(y0, 0):.0f}–{min(y1, h):.0f}): the processor's crop "
+            f"discards the rest, which is not explained; crop or pad the image to the model's "
+            "aspect ratio first",
+            InputWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return frac
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+
 def check_text(text: Any) -> str:
     """Validate a text input.
 
     Raises:
-        InvalidInputError: if it is not a non-empty string.
+        InvalidInputError: if it is not a string, is empty or whitespace only, or is longer than
+            :data:`MAX_TEXT_CHARS` characters.
     """
     if not isinstance(text, str):
         raise InvalidInputError(f"expected a caption string, got {type(text).__name__}")
     if not text.strip():
         raise InvalidInputError("the caption is empty; pass a non-empty text")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InvalidInputError(
+            f"the caption has {len(text):,} characters, more than dualex reads "
+            f"({MAX_TEXT_CHARS:,}); the model sees only its first few dozen tokens: shorten it"
+        )
     return text
 
 
-def tokenize_with_offsets(
+def warn_truncated(n_tokens: int, max_length: int | None, *, stacklevel: int = 2) -> int:
+    """Tokens a model with ``max_length`` positions drops from ``n_tokens``; warns when any.
+
+    The warning (:class:`~dualex.errors.InputWarning`) says how many tokens were dropped, so a
+    reader knows the explanation covers only what the model saw. Call it with the number of
+    positions the text needs (special tokens included) before truncating.
+
+    Args:
+        n_tokens: Positions the whole text needs.
+        max_length: Positions the model takes (``None``: no limit).
+        stacklevel: Passed to :func:`warnings.warn` (2: the caller's caller).
+
+    Returns:
+        The number of tokens dropped (``0`` if it fits).
+    """
+    if max_length is None or n_tokens <= max_length:
+        return 0
+    dropped = int(n_tokens - max_length)
+    warnings.warn(
+        f"the caption needs {n_tokens} tokens but the model takes {max_length}: the last "
+        f"{dropped} token(s) were dropped, and the explanation covers only the first "
+        f"{max_length} (what the model sees); shorten the caption to explain all of it",
+        InputWarning,
+        stacklevel=stacklevel + 1,
+    )
+    return dropped
+
+
+def unknown_fraction(
+    ids: Any, unk_id: int | None, special: list[bool] | None = None
+) -> tuple[int, int]:
+    """``(unknown, total)`` over the non-special positions of one text's token ids.
+
+    Args:
+        ids: Token ids (a list, or a ``[S]`` / ``[1, S]`` tensor).
+        unk_id: The vocabulary's unknown-token id (``None``: nothing is unknown).
+        special: Special-token flag per position (excluded from both counts).
+    """
+    seq = [int(t) for t in (ids.reshape(-1).tolist() if isinstance(ids, Tensor) else ids)]
+    flags = special if special is not None else [False] * len(seq)
+    content = [t for t, sp in zip(seq, flags, strict=True) if not sp]
+    if unk_id is None:
+        return 0, len(content)
+    return sum(t == int(unk_id) for t in content), len(content)
+
+
+def warn_unknown_tokens(
+    ids: Any,
+    unk_id: int | None,
+    *,
+    special: list[bool] | None = None,
+    pieces: list[str | None] | None = None,
+    threshold: float = 0.5,
+    stacklevel: int = 2,
+) -> float:
+    """Warn when at least ``threshold`` of a text's tokens are unknown to the vocabulary.
+
+    Unknown tokens all map to one id, so their scores say nothing about the words; a caption of
+    emoji or another script on a small vocabulary gives the same explanation as any other.
+
+    Args:
+        ids: Token ids of the text (list or tensor).
+        unk_id: The tokenizer's unknown-token id (``None``: nothing is unknown, no warning).
+        special: Special-token flag per position (not counted).
+        pieces: Text of each position, to name a few unknown words in the warning.
+        threshold: Smallest unknown fraction that warns.
+        stacklevel: Passed to :func:`warnings.warn`.
+
+    Returns:
+        The unknown fraction of the non-special tokens (``0.0`` for none).
+    """
+    unknown, total = unknown_fraction(ids, unk_id, special)
+    if not total:
+        return 0.0
+    frac = unknown / total
+    if unknown and frac >= threshold:
+        seq = [int(t) for t in (ids.reshape(-1).tolist() if isinstance(ids, Tensor) else ids)]
+        flags = special if special is not None else [False] * len(seq)
+        names = []
+        if pieces is not None:
+            names = [
+                repr(p)
+                for t, sp, p in zip(seq, flags, pieces, strict=True)
+                if not sp and t == int(unk_id) and p
+            ][:3]
+        which = f" ({', '.join(names)}{', ...' if unknown > len(names) else ''})" if names else ""
+        warnings.warn(
+            f"{unknown} of {total} caption tokens{which} are unknown to the model's vocabulary: "
+            "the model reads them all as one 'unknown' token, so the scores cannot tell these "
+            "words apart; use words the model was trained on",
+            InputWarning,
+            stacklevel=stacklevel + 1,
+        )
+    return frac
+
+
+@dataclass(frozen=True)
+class TokenizedText:
+    """One tokenised text, as the model sees it.
+
+    Attributes:
+        ids: Token ids ``[1, S]``.
+        mask: Attention mask ``[1, S]``.
+        positions: Tokens with character offsets into the original text.
+        dropped: Tokens cut off because the text exceeded the model's context (``0``: none).
+        unknown: Fraction of the non-special tokens that are the unknown token.
+    """
+
+    ids: Tensor
+    mask: Tensor
+    positions: TextPositions
+    dropped: int = 0
+    unknown: float = 0.0
+
+
+def tokenize_text(
     tokenizer: Any, text: str, max_length: int | None, *, pad_to: int | None = None
-) -> tuple[Tensor, Tensor, TextPositions]:
+) -> TokenizedText:
     """Tokenise one text with a fast HF tokenizer, keeping character offsets.
+
+    A text longer than ``max_length`` positions is truncated to it (special tokens kept, as the
+    tokenizer does) with a warning that says how many tokens were dropped (:func:`warn_truncated`);
+    a text whose tokens are mostly unknown warns too (:func:`warn_unknown_tokens`).
 
     Args:
         tokenizer: A Hugging Face (fast) tokenizer.
         text: The text.
-        max_length: The model's maximum number of positions (None: no check).
+        max_length: The model's maximum number of positions (None: no limit).
         pad_to: Pad to this many positions (models trained on padded text, e.g. SigLIP).
 
     Returns:
-        ``(input_ids [1, S], attention_mask [1, S], positions)``.
+        A :class:`TokenizedText` (ids and mask ``[1, S]``, positions, tokens dropped).
 
     Raises:
-        InvalidInputError: if the text is empty or longer than ``max_length`` tokens.
+        InvalidInputError: if the text is not a usable caption (see :func:`check_text`) or the
+            tokenizer cannot report offsets.
     """
     text = check_text(text)
     kwargs: dict[str, Any] = dict(
@@ -81,18 +519,22 @@ def tokenize_with_offsets(
     )
     if pad_to is not None:
         kwargs.update(padding="max_length", max_length=pad_to)
-    try:
-        enc = tokenizer(text, **kwargs)
+    try:  # verbose=False: the over-length case gets dualex's warning, not the tokenizer's
+        enc = tokenizer(text, verbose=False, **kwargs)
     except NotImplementedError as err:  # slow tokenizer: no offsets
         raise InvalidInputError(
             "this tokenizer cannot report character offsets; load a fast tokenizer (use_fast=True)"
         ) from err
+    n = int(enc["input_ids"].shape[1])
+    limit = max_length if pad_to is None or max_length is None else min(max_length, pad_to)
+    if pad_to is not None and max_length is None:
+        limit = pad_to
+    dropped = 0
+    if limit is not None and n > limit:
+        dropped = warn_truncated(n, limit, stacklevel=3)
+        kwargs.update(truncation=True, max_length=limit)
+        enc = tokenizer(text, verbose=False, **kwargs)
     ids = enc["input_ids"]
-    n = ids.shape[1]
-    if max_length is not None and n > max_length:
-        raise InvalidInputError(
-            f"the caption has {n} tokens but the model takes at most {max_length}; shorten it"
-        )
     special = enc["special_tokens_mask"][0].tolist()
     offsets = enc["offset_mapping"][0].tolist()
     raw_tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())
@@ -106,7 +548,26 @@ def tokenize_with_offsets(
             offs.append((int(a), int(b)))
     mask = enc.get("attention_mask", torch.ones_like(ids))
     flags = [bool(s) for s in special]
-    return ids, mask, TextPositions(text=text, tokens=tokens, offsets=offs, special=flags)
+    unknown = warn_unknown_tokens(
+        ids, getattr(tokenizer, "unk_token_id", None), special=flags, pieces=tokens, stacklevel=3
+    )
+    positions = TextPositions(text=text, tokens=tokens, offsets=offs, special=flags)
+    return TokenizedText(ids=ids, mask=mask, positions=positions, dropped=dropped, unknown=unknown)
+
+
+def tokenize_with_offsets(
+    tokenizer: Any, text: str, max_length: int | None, *, pad_to: int | None = None
+) -> tuple[Tensor, Tensor, TextPositions]:
+    """:func:`tokenize_text` as a tuple ``(input_ids [1, S], attention_mask [1, S], positions)``.
+
+    Over-long texts are truncated with a warning (use :func:`tokenize_text` to get the number of
+    tokens dropped).
+
+    Raises:
+        InvalidInputError: if the text is not a usable caption.
+    """
+    out = tokenize_text(tokenizer, text, max_length, pad_to=pad_to)
+    return out.ids, out.mask, out.positions
 
 
 def text_reference_ids(

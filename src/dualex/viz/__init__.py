@@ -26,6 +26,7 @@ _EXPORTS = {
     "tokens_rich": "tokens",
     "token_labels": "tokens",
     "figure1": "figure",
+    "text_pair_figure": "figure",
     "plot_image_map": "figure",
     "save_figure": "figure",
     "default_spans": "figure",

@@ -16,7 +16,7 @@ from typing import Any
 
 from dualex.data.types import Box
 from dualex.errors import InvalidInputError
-from dualex.viz._io import atomic_write
+from dualex.io import atomic_write
 from dualex.viz.colors import hex_colors, matplotlib_cmap, symmetric_range, text_color
 from dualex.viz.heatmap import blend, content_span, image_positions, upsample
 from dualex.viz.tokens import pieces
@@ -25,6 +25,63 @@ BOX_COLORS = ("#ffd400", "#00e0ff", "#ff4df0", "#66ff33", "#ff8c00", "#ffffff")
 """Outline colours of the boxes (chosen to stand out from the red/blue maps)."""
 
 FORMATS = (".png", ".pdf", ".svg")
+
+STOP_WORDS = frozenset(
+    [
+        "the",
+        "and",
+        "are",
+        "was",
+        "were",
+        "for",
+        "with",
+        "from",
+        "this",
+        "that",
+        "these",
+        "those",
+        "its",
+        "his",
+        "her",
+        "their",
+        "our",
+        "your",
+        "has",
+        "have",
+        "had",
+        "but",
+        "not",
+        "all",
+        "any",
+        "into",
+        "onto",
+        "than",
+        "then",
+        "there",
+        "here",
+        "who",
+        "whom",
+        "which",
+        "what",
+        "when",
+        "where",
+        "while",
+        "also",
+        "very",
+        "can",
+        "will",
+        "just",
+    ]
+)
+"""Function words :func:`default_spans` skips (besides any token shorter than three letters)."""
+
+RANDOM_NOTE = "random weights: not a trained model"
+"""Added to the title of figures of explanations made with random weights."""
+
+
+def weights_note(ex: Any) -> str:
+    """``" · random weights: not a trained model"`` for random-weight explanations, else ``""``."""
+    return f"  ·  {RANDOM_NOTE}" if getattr(ex, "weights", "") == "random" else ""
 
 
 def _pyplot():
@@ -44,8 +101,8 @@ def _pyplot():
 def default_spans(ex: Any, k: int = 3) -> list[Any]:
     """The whole caption, then the ``k`` word tokens that interact most with the image.
 
-    Word tokens have at least three characters, one of them a letter (short function words and
-    punctuation are skipped unless nothing else is left).
+    Word tokens have at least three characters, one of them a letter, and are not in
+    :data:`STOP_WORDS` (function words and punctuation are skipped unless nothing else is left).
 
     Returns:
         Spans for :func:`figure1`: a list of token indices for the caption, then single-token
@@ -57,7 +114,13 @@ def default_spans(ex: Any, k: int = 3) -> list[Any]:
     out: list[Any] = [whole]
     if len(whole) > 1:
         labels = [text.text[o[0] : o[1]] if o else "" for o in text.offsets]
-        words = [i for i in whole if len(labels[i]) >= 3 and any(c.isalpha() for c in labels[i])]
+        words = [
+            i
+            for i in whole
+            if len(labels[i]) >= 3
+            and any(c.isalpha() for c in labels[i])
+            and labels[i].strip().lower() not in STOP_WORDS
+        ]
         ranked = sorted(words or whole, key=lambda i: -float(scores[i]))[:k]
         out += [[i] for i in sorted(ranked)]
     return out
@@ -237,15 +300,85 @@ def figure1(
         )
         cax.tick_params(labelsize=7)
     c = ex.completeness
+    note = weights_note(ex)
     fig.suptitle(
-        title
+        (title + note if title else None)
         or _ellipsis(
             f"“{text.text}”  ·  score {c.score:.4f}  ·  Σ interactions "
             f"{c.attribution_sum:.4f}  ·  rel. error {c.relative_error:.1e}",
-            140,
-        ),
+            140 - len(note),
+        )
+        + note,
         fontsize=10,
+        color="#b3261e" if note else "black",
     )
+    return fig
+
+
+def text_pair_figure(
+    ex: Any,
+    *,
+    include_special: bool = False,
+    positive_only: bool = False,
+    cell: float = 0.32,
+    title: str | None = None,
+):
+    """Token × token heatmap of a text–text explanation, both texts' tokens along the axes.
+
+    Args:
+        ex: An :class:`~dualex.Explanation` of two texts (rows: text a, columns: text b).
+        include_special: Also show special tokens (CLS, SEP, ...).
+        positive_only: Clip negative values to 0.
+        cell: Size of one cell in inches.
+        title: Figure title; default both texts and the score.
+
+    Returns:
+        A ``matplotlib.figure.Figure``.
+
+    Raises:
+        InvalidInputError: if a side is not text.
+    """
+    from dualex.towers.positions import TextPositions
+    from dualex.viz.summary import position_labels
+
+    if not (isinstance(ex.a, TextPositions) and isinstance(ex.b, TextPositions)):
+        raise InvalidInputError("text_pair_figure needs a text–text explanation; use figure1")
+    plt = _pyplot()
+    rows = [i for i, sp in enumerate(ex.a.special) if include_special or not sp] or list(
+        range(len(ex.a))
+    )
+    cols = [j for j, sp in enumerate(ex.b.special) if include_special or not sp] or list(
+        range(len(ex.b))
+    )
+    m = ex.matrix.detach().double()[rows][:, cols]
+    if positive_only:
+        m = m.clamp(min=0)
+    vmax = symmetric_range(m)
+    la, lb = position_labels(ex.a), position_labels(ex.b)
+    fig_w = max(4.0, 1.8 + cell * len(cols) + 0.8)
+    fig_h = max(3.0, 1.6 + cell * len(rows))
+    fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=150)
+    im = ax.imshow(
+        m.numpy(),
+        cmap=matplotlib_cmap(positive_only),
+        vmin=0.0 if positive_only else -vmax,
+        vmax=vmax,
+        aspect="equal",
+    )
+    ax.set_yticks(range(len(rows)), [la[i] for i in rows], fontsize=8)
+    ax.set_xticks(range(len(cols)), [lb[j] for j in cols], fontsize=8, rotation=60, ha="left")
+    ax.xaxis.tick_top()
+    ax.set_ylabel("text A", fontsize=8)
+    ax.set_xlabel("text B", fontsize=8)
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, format="%.2g").ax.tick_params(labelsize=7)
+    c = ex.completeness
+    note = weights_note(ex)
+    fig.suptitle(
+        (title or _ellipsis(f"“{ex.a.text}” × “{ex.b.text}”  ·  score {c.score:.4f}", 100)) + note,
+        fontsize=9,
+        color="#b3261e" if note else "black",
+    )
+    fig.tight_layout()
     return fig
 
 

@@ -30,9 +30,11 @@ import numpy as np
 from PIL import Image
 
 from dualex.errors import InvalidInputError
-from dualex.viz._io import atomic_write
+from dualex.io import atomic_write
+from dualex.towers.positions import TextPositions
 from dualex.viz.colors import STOPS, stops_rgb
 from dualex.viz.heatmap import image_positions
+from dualex.viz.summary import modality_names, strongest_interactions
 from dualex.viz.tokens import pieces
 
 MAX_SIDE = 512
@@ -75,35 +77,86 @@ def _encode_image(image: Image.Image | None, max_side: int) -> str | None:
     return f"data:image/{best[1]};base64," + base64.b64encode(best[2]).decode("ascii")
 
 
-def pair_data(ex: Any, name: str | None = None, max_side: int = MAX_SIDE) -> dict[str, Any]:
-    """The JSON-ready record of one explanation that the report's script reads.
+RANDOM_WEIGHTS_NOTE = "random weights: not a trained model"
+"""The banner (report) and title note (figures) of explanations made with random weights."""
 
-    Raises:
-        InvalidInputError: if the explanation has no text side or no image side.
-    """
-    pos = image_positions(ex)
-    m, text, _ = ex.text_image()
-    c = ex.completeness
-    geo = pos.geometry
+BoxList = Sequence[tuple[str, tuple[float, float, float, float]]]
+"""Ground-truth boxes of one pair: ``(label, (x0, y0, x1, y1))`` in original image pixels."""
+
+
+def _reference_names(ex: Any) -> list[str]:
+    """Names of the three reference terms, ``e_a·ē_b``, ``ē_a·e_b``, ``−ē_a·ē_b``."""
+    na, nb = ({"token": "text", "patch": "image"}.get(n, n[-1]) for n in modality_names(ex))
+    return [f"e_{na}·ē_{nb}", f"ē_{na}·e_{nb}", f"−ē_{na}·ē_{nb}"]
+
+
+def _common(ex: Any, name: str | None, fallback: str) -> dict[str, Any]:
     return {
-        "name": name or text.text,
+        "name": name or fallback,
+        "completeness": ex.completeness.to_json(),
+        "reference_names": _reference_names(ex),
+        "layers": list(ex.layers),
+        "model": ex.model,
+        "weights": str(getattr(ex, "weights", "unknown")),
+        "columns": list(modality_names(ex)),
+        "top": [[a, b, v] for a, b, v in strongest_interactions(ex, 8)],
+    }
+
+
+def _text_record(text: TextPositions) -> dict[str, Any]:
+    return {
         "caption": text.text,
         "pieces": [[s, i] for s, i in pieces(text, include_special=True)],
         "special": list(text.special),
-        "grid": list(pos.grid),
-        "prefix": pos.prefix,
-        "geometry": {
+    }
+
+
+def pair_data(
+    ex: Any, name: str | None = None, max_side: int = MAX_SIDE, boxes: BoxList | None = None
+) -> dict[str, Any]:
+    """The JSON-ready record of one explanation that the report's script reads.
+
+    Caption–image pairs (``kind == "image"``) carry the image, the patch grid and its geometry;
+    text–text pairs (``kind == "text"``) carry both texts' tokens, side a as rows.
+
+    Args:
+        ex: The explanation.
+        name: Display name (default: the caption, or both texts).
+        max_side: Longest side of the embedded image.
+        boxes: Ground-truth boxes to draw on the image (caption–image pairs only).
+
+    Raises:
+        InvalidInputError: if the explanation has two image sides, or boxes come with a
+            text–text pair.
+    """
+    if isinstance(ex.a, TextPositions) and isinstance(ex.b, TextPositions):
+        if boxes:
+            raise InvalidInputError("ground-truth boxes need an image side; this pair is text–text")
+        rec = _common(ex, name, f"{ex.a.text} ↔ {ex.b.text}")
+        rec.update(kind="text", **_text_record(ex.a))
+        b = _text_record(ex.b)
+        rec.update(caption_b=b["caption"], pieces_b=b["pieces"], special_b=b["special"])
+        rec["matrix"] = _quantise(ex.matrix.detach().cpu().double().numpy())
+        return rec
+    pos = image_positions(ex)
+    m, text, _ = ex.text_image()
+    geo = pos.geometry
+    rec = _common(ex, name, text.text)
+    rec.update(kind="image", **_text_record(text))
+    rec.update(
+        grid=list(pos.grid),
+        prefix=pos.prefix,
+        geometry={
             "original_size": list(geo.original_size),
             "input_size": list(geo.input_size),
             "scale": list(geo.scale),
             "offset": list(geo.offset),
         },
-        "matrix": _quantise(m.detach().cpu().double().numpy()),
-        "image": _encode_image(ex.image, max_side),
-        "completeness": c.to_json(),
-        "layers": list(ex.layers),
-        "model": ex.model,
-    }
+        matrix=_quantise(m.detach().cpu().double().numpy()),
+        image=_encode_image(ex.image, max_side),
+        boxes=[[str(label), [float(v) for v in box]] for label, box in (boxes or [])],
+    )
+    return rec
 
 
 def _json_for_html(obj: Any) -> str:
@@ -119,21 +172,24 @@ def report_html(
     title: str = "dualex report",
     max_side: int = MAX_SIDE,
     progress: Any = None,
+    boxes: Sequence[BoxList | None] | None = None,
 ) -> str:
     """The report as one HTML string.
 
     Args:
-        explanations: :class:`~dualex.Explanation` objects of caption–image pairs.
+        explanations: :class:`~dualex.Explanation` objects of caption–image or text–text pairs.
         names: A display name per pair (e.g. the file it came from); default the caption.
         title: The page title.
         max_side: Longest side of the embedded images in pixels.
         progress: Optional callable called once per pair added (for progress bars).
+        boxes: Per pair, ground-truth boxes ``[(label, (x0, y0, x1, y1)), ...]`` in original
+            image pixels to outline on the image (or ``None``).
 
     Returns:
         A complete HTML document with no external references.
 
     Raises:
-        InvalidInputError: on an empty list, mismatched names, or a pair without an image.
+        InvalidInputError: on an empty list, mismatched names or boxes, or a pair of two images.
     """
     explanations = list(explanations)
     if not explanations:
@@ -142,16 +198,23 @@ def report_html(
         raise InvalidInputError(
             f"{len(names)} names for {len(explanations)} explanations; pass one name per pair"
         )
+    if boxes is not None and len(boxes) != len(explanations):
+        raise InvalidInputError(
+            f"{len(boxes)} box lists for {len(explanations)} explanations; pass one per pair"
+        )
     pairs = []
     for k, ex in enumerate(explanations):
         try:
-            pairs.append(pair_data(ex, names[k] if names is not None else None, max_side))
+            name = names[k] if names is not None else None
+            pairs.append(pair_data(ex, name, max_side, boxes[k] if boxes is not None else None))
         except InvalidInputError as err:
             label = names[k] if names is not None else f"#{k + 1}"
             raise InvalidInputError(f"pair {label}: {err}") from err
         if progress is not None:
             progress()
-    data = _json_for_html({"title": title, "stops": stops_rgb(), "pairs": pairs})
+    data = _json_for_html(
+        {"title": title, "stops": stops_rgb(), "pairs": pairs, "random_note": RANDOM_WEIGHTS_NOTE}
+    )
     script = _asset("report.js")
     digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
     csp = (
@@ -180,10 +243,13 @@ def write_report(
     title: str = "dualex report",
     max_side: int = MAX_SIDE,
     progress: Any = None,
+    boxes: Sequence[BoxList | None] | None = None,
 ) -> Path:
     """Write :func:`report_html` to ``path`` atomically and return the path."""
-    text = report_html(explanations, names, title=title, max_side=max_side, progress=progress)
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    text = report_html(
+        explanations, names, title=title, max_side=max_side, progress=progress, boxes=boxes
+    )
+    return atomic_write(path, text)
 
 
 _TEMPLATE = string.Template("""<!DOCTYPE html>
@@ -206,22 +272,33 @@ ${css}
     <button type="button" id="next" title="next pair (→)">▶</button>
   </div>
 </header>
+<div id="weights-banner" class="banner" role="alert" hidden></div>
 <div id="layout">
   <nav id="pairs" aria-label="pairs"></nav>
   <main>
     <h2 id="pair-name"></h2>
-    <p class="help">Click a token, shift-click or drag across tokens to select a span: the image
-    shows which patches it matches. Drag a rectangle on the image: the tokens show what the
-    covered patches match. Red is positive, blue negative.</p>
+    <p class="help" id="help-image">Click a token, shift-click or drag across tokens to select a
+    span: the image shows which patches it matches. Drag a rectangle on the image: the tokens show
+    what the covered patches match. Red is positive, blue negative.</p>
+    <p class="help" id="help-text" hidden>Click, shift-click or drag across tokens of either
+    text to select a span: the other text shows what it matches. Red is positive, blue
+    negative.</p>
     <div class="controls">
       <label><input type="checkbox" id="positive-only"> positive only</label>
       <label><input type="checkbox" id="show-special"> show special tokens</label>
+      <label class="image-only">opacity <input type="range" id="opacity" min="0" max="100"
+        value="70" aria-label="heatmap opacity"> <span id="opacity-value">70 %</span></label>
+      <label class="image-only"><input type="checkbox" id="greyscale"> greyscale image</label>
+      <label class="image-only" id="boxes-control"><input type="checkbox" id="show-boxes"
+        checked> ground-truth boxes</label>
+      <label><input type="checkbox" id="matrix-view"> matrix view</label>
       <button type="button" id="whole-caption">whole caption</button>
       <button type="button" id="clear-box">whole image</button>
     </div>
     <div class="panels">
       <section class="image-panel">
         <div id="stage"><canvas id="heatmap"></canvas><div id="box" hidden></div></div>
+        <div id="tokens-b" class="tokens tokens-b" hidden></div>
         <div class="legend"><span id="span-label"></span>
           <div class="colorbar" id="image-colorbar"><i></i><span class="lo"></span>
           <span class="mid"></span><span class="hi"></span></div></div>
@@ -232,10 +309,17 @@ ${css}
           <div class="colorbar" id="token-colorbar"><i></i><span class="lo"></span>
           <span class="mid"></span><span class="hi"></span></div></div>
         <p id="message" class="message"></p>
+        <table id="strongest" class="completeness"><caption>strongest interactions (by
+          |value|)</caption><thead><tr></tr></thead><tbody></tbody></table>
         <table id="completeness" class="completeness"><caption>completeness</caption>
           <tbody></tbody></table>
       </section>
     </div>
+    <section id="matrix-panel" hidden>
+      <h3>interaction matrix</h3>
+      <div class="matrix-wrap"><canvas id="matrix"></canvas></div>
+      <p id="matrix-info" class="legend"></p>
+    </section>
   </main>
 </div>
 <script id="dualex-data" type="application/json">${data}</script>

@@ -131,10 +131,12 @@ def tokens_rich(
         raise ValueError(f"{len(values)} scores for {len(text)} tokens")
     vmax = _range(text, values, vmax, include_special, positive_only)
     colors = hex_colors(values, vmax, positive_only)
+    from dualex.viz.summary import display_text
+
     out = Text()
     for s, i in pieces(text, include_special):
         if i is None:
-            out.append(s)
+            out.append(display_text(s))  # control characters never reach the terminal
         else:
-            out.append(s, style=f"{text_color(colors[i])} on {colors[i]}")
+            out.append(display_text(s), style=f"{text_color(colors[i])} on {colors[i]}")
     return out

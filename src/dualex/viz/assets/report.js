@@ -4,7 +4,7 @@
   "use strict";
   var DATA = JSON.parse(document.getElementById("dualex-data").textContent);
   var STOPS = DATA.stops;
-  var ALPHA = 0.7;
+  var ALPHA = 0.7;         // heatmap opacity (the opacity slider)
   var OUTSIDE_DIM = 0.45;
   var MIN_CANVAS = 384;
   var $ = function (id) { return document.getElementById(id); };
@@ -46,12 +46,14 @@
     if (!p._m) p._m = decode(p.matrix);
     return p._m;
   }
-  function contentTokens(p) {
+  function contentOf(special) {
     var out = [];
-    for (var i = 0; i < p.special.length; i++) if (!p.special[i]) out.push(i);
-    if (!out.length) for (var j = 0; j < p.special.length; j++) out.push(j);
+    for (var i = 0; i < special.length; i++) if (!special[i]) out.push(i);
+    if (!out.length) for (var j = 0; j < special.length; j++) out.push(j);
     return out;
   }
+  function contentTokens(p) { return contentOf(p.special); }
+  function isText(p) { return p.kind === "text"; }
   function npatch(p) { return p.grid[0] * p.grid[1]; }
 
   // Sum of the selected rows at every patch: Explanation.image_map(span), flattened row-major.
@@ -117,13 +119,31 @@
   var dragBox = null;      // {x, y} original-pixel start of a box drag
   var positiveOnly = false;
   var showSpecial = false;
+  var greyscale = false;
+  var showBoxes = true;
+  var matrixView = false;
+  var dragTokensB = null;  // text-text: token index where a drag on text B started
 
   function show(i) {
     var n = DATA.pairs.length;
     i = Math.max(0, Math.min(n - 1, i | 0));
     var p = DATA.pairs[i];
     document.body.removeAttribute("data-ready");
-    cur = { i: i, p: p, sel: new Set(contentTokens(p)), anchor: null, box: null, base: null };
+    cur = { i: i, p: p, sel: new Set(contentTokens(p)), anchor: null, box: null, base: null,
+      selB: null, anchorB: null };
+    var text = isText(p);
+    document.body.classList.toggle("text-pair", text);
+    $("stage").hidden = text;
+    $("tokens-b").hidden = !text;
+    $("help-image").hidden = text;
+    $("help-text").hidden = !text;
+    $("clear-box").textContent = text ? "whole text B" : "whole image";
+    $("whole-caption").textContent = text ? "whole text A" : "whole caption";
+    $("boxes-control").hidden = text || !(p.boxes && p.boxes.length);
+    var banner = $("weights-banner");
+    banner.hidden = p.weights !== "random";
+    banner.textContent = p.weights === "random" ? DATA.random_note + " (" + p.model + "): the " +
+      "maps show what an untrained network computes, not what a model learnt" : "";
     $("counter").textContent = (i + 1) + " / " + n;
     $("prev").disabled = i === 0;
     $("next").disabled = i === n - 1;
@@ -132,9 +152,16 @@
     for (var k = 0; k < buttons.length; k++) buttons[k].classList.toggle("current", k === i);
     if (history.replaceState) history.replaceState(null, "", "#pair-" + (i + 1));
     buildTokens(p);
+    if (text) buildTokensB(p);
     buildCompleteness(p);
+    buildStrongest(p);
     $("box").hidden = true;
     $("message").textContent = "";
+    if (text) {
+      renderAll();
+      document.body.setAttribute("data-ready", String(i));
+      return;
+    }
     prepareCanvas(p, function () {
       if (cur.p !== p) return;
       renderAll();
@@ -164,6 +191,12 @@
         ctx.fillStyle = "#808080"; ctx.fillRect(0, 0, cw, ch);
       }
       cur.base = ctx.getImageData(0, 0, cw, ch).data;
+      var grey = new Uint8ClampedArray(cur.base.length);
+      for (var q = 0; q < grey.length; q += 4) {
+        var lum = 0.299 * cur.base[q] + 0.587 * cur.base[q + 1] + 0.114 * cur.base[q + 2];
+        grey[q] = grey[q + 1] = grey[q + 2] = lum; grey[q + 3] = 255;
+      }
+      cur.baseGrey = grey;
       cur.lut = lookup(p, cw, ch);
       done();
     }
@@ -195,7 +228,51 @@
     };
   }
 
+  // Text-text: text B's tokens coloured by the selected span of text A (row sums).
+  function renderTokensB() {
+    var p = cur.p, M = matrix(p), S = p.matrix.shape[1], v = new Float64Array(S), vmax = 0;
+    cur.sel.forEach(function (r) { for (var k = 0; k < S; k++) v[k] += M[r * S + k]; });
+    for (var k = 0; k < S; k++) {
+      if (positiveOnly && v[k] < 0) v[k] = 0;
+      if (showSpecial || !p.special_b[k]) vmax = Math.max(vmax, Math.abs(v[k]));
+    }
+    vmax = Math.max(vmax, 1e-12);
+    var spans = $("tokens-b").querySelectorAll(".tokb");
+    for (var q = 0; q < spans.length; q++) {
+      var el = spans[q], i = +el.getAttribute("data-index"), rgb = colour(v[i] / vmax);
+      el.style.background = css(rgb);
+      el.style.color = ink(rgb);
+      el.setAttribute("data-score", String(v[i]));
+      el.title = fmt(v[i]);
+      el.classList.toggle("sel", !!(cur.selB && cur.selB.has(i)));
+    }
+    cur.patchValues = v;
+    setColorbar($("image-colorbar"), vmax);
+    $("span-label").textContent = "span A: " + spanLabel(p.pieces, p.special, cur.sel, "whole text A");
+  }
+
+  function drawBoxes(ctx, p, cw, ch) {
+    if (!showBoxes || !p.boxes || !p.boxes.length) return;
+    var kx = cw / p.geometry.original_size[0], ky = ch / p.geometry.original_size[1];
+    ctx.save();
+    ctx.font = "bold 12px system-ui, sans-serif";
+    ctx.textBaseline = "top";
+    p.boxes.forEach(function (entry) {
+      var label = entry[0], b = entry[1];
+      var x = b[0] * kx, y = b[1] * ky, w = (b[2] - b[0]) * kx, h = (b[3] - b[1]) * ky;
+      ctx.lineWidth = 4; ctx.strokeStyle = "rgba(0,0,0,0.75)"; ctx.strokeRect(x, y, w, h);
+      ctx.lineWidth = 2; ctx.strokeStyle = "#00e5ff"; ctx.strokeRect(x, y, w, h);
+      if (label) {
+        var tw = ctx.measureText(label).width + 6, ty = y >= 16 ? y - 16 : y + 2;
+        ctx.fillStyle = "rgba(0,0,0,0.75)"; ctx.fillRect(x, ty, tw, 15);
+        ctx.fillStyle = "#00e5ff"; ctx.fillText(label, x + 3, ty + 1);
+      }
+    });
+    ctx.restore();
+  }
+
   function renderImage() {
+    if (isText(cur.p)) { renderTokensB(); return; }
     var p = cur.p, canvas = $("heatmap"), cw = canvas.width, ch = canvas.height;
     var rows = p.grid[0], cols = p.grid[1];
     var v = patchValues(p, cur.sel), vmax = 0;
@@ -207,7 +284,7 @@
     var lut = [], L = 512;
     for (var q = 0; q <= L; q++) lut.push(colour(q / L * 2 - 1));
     var ctx = canvas.getContext("2d"), out = ctx.createImageData(cw, ch), o = out.data;
-    var base = cur.base, X = cur.lut.x, Y = cur.lut.y;
+    var base = greyscale ? cur.baseGrey : cur.base, X = cur.lut.x, Y = cur.lut.y;
     for (var y = 0; y < ch; y++) {
       var r0 = Y.i0[y], r1 = Math.min(r0 + 1, rows - 1), wr = Y.w[y], iy = Y.inside[y];
       for (var x = 0; x < cw; x++) {
@@ -230,18 +307,19 @@
       }
     }
     ctx.putImageData(out, 0, 0);
+    drawBoxes(ctx, p, cw, ch);
     cur.patchValues = v;
     setColorbar($("image-colorbar"), vmax);
-    $("span-label").textContent = "span: " + spanLabel(cur.p, cur.sel);
+    $("span-label").textContent = "span: " + spanLabel(p.pieces, p.special, cur.sel, "whole caption");
   }
 
-  function spanLabel(p, sel) {
-    var content = contentTokens(p);
+  function spanLabel(pieces, special, sel, whole) {
+    var content = contentOf(special);
     if (sel.size === content.length && content.every(function (i) { return sel.has(i); })) {
-      return "whole caption";
+      return whole;
     }
     var parts = [];
-    p.pieces.forEach(function (piece) {
+    pieces.forEach(function (piece) {
       if (piece[1] !== null && sel.has(piece[1])) parts.push(piece[0]);
     });
     return "\u201c" + parts.join(" ") + "\u201d";
@@ -249,7 +327,9 @@
 
   function renderTokens() {
     var p = cur.p, cols, msg = "";
-    if (cur.box) {
+    if (isText(p)) {
+      cols = cur.selB ? Array.from(cur.selB) : contentOf(p.special_b);
+    } else if (cur.box) {
       cols = boxPatches(p, cur.box);
       if (!cols.length) {
         msg = "This box covers no patch the model saw; showing the whole image.";
@@ -276,14 +356,105 @@
     cur.tokenScores = s;
     cur.boxColumns = cols;
     setColorbar($("token-colorbar"), vmax);
-    $("box-label").textContent = cur.box
-      ? "box: (" + cur.box.map(function (v) { return Math.round(v); }).join(", ") + ") px, " +
-        cols.length + " patches"
-      : "box: whole image";
+    $("box-label").textContent = isText(p)
+      ? "span B: " + (cur.selB ? spanLabel(p.pieces_b, p.special_b, cur.selB, "whole text B")
+        : "whole text B")
+      : cur.box
+        ? "box: (" + cur.box.map(function (v) { return Math.round(v); }).join(", ") + ") px, " +
+          cols.length + " patches"
+        : "box: whole image";
     $("message").textContent = msg;
   }
 
-  function renderAll() { renderImage(); renderTokens(); }
+  function renderAll() { renderImage(); renderTokens(); renderMatrix(); }
+
+  // ---- matrix view: rows = tokens (text A), columns = patches or tokens of text B ------------
+  function matrixAxes(p) {
+    var rows = [], cols = [], k;
+    for (k = 0; k < p.special.length; k++) if (showSpecial || !p.special[k]) rows.push(k);
+    if (isText(p)) {
+      for (k = 0; k < p.special_b.length; k++) if (showSpecial || !p.special_b[k]) cols.push(k);
+    } else {
+      for (k = 0; k < npatch(p); k++) cols.push(p.prefix + k);
+    }
+    return { rows: rows, cols: cols };
+  }
+  function labelsOf(pieces, n) {
+    var out = new Array(n).fill("");
+    pieces.forEach(function (piece) { if (piece[1] !== null) out[piece[1]] = piece[0]; });
+    return out;
+  }
+  function renderMatrix() {
+    if (!matrixView) return;
+    var p = cur.p, ax = matrixAxes(p), M = matrix(p), S = p.matrix.shape[1];
+    var canvas = $("matrix"), ctx = canvas.getContext("2d");
+    var nr = ax.rows.length, nc = ax.cols.length;
+    var cell = Math.max(3, Math.min(22, Math.floor(720 / Math.max(nc, 1))));
+    var rowH = Math.max(cell, 16);
+    var la = labelsOf(p.pieces, p.special.length);
+    var lb = isText(p) ? labelsOf(p.pieces_b, p.special_b.length) : null;
+    ctx.font = "12px system-ui, sans-serif";
+    var left = 8, top = 8;
+    ax.rows.forEach(function (r) { left = Math.max(left, ctx.measureText(la[r]).width + 12); });
+    if (lb) ax.cols.forEach(function (c) { top = Math.max(top, ctx.measureText(lb[c]).width + 12); });
+    left = Math.min(left, 180); top = Math.min(top, 140);
+    canvas.width = left + nc * cell + 4; canvas.height = top + nr * rowH + 4;
+    ctx.font = "12px system-ui, sans-serif";
+    ctx.fillStyle = "#fff"; ctx.fillRect(0, 0, canvas.width, canvas.height);
+    var vmax = 1e-12;
+    ax.rows.forEach(function (r) {
+      ax.cols.forEach(function (c) { vmax = Math.max(vmax, Math.abs(M[r * S + c])); });
+    });
+    ax.rows.forEach(function (r, i) {
+      ax.cols.forEach(function (c, j) {
+        var v = M[r * S + c];
+        if (positiveOnly && v < 0) v = 0;
+        ctx.fillStyle = css(colour(v / vmax));
+        ctx.fillRect(left + j * cell, top + i * rowH, cell, rowH);
+      });
+      ctx.fillStyle = cur.sel.has(r) ? "#000" : "#555";
+      ctx.textBaseline = "middle"; ctx.textAlign = "right";
+      ctx.fillText(la[r], left - 6, top + i * rowH + rowH / 2, left - 8);
+      if (cur.sel.has(r)) {
+        ctx.strokeStyle = "#111"; ctx.lineWidth = 1.5;
+        ctx.strokeRect(left + 0.5, top + i * rowH + 0.5, nc * cell - 1, rowH - 1);
+      }
+    });
+    if (lb) {
+      ax.cols.forEach(function (c, j) {
+        ctx.save();
+        ctx.translate(left + j * cell + cell / 2, top - 6);
+        ctx.rotate(-Math.PI / 2);
+        ctx.fillStyle = cur.selB && cur.selB.has(c) ? "#000" : "#555";
+        ctx.textBaseline = "middle"; ctx.textAlign = "left";
+        ctx.fillText(lb[c], 0, 0, top - 8);
+        ctx.restore();
+      });
+    }
+    cur.matrixLayout = { left: left, top: top, cell: cell, rowH: rowH, ax: ax, vmax: vmax };
+  }
+  function matrixCell(ev) {
+    var L = cur.matrixLayout, canvas = $("matrix"), rect = canvas.getBoundingClientRect();
+    if (!L) return null;
+    var x = (ev.clientX - rect.left) * canvas.width / rect.width - L.left;
+    var y = (ev.clientY - rect.top) * canvas.height / rect.height - L.top;
+    var j = Math.floor(x / L.cell), i = Math.floor(y / L.rowH);
+    if (i < 0 || j < 0 || i >= L.ax.rows.length || j >= L.ax.cols.length) return null;
+    return [L.ax.rows[i], L.ax.cols[j]];
+  }
+  function describeCell(p, r, c) {
+    var M = matrix(p), S = p.matrix.shape[1], la = labelsOf(p.pieces, p.special.length);
+    var what;
+    if (isText(p)) {
+      what = "token B \u201c" + labelsOf(p.pieces_b, p.special_b.length)[c] + "\u201d";
+    } else {
+      var k = c - p.prefix, b = patchBoxes(p)[k], cols = p.grid[1];
+      what = "patch r" + Math.floor(k / cols) + "c" + (k % cols) + " [x " + Math.round(b[0]) +
+        "\u2013" + Math.round(b[2]) + ", y " + Math.round(b[1]) + "\u2013" + Math.round(b[3]) + "]";
+    }
+    return (isText(p) ? "token A" : "token") + " \u201c" + la[r] + "\u201d \u00d7 " + what +
+      " = " + (M[r * S + c] >= 0 ? "+" : "") + fmt(M[r * S + c]);
+  }
 
   function setColorbar(el, vmax) {
     el.classList.toggle("positive", positiveOnly);
@@ -308,13 +479,45 @@
     });
   }
 
+  function buildTokensB(p) {
+    var box = $("tokens-b");
+    box.textContent = "";
+    box.classList.toggle("with-special", showSpecial);
+    p.pieces_b.forEach(function (piece) {
+      if (piece[1] === null) { box.appendChild(document.createTextNode(piece[0])); return; }
+      var el = document.createElement("span");
+      el.className = "tokb" + (p.special_b[piece[1]] ? " special" : "");
+      el.setAttribute("data-index", String(piece[1]));
+      el.setAttribute("tabindex", "0");
+      el.textContent = piece[0];
+      box.appendChild(el);
+    });
+  }
+
+  function buildStrongest(p) {
+    var table = $("strongest"), head = table.tHead.rows[0], body = table.tBodies[0];
+    head.textContent = ""; body.textContent = "";
+    p.columns.concat(["value"]).forEach(function (name) {
+      var th = document.createElement("th"); th.textContent = name; head.appendChild(th);
+    });
+    p.top.forEach(function (row) {
+      var tr = document.createElement("tr");
+      [row[0], row[1], (row[2] >= 0 ? "+" : "") + fmt(row[2])].forEach(function (v) {
+        var td = document.createElement("td"); td.textContent = v; tr.appendChild(td);
+      });
+      body.appendChild(tr);
+    });
+  }
+
   function buildCompleteness(p) {
     var c = p.completeness, rt = c.reference_terms, body = $("completeness").tBodies[0];
     body.textContent = "";
     var rows = [
       ["score", fmt(c.score)],
       ["\u03a3 interactions", fmt(c.attribution_sum)],
-      ["reference terms", rt.map(fmt).join("  ")],
+      ["reference " + p.reference_names[0], fmt(rt[0])],
+      ["reference " + p.reference_names[1], fmt(rt[1])],
+      ["reference " + p.reference_names[2], fmt(rt[2])],
       ["\u03a3 + reference terms", fmt(c.attribution_sum + rt[0] + rt[1] + rt[2])],
       ["absolute error", fmt(c.absolute_error)],
       ["relative error", fmt(c.relative_error)],
@@ -322,7 +525,9 @@
       ["steps", c.steps.join(", ") + " (" + c.rule + ")"],
       ["layers", p.layers.join(", ")],
       ["model", p.model],
-      ["matrix", p.matrix.shape.join(" \u00d7 ") + "  (grid " + p.grid.join("\u00d7") + ")"],
+      ["weights", p.weights === "random" ? "random (not a trained model)" : p.weights],
+      ["matrix", p.matrix.shape.join(" \u00d7 ") +
+        (isText(p) ? "  (tokens A \u00d7 tokens B)" : "  (grid " + p.grid.join("\u00d7") + ")")],
     ];
     rows.forEach(function (row) {
       var tr = document.createElement("tr"), th = document.createElement("th"),
@@ -342,6 +547,7 @@
       small.textContent = "score " + fmt(p.completeness.score);
       b.appendChild(small);
       b.title = p.name;
+      if (p.weights === "random") b.classList.add("random");
       b.addEventListener("click", function () { show(i); });
       nav.appendChild(b);
     });
@@ -392,6 +598,66 @@
       renderAll();
     });
     window.addEventListener("pointerup", function () { dragTokens = null; });
+  }
+
+  function wireTokensB() {
+    var box = $("tokens-b");
+    function indexB(ev) {
+      var el = ev.target.closest && ev.target.closest(".tokb");
+      return el ? +el.getAttribute("data-index") : null;
+    }
+    function rangeB(a, b) {
+      var lo = Math.min(a, b), hi = Math.max(a, b), sel = new Set();
+      for (var i = lo; i <= hi; i++) if (showSpecial || !cur.p.special_b[i]) sel.add(i);
+      if (!sel.size) sel.add(a);
+      cur.selB = sel;
+    }
+    box.addEventListener("pointerdown", function (ev) {
+      var i = indexB(ev);
+      if (i === null || !cur) return;
+      ev.preventDefault();
+      if (ev.shiftKey && cur.anchorB !== null) rangeB(cur.anchorB, i);
+      else { cur.selB = new Set([i]); cur.anchorB = i; dragTokensB = i; }
+      renderAll();
+    });
+    box.addEventListener("pointerover", function (ev) {
+      if (dragTokensB === null) return;
+      var i = indexB(ev);
+      if (i === null) return;
+      rangeB(dragTokensB, i);
+      renderAll();
+    });
+    box.addEventListener("keydown", function (ev) {
+      var i = indexB(ev);
+      if (i === null || (ev.key !== "Enter" && ev.key !== " ")) return;
+      ev.preventDefault();
+      if (ev.shiftKey && cur.anchorB !== null) rangeB(cur.anchorB, i);
+      else { cur.selB = new Set([i]); cur.anchorB = i; }
+      renderAll();
+    });
+    window.addEventListener("pointerup", function () { dragTokensB = null; });
+  }
+
+  function wireMatrix() {
+    var canvas = $("matrix");
+    canvas.addEventListener("mousemove", function (ev) {
+      var rc = matrixCell(ev);
+      $("matrix-info").textContent = rc ? describeCell(cur.p, rc[0], rc[1]) :
+        "hover a cell: its token, its " + (isText(cur.p) ? "token of text B" : "patch (pixel box)") +
+        " and the interaction; click it to select both";
+    });
+    canvas.addEventListener("click", function (ev) {
+      var rc = matrixCell(ev), p = cur.p;
+      if (!rc) return;
+      cur.sel = new Set([rc[0]]); cur.anchor = rc[0];
+      if (isText(p)) {
+        cur.selB = new Set([rc[1]]); cur.anchorB = rc[1];
+      } else {
+        cur.box = patchBoxes(p)[rc[1] - p.prefix].slice(); drawBox(cur.box);
+      }
+      renderAll();
+      $("matrix-info").textContent = describeCell(p, rc[0], rc[1]);
+    });
   }
 
   function toOriginal(ev) {
@@ -455,20 +721,43 @@
     $("show-special").addEventListener("change", function (ev) {
       showSpecial = ev.target.checked;
       $("tokens").classList.toggle("with-special", showSpecial);
+      $("tokens-b").classList.toggle("with-special", showSpecial);
       renderAll();
     });
+    $("opacity").addEventListener("input", function (ev) {
+      setOpacity(+ev.target.value / 100);
+    });
+    $("greyscale").addEventListener("change", function (ev) {
+      greyscale = ev.target.checked; renderImage();
+    });
+    $("show-boxes").addEventListener("change", function (ev) {
+      showBoxes = ev.target.checked; renderImage();
+    });
+    $("matrix-view").addEventListener("change", function (ev) { setMatrixView(ev.target.checked); });
     $("whole-caption").addEventListener("click", function () {
       cur.sel = new Set(contentTokens(cur.p)); cur.anchor = null; renderAll();
     });
     $("clear-box").addEventListener("click", function () {
-      cur.box = null; drawBox(null); renderTokens();
+      cur.box = null; cur.selB = null; drawBox(null); renderAll();
     });
     document.addEventListener("keydown", function (ev) {
       if (ev.target && /^(INPUT|TEXTAREA|SELECT)$/.test(ev.target.tagName)) return;
       if (ev.key === "ArrowLeft") show(cur.i - 1);
       else if (ev.key === "ArrowRight") show(cur.i + 1);
-      else if (ev.key === "Escape") { cur.box = null; drawBox(null); renderTokens(); }
+      else if (ev.key === "Escape") { cur.box = null; cur.selB = null; drawBox(null); renderAll(); }
     });
+  }
+  function setOpacity(a) {
+    ALPHA = Math.max(0, Math.min(1, a));
+    $("opacity").value = String(Math.round(ALPHA * 100));
+    $("opacity-value").textContent = Math.round(ALPHA * 100) + " %";
+    if (cur && !isText(cur.p)) renderImage();
+  }
+  function setMatrixView(on) {
+    matrixView = !!on;
+    $("matrix-view").checked = matrixView;
+    $("matrix-panel").hidden = !matrixView;
+    if (matrixView) renderMatrix();
   }
 
   // ---- a small API for tests and the console ---------------------------------------------------
@@ -483,10 +772,22 @@
     tokenScores: function () { return Array.from(cur.tokenScores); },
     boxColumns: function () { return cur.boxColumns.slice(); },
     selection: function () { return Array.from(cur.sel).sort(function (a, b) { return a - b; }); },
+    kind: function () { return cur.p.kind; },
+    selectTokensB: function (idx) { cur.selB = new Set(idx); cur.anchorB = idx[0]; renderAll(); },
+    bannerText: function () { return $("weights-banner").hidden ? "" : $("weights-banner").textContent; },
+    setOpacity: setOpacity,
+    setGreyscale: function (on) { $("greyscale").checked = !!on; greyscale = !!on; renderImage(); },
+    setMatrixView: setMatrixView,
+    pixel: function (x, y) {
+      return Array.from($("heatmap").getContext("2d").getImageData(x, y, 1, 1).data);
+    },
+    matrixSize: function () { return [$("matrix").width, $("matrix").height]; },
   };
 
   buildNav();
   wireTokens();
+  wireTokensB();
+  wireMatrix();
   wireStage();
   wireControls();
   var m = /^#pair-(\d+)$/.exec(location.hash);

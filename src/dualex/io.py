@@ -1,0 +1,88 @@
+"""The output boundary: every file dualex writes goes through :func:`atomic_write`.
+
+The data is written to a temporary file next to the target and renamed over it, so a reader (or a
+resumed run) never sees a half-written file, and a failure leaves nothing behind. A folder that
+cannot be written gives an :class:`~dualex.errors.OutputError` that names the path the caller
+gave, not the temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from dualex.errors import OutputError
+
+__all__ = ["atomic_write"]
+
+Writer = bytes | str | Callable[[str], object]
+
+
+def _file_mode() -> int:
+    """The mode a plain ``open(path, "w")`` gives: ``0o666`` minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _unwritable(path: str, err: OSError, where: str) -> OutputError:
+    reason = err.strerror or type(err).__name__
+    return OutputError(
+        f"cannot write {path!r}: {where} ({reason}); pass a path in a folder you can write to"
+    )
+
+
+def atomic_write(path: str | os.PathLike[str], data: Writer, *, encoding: str = "utf-8") -> Path:
+    """Write ``data`` to ``path`` atomically: a temporary file in the same folder, then a rename.
+
+    Args:
+        path: The file to write; missing parent folders are created.
+        data: ``bytes``; ``str`` (encoded with ``encoding``); or a callback ``write(tmp_path)``
+            that writes the whole file to the temporary path it is given (the temporary name ends
+            with the target's suffix, so format-by-suffix writers work).
+        encoding: Encoding of ``str`` data.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OutputError: if the folder cannot be created or written, ``path`` is a folder, or the
+            write fails for lack of space; the message names ``path`` as given.
+        Exception: whatever the callback raises (nothing is left behind either way).
+    """
+    shown = os.fspath(path)
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"cannot write {shown!r}: it is a folder; pass a file name")
+    parent = target.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise _unwritable(shown, err, f"cannot create the folder {str(parent)!r}") from err
+    if not parent.is_dir():
+        raise OutputError(f"cannot write {shown!r}: {str(parent)!r} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(
+            dir=parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}"
+        )
+    except OSError as err:
+        raise _unwritable(shown, err, f"the folder {str(parent)!r} is not writable") from err
+    try:
+        if callable(data):
+            os.close(fd)
+            data(tmp)
+        else:
+            raw = data.encode(encoding) if isinstance(data, str) else bytes(data)
+            with os.fdopen(fd, "wb") as f:
+                f.write(raw)
+        os.chmod(tmp, _file_mode())  # mkstemp makes 0600; give the file the usual mode
+        os.replace(tmp, target)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise _unwritable(shown, err, "writing failed") from err
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

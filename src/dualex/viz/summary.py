@@ -1,0 +1,87 @@
+"""What a reader needs to read one explanation: safe labels, modality names, strongest pairs.
+
+Shared by the CLI's summary and the HTML report, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dualex.towers.positions import ImagePositions, Positions, TextPositions
+
+__all__ = ["display_text", "modality_names", "position_labels", "strongest_interactions"]
+
+
+def display_text(text: str) -> str:
+    """``text`` with control characters (ANSI escapes, NUL, BEL, newlines...) shown as ``\\xNN``
+    escapes, so a caption can never drive the terminal."""
+    return "".join(
+        ch if ch.isprintable() or ch == " " else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
+def modality_names(ex: Any) -> tuple[str, str]:
+    """Column names of the two sides: ``("token", "patch")``, or ``("token A", "token B")``
+    for two texts (``("patch A", "patch B")`` for two images)."""
+    kinds = [getattr(p, "kind", "text") for p in (ex.a, ex.b)]
+    names = ["token" if k == "text" else "patch" for k in kinds]
+    if names[0] == names[1]:
+        return f"{names[0]} A", f"{names[1]} B"
+    return names[0], names[1]
+
+
+def position_labels(pos: Positions, boxes: bool = True) -> list[str]:
+    """A label per position: a text token (control characters escaped), or a patch as
+    ``r3c6 [x 96–128, y 48–80]`` with its box in original-image pixels."""
+    if isinstance(pos, TextPositions):
+        labels = []
+        for tok, off in zip(pos.tokens, pos.offsets, strict=True):
+            shown = pos.text[off[0] : off[1]] if off is not None and off[1] > off[0] else tok
+            labels.append(display_text(shown))
+        return labels
+    assert isinstance(pos, ImagePositions)
+    labels = list(pos.labels)
+    if boxes:
+        start = pos.patch_slice.start
+        for k, (x0, y0, x1, y1) in enumerate(pos.patch_boxes()):
+            labels[start + k] += f" [x {x0:.0f}–{x1:.0f}, y {y0:.0f}–{y1:.0f}]"
+    return labels
+
+
+def _special(pos: Positions) -> list[int]:
+    if isinstance(pos, TextPositions):
+        return [i for i, s in enumerate(pos.special) if s]
+    n = len(pos)
+    return list(range(pos.prefix)) + list(range(pos.patch_slice.stop, n))
+
+
+def strongest_interactions(
+    ex: Any, k: int = 5, include_special: bool = False
+) -> list[tuple[str, str, float]]:
+    """The ``k`` interactions largest in ``|value|``, with their sign, as ``(a, b, value)``.
+
+    Args:
+        ex: An :class:`~dualex.explanation.Explanation`.
+        k: How many.
+        include_special: Also rank special tokens and CLS / register positions.
+
+    Returns:
+        Rows ``(label_a, label_b, value)`` sorted by ``|value|`` (labels from
+        :func:`position_labels`).
+    """
+    m = ex.matrix.detach().double().abs().clone()
+    if not include_special:
+        ia = [i for i in _special(ex.a) if i < m.shape[0]]
+        ib = [j for j in _special(ex.b) if j < m.shape[1]]
+        if ia:
+            m[ia] = -1.0
+        if ib:
+            m[:, ib] = -1.0
+    flat = m.flatten()
+    k = min(k, int((flat >= 0).sum()))
+    _, ids = flat.topk(k)
+    la, lb = position_labels(ex.a), position_labels(ex.b)
+    nb = m.shape[1]
+    values = ex.matrix.detach().double().flatten()
+    return [(la[i // nb], lb[i % nb], float(values[i])) for i in ids.tolist()]
