@@ -33,3 +33,7 @@ class SettingError(DualexError, ValueError):
 
 class FileFormatError(DualexError, ValueError):
     """A file that is not what dualex expected (wrong format, version, or content)."""
+
+
+class JobError(DualexError, ValueError):
+    """A dataset run that cannot go on: a different job in its output folder, or failed shards."""

@@ -105,6 +105,7 @@ class ImageRef:
     def __repr__(self) -> str:
         return f"ImageRef({self.path!r}{', loaded' if self.loaded else ''})"
 
+
 Box = tuple[float, float, float, float]
 """``(x0, y0, x1, y1)`` in original image pixels (x right, y down)."""
 

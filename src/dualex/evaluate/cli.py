@@ -31,6 +31,10 @@ _DATA = typer.Option(
     "synthetic:seed=S,n=N,domain=D",
 )
 _OUT = typer.Option("--out", help="Output folder (re-running it resumes).")
+_BACKEND = typer.Option(
+    "--backend", help="local (in-process), ray (a local Ray cluster) or ray:ADDRESS."
+)
+_WORKERS = typer.Option("--workers", help="Ray workers (model replicas).", min=1)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -64,6 +68,19 @@ def _setup(model: str, data: str, threads: int | None) -> tuple[Any, Any, int | 
     return encoder, source, total
 
 
+def _prepare(data: str, backend: str, threads: int | None) -> None:
+    """Check the data spec and backend before any slow work; set torch threads (local)."""
+    from dualex.data.sources import parse_data_spec
+    from dualex.scale import parse_backend
+
+    parse_data_spec(data)
+    kind, _ = parse_backend(backend)
+    if threads and kind == "local":
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _write_meta(out: Path, command: str, **info: Any) -> None:
     from dualex.evaluate.store import atomic_write_text
 
@@ -82,7 +99,9 @@ def grounding(
     ] = "dualex,ig,gae,maskclip,gradeclip,random",
     out: Annotated[Path, _OUT] = Path("runs/grounding"),
     limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
-    shard: Annotated[str, typer.Option("--shard", help="i/n: take samples i, i+n, ...")] = "0/1",
+    shard: Annotated[
+        str, typer.Option("--shard", help="i/n: run shards i, i+n, ... (processes sharing --out)")
+    ] = "0/1",
     text: Annotated[
         str, typer.Option("--text", help="Baselines' text input: span (the mention) or caption.")
     ] = "span",
@@ -92,8 +111,12 @@ def grounding(
     steps: Annotated[
         int | None, typer.Option("--steps", help="dualex quadrature nodes (default adaptive).")
     ] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Samples per written Parquet part.")] = 8,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
+    ] = 8,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    backend: Annotated[str, _BACKEND] = "local",
+    workers: Annotated[int, _WORKERS] = 1,
 ) -> None:
     """Evaluate every mention with every method; writes rows.parquet, summary/per_class tables
     (Markdown + CSV) and summary.png. Re-running the same command resumes."""
@@ -110,9 +133,11 @@ def grounding(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder, source, total = _setup(model, data, threads)
+    _prepare(data, backend, threads)
+    path = run_grounding(
+        model, None, out, settings, data=data, backend=backend, workers=workers, threads=threads
+    )
     _write_meta(out, "grounding", model=model, data=data, settings=settings)
-    path = run_grounding(encoder, source.samples(), out, settings, total=total)
     tables = write_grounding_tables(out)
     typer.echo(f"wrote {path} and tables in {out}")
     from dualex.evaluate.analysis import GROUNDING_METRICS, to_markdown
@@ -126,11 +151,17 @@ def mismatch(
     data: Annotated[str, _DATA] = "synthetic:seed=901,n=100,domain=plain",
     out: Annotated[Path, _OUT] = Path("runs/mismatch"),
     limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
-    shard: Annotated[str, typer.Option("--shard", help="i/n: take samples i, i+n, ...")] = "0/1",
+    shard: Annotated[
+        str, typer.Option("--shard", help="i/n: run shards i, i+n, ... (processes sharing --out)")
+    ] = "0/1",
     layers: Annotated[str | None, typer.Option("--layers", help="dualex layer(s).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="dualex quadrature nodes.")] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Samples per written Parquet part.")] = 8,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
+    ] = 8,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    backend: Annotated[str, _BACKEND] = "local",
+    workers: Annotated[int, _WORKERS] = 1,
 ) -> None:
     """Hard negatives: the mismatched span's interaction vs matched spans and the positive caption."""
     from dualex.cli import parse_layers
@@ -145,9 +176,11 @@ def mismatch(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder, source, total = _setup(model, data, threads)
+    _prepare(data, backend, threads)
+    path = run_mismatch(
+        model, None, out, settings, data=data, backend=backend, workers=workers, threads=threads
+    )
     _write_meta(out, "mismatch", model=model, data=data, settings=settings)
-    path = run_mismatch(encoder, source.samples(), out, settings, total=total)
     tables = write_mismatch_tables(out)
     from dualex.evaluate.analysis import MISMATCH_METRICS, to_markdown
 

@@ -1,0 +1,62 @@
+"""Run one shard: its samples → rows → a Parquet part committed atomically.
+
+The same function runs a shard in the local runner and in a Ray actor, so both produce the same
+bytes. An exception inside a shard does not stop the run: the shard's outcome carries the error
+(and no part is written), and the other shards go on.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+from dualex.data.types import Sample
+from dualex.scale.job import Job, part_name
+from dualex.scale.tasks import get_task
+
+__all__ = ["load_model", "run_shard"]
+
+
+def load_model(spec: str) -> Any:
+    """Build the model of a job from its spec (as the CLI does: ``dualex.load`` plus the CLI's
+    ``random-clip[:SEED]``)."""
+    from dualex.cli import resolve_model
+
+    return resolve_model(spec)
+
+
+def _message(err: BaseException) -> str:
+    from dualex.errors import DualexError
+
+    if isinstance(err, DualexError):
+        return f"{type(err).__name__}: {err}"
+    last = traceback.extract_tb(err.__traceback__)[-1:] if err.__traceback__ else []
+    where = f" (at {last[0].filename}:{last[0].lineno})" if last else ""
+    return f"{type(err).__name__}: {err}{where}"
+
+
+def run_shard(
+    model: Any, job: Job, out: Path, shard: int, samples: list[tuple[int, Sample]]
+) -> dict[str, Any]:
+    """Compute a shard's rows and commit its part (``parts/shard-NNNNNN.parquet``).
+
+    Args:
+        model: The job's model (a :class:`dualex.DualEncoder`).
+        job: The job.
+        out: The output folder.
+        shard: Shard id.
+        samples: The shard's ``(idx, sample)`` pairs.
+
+    Returns:
+        ``{"shard", "rows", "samples", "error"}``; ``error`` is ``""`` when the part was committed.
+    """
+    from dualex.evaluate.store import write_table
+
+    task = get_task(job.task)
+    try:
+        rows = task.rows(model, samples, job, out, shard)
+        write_table(rows, out / part_name(shard))
+    except Exception as err:  # one failing shard must not stop the others
+        return {"shard": shard, "rows": 0, "samples": len(samples), "error": _message(err)}
+    return {"shard": shard, "rows": len(rows), "samples": len(samples), "error": ""}
