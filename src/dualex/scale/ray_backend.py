@@ -59,6 +59,16 @@ def _temp_dir(out: Path) -> tuple[Path, bool]:
     )
 
 
+def _refresh_auth() -> None:
+    """Make Ray's cached authentication settings follow the environment again."""
+    try:
+        from ray._raylet import AuthenticationTokenLoader, Config
+    except ImportError:  # a Ray without token authentication
+        return
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 @contextlib.contextmanager
 def local_cluster(num_cpus: int, out: Path, num_gpus: int | None = None) -> Iterator[Any]:
     """Start a private local Ray cluster; shut it down and delete its files on exit.
@@ -78,6 +88,7 @@ def local_cluster(num_cpus: int, out: Path, num_gpus: int | None = None) -> Iter
         # a token of this run only, instead of Ray writing one to ~/.ray/auth_token
         os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
         os.environ["RAY_AUTH_MODE"] = "token"
+        _refresh_auth()
     try:
         ray.init(
             num_cpus=num_cpus,
@@ -97,6 +108,7 @@ def local_cluster(num_cpus: int, out: Path, num_gpus: int | None = None) -> Iter
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        _refresh_auth()
         shutil.rmtree(temp, ignore_errors=True)
 
 
