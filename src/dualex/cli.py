@@ -254,12 +254,16 @@ def _write(ex: Any, out: Path, kind: str, name: str, spans: list[str], boxes: li
         "  dualex explain dog.jpg 'a husky in the snow' --out report.html\n\n"
         "  dualex explain dog.jpg 'a husky in the snow' --model hf:./clip-vit-b16 "
         "--layers 11,10 --out fig.png --span husky --span snow --box 40,30,200,180\n\n"
-        "  dualex explain dog.jpg 'a husky' --model random-clip --out expl.safetensors"
+        "  dualex explain dog.jpg 'a husky' --model random-clip --out expl.safetensors\n\n"
+        "  dualex explain --data coco:val2017,annotations --out runs/coco --backend ray "
+        "--workers 8"
     )
 )
 def explain(
-    image: Annotated[Path, typer.Argument(help="Image file (PNG, JPEG, ...).", show_default=False)],
-    text: Annotated[str, typer.Argument(help="The caption.", show_default=False)],
+    image: Annotated[
+        Path | None, typer.Argument(help="Image file (PNG, JPEG, ...).", show_default=False)
+    ] = None,
+    text: Annotated[str | None, typer.Argument(help="The caption.", show_default=False)] = None,
     model: Annotated[
         str,
         typer.Option(
@@ -296,16 +300,32 @@ def explain(
         list[str] | None,
         typer.Option(help="Box x0,y0,x1,y1 in image pixels for the figure (repeatable)."),
     ] = None,
+    data: Annotated[
+        str | None, typer.Option(help="Explain every pair of a dataset (see `dualex eval`).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="With --data: local, ray or ray:ADDRESS.")] = "local",
+    workers: Annotated[int, typer.Option(help="With --data: Ray workers.", min=1)] = 1,
+    limit: Annotated[int | None, typer.Option(help="With --data: most samples.")] = None,
 ) -> None:
     """Explain one caption–image pair: token × patch interactions, with a summary.
 
     Prints the score, its completeness and the caption coloured by the whole image.
 
     --out writes an interactive HTML report, a Figure-1 style grid or the explanation itself.
+
+    With --data SPEC --out DIR (no IMAGE, TEXT): explain every pair of a dataset into DIR
+    (sharded safetensors + index.parquet; resumable; --backend ray runs it on Ray).
     """
     from rich.console import Console
 
     import dualex
+
+    if data is not None:
+        from dualex.scale.cli import explain_data
+
+        return explain_data(data, out, model, layers, steps, backend, workers, limit, image, text)
+    if image is None or text is None:
+        raise InvalidInputError("pass IMAGE and TEXT (one pair), or --data SPEC --out DIR")
 
     console = Console()
     from dualex.engine.quadrature import canonical_rule
@@ -333,7 +353,8 @@ def explain(
     epilog=(
         "Examples:\n\n"
         "  dualex report a.safetensors b.safetensors --out report.html\n\n"
-        "  dualex report runs/*.safetensors --out runs.html --title 'epoch 3'"
+        "  dualex report runs/*.safetensors --out runs.html --title 'epoch 3'\n\n"
+        "  dualex report runs/coco-explained --limit 50 --sort lowest-score"
     )
 )
 def report(
@@ -341,16 +362,34 @@ def report(
         list[Path],
         typer.Argument(help="Explanation files written by `dualex explain --out x.safetensors`."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path(
-        "report.html"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The HTML file to write (default report.html)."),
+    ] = None,
     title: Annotated[str, typer.Option(help="Page title.")] = "dualex report",
+    limit: Annotated[int, typer.Option(help="For an explain DIR: pairs in the report.")] = 20,
+    sort: Annotated[
+        str,
+        typer.Option(
+            help="For an explain DIR: worst-completeness, best-completeness, lowest-score, "
+            "highest-score or index."
+        ),
+    ] = "worst-completeness",
 ) -> None:
-    """Gather saved explanations into one self-contained interactive HTML report."""
+    """Gather saved explanations into one self-contained interactive HTML report.
+
+    Given the folder of `dualex explain --data`, report --limit of its pairs chosen by --sort.
+    """
     from rich.console import Console
 
     from dualex.explanation import Explanation
     from dualex.viz.report import write_report
+
+    if len(explanations) == 1 and explanations[0].is_dir():
+        from dualex.scale.cli import report_dir
+
+        return report_dir(explanations[0], out, limit, sort, title)
+    out = out or Path("report.html")
 
     if out.suffix.lower() not in REPORT_SUFFIXES:
         raise InvalidInputError(f"--out {out.name!r} must end with .html")

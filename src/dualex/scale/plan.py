@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dualex.data.types import ImageRef, Mention, Negative, Sample
+from dualex.data.types import SYNTHETIC_SCHEME, ImageRef, Mention, Negative, Sample
 
 __all__ = ["Plan", "from_record", "make_plan", "to_record"]
 
@@ -25,12 +26,17 @@ __all__ = ["Plan", "from_record", "make_plan", "to_record"]
 def to_record(idx: int, sample: Sample) -> dict[str, Any]:
     """A sample as a JSON-serialisable record (without decoding its image).
 
-    ``image`` is the reference's path, or ``None`` for a sample holding an in-memory image.
+    ``image`` is the reference's path (absolute for a file), or ``None`` for a sample holding an
+    in-memory image.
     """
     ref = sample.image_ref
+    path = None
+    if ref is not None:
+        # file paths become absolute: workers (and a later report) may run in another folder
+        path = ref.path if ref.path.startswith(SYNTHETIC_SCHEME) else os.path.abspath(ref.path)
     return {
         "idx": int(idx),
-        "image": ref.path if ref is not None else None,
+        "image": path,
         "caption": sample.caption,
         "mentions": [[list(m.span), [list(b) for b in m.boxes], m.label] for m in sample.mentions],
         "negatives": [

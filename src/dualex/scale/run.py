@@ -35,7 +35,8 @@ class RunResult:
 
     Attributes:
         out: Output folder.
-        rows: The consolidated ``rows.parquet`` (every finished shard's rows).
+        rows: The consolidated rows (``rows.parquet``; ``index.parquet`` of ``explain``), every
+            finished shard's.
         n_shards: Shards of the plan.
         n_samples: Samples of the plan.
         ran: Shards run by this call (the others were finished before).
@@ -132,7 +133,7 @@ def run_job(
     manifest = Manifest.open(out, job, plan.digest, len(plan.shards), plan.n_samples)
     done = manifest.done()
     todo = [s for s in range(len(plan.shards)) if s % n_part == i_part and s not in done]
-    result = RunResult(out, out / "rows.parquet", len(plan.shards), plan.n_samples, len(todo))
+    result = RunResult(out, out / task.table, len(plan.shards), plan.n_samples, len(todo))
 
     from tqdm.auto import tqdm
 
@@ -200,7 +201,7 @@ def _consolidate(out: Path, task: Any, n_shards: int) -> Path:
     from dualex.evaluate.store import consolidate
 
     parts = [out / part_name(s) for s in range(n_shards) if (out / part_name(s)).is_file()]
-    return consolidate(parts, out / "rows.parquet", key=task.key, order=task.order)
+    return consolidate(parts, out / task.table, key=task.key, order=task.order)
 
 
 def raise_on_failures(result: RunResult) -> None:

@@ -40,6 +40,7 @@ class Task:
         rows: ``rows(model, samples, job, out, shard)`` → the shard's rows; it may write side
             files under ``out`` (atomically) before returning.
         methods: Methods the task accepts.
+        table: File name of the consolidated rows in the output folder.
     """
 
     name: str
@@ -47,6 +48,7 @@ class Task:
     order: tuple[str, ...]
     rows: Callable[..., list[dict[str, Any]]]
     methods: tuple[str, ...]
+    table: str = "rows.parquet"
 
 
 def image_groups(samples: Sequence[tuple[int, Sample]]) -> list[list[tuple[int, Sample]]]:
@@ -141,7 +143,7 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                 "pair_id": pair,
                 "image_id": s.image_id,
                 "caption": s.caption,
-                "image_path": s.image_path,
+                "image_path": _abs(s.image_path),
                 "score": math.nan,
                 "completeness": math.nan,
                 "abs_error": math.nan,
@@ -180,6 +182,14 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     return rows
 
 
+def _abs(path: str) -> str:
+    from dualex.data.types import SYNTHETIC_SCHEME
+
+    if not path or path.startswith(SYNTHETIC_SCHEME):
+        return path
+    return str(Path(path).absolute())
+
+
 TASKS: dict[str, Task] = {}
 
 
@@ -188,7 +198,9 @@ def _register() -> None:
 
     TASKS["grounding"] = Task("grounding", GROUNDING_KEY, ("idx",), _grounding, METHODS)
     TASKS["mismatch"] = Task("mismatch", MISMATCH_KEY, ("idx",), _mismatch, ("dualex",))
-    TASKS["explain"] = Task("explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex",))
+    TASKS["explain"] = Task(
+        "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex",), table="index.parquet"
+    )
 
 
 def get_task(name: str) -> Task:
