@@ -119,7 +119,7 @@ def load_explanation(out: str | os.PathLike[str], row: dict[str, Any]) -> Any:
     try:
         with safe_open(str(path), framework="pt") as f:
             matrix = f.get_tensor(row["key"])
-            meta = json.loads((f.metadata() or {})[row["key"]])
+            meta = json.loads((f.metadata() or {})["dualex"])["pairs"][row["key"]]
     except Exception as err:  # safetensors raises its own error types
         raise FileFormatError(
             f"cannot read pair {row['key']!r} from {str(path)!r} ({err}); re-run the explain job"

@@ -3,7 +3,9 @@
 A task turns a shard's samples (grouped by image) into rows. ``grounding`` and ``mismatch`` are
 :func:`dualex.evaluate.grounding.grounding_rows` / ``mismatch_rows``; ``explain`` explains every
 caption with its image and writes the explanations of the shard to one safetensors file
-(``explanations/shard-NNNNNN.safetensors``) next to its rows.
+(``explanations/shard-NNNNNN.safetensors``: one ``[S_text, S_image]`` tensor per pair, keyed by
+pair id, and one metadata entry ``dualex`` = JSON ``{"format", "pairs": {pair id: positions,
+completeness, layers, model}}``) next to its rows.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ __all__ = ["EXPLAIN_KEY", "TASKS", "Task", "explanation_file", "get_task", "imag
 
 EXPLAIN_KEY = ("pair_id",)
 EXPLANATIONS = "explanations"
+EXPLANATIONS_FORMAT = "dualex.explanations/1"
 
 
 def explanation_file(shard: int) -> str:
@@ -123,7 +126,7 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     st = job.settings
     rel = explanation_file(shard)
     tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, str] = {"format": "dualex.explanations/1"}
+    pairs: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for group in image_groups(samples):
         try:
@@ -157,15 +160,13 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                 ex = proj.explanation(j, 0)
                 c = ex.completeness
                 tensors[pair] = ex.matrix.detach().cpu().contiguous()
-                meta[pair] = json.dumps(
-                    {
-                        "a": ex.a.to_json(),
-                        "b": ex.b.to_json(),
-                        "completeness": c.to_json(),
-                        "layers": list(ex.layers),
-                        "model": ex.model,
-                    }
-                )
+                pairs[pair] = {
+                    "a": ex.a.to_json(),
+                    "b": ex.b.to_json(),
+                    "completeness": c.to_json(),
+                    "layers": list(ex.layers),
+                    "model": ex.model,
+                }
                 row.update(
                     score=float(c.score),
                     completeness=float(c.relative_error),
@@ -178,6 +179,9 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
             rows.append(row)
         _release(group)
     if tensors:
+        # one metadata entry: safetensors stores metadata in a hash map, whose order (and so the
+        # file's bytes) would otherwise change from process to process
+        meta = {"dualex": json.dumps({"format": EXPLANATIONS_FORMAT, "pairs": pairs})}
         atomic_write(out / rel, lambda tmp: save_file(tensors, tmp, metadata=meta))
     return rows
 
