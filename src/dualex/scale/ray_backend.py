@@ -97,6 +97,9 @@ def local_cluster(num_cpus: int, out: Path, num_gpus: int | None = None) -> Iter
             log_to_driver=False,
             configure_logging=False,
             _temp_dir=str(temp),
+            # torch in the workers creates its compile cache folder in $TMPDIR on import: keep
+            # it in the session folder, which is deleted with the cluster
+            runtime_env={"env_vars": {"TORCHINDUCTOR_CACHE_DIR": str(temp / "torchinductor")}},
         )
         try:
             yield ray
