@@ -142,7 +142,7 @@ class _ShardActor:
             run_shard(self.model, self.job, self.out, int(shard), samples_of(json.loads(payload)))
             for shard, payload in zip(batch["shard"], batch["payload"], strict=True)
         ]
-        return {k: [o[k] for o in outs] for k in ("shard", "rows", "samples", "error")}
+        return {k: [o[k] for o in outs] for k in outs[0]}
 
 
 def run_ray(

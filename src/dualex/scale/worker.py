@@ -7,6 +7,7 @@ bytes. An exception inside a shard does not stop the run: the shard's outcome ca
 
 from __future__ import annotations
 
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -49,14 +50,19 @@ def run_shard(
         samples: The shard's ``(idx, sample)`` pairs.
 
     Returns:
-        ``{"shard", "rows", "samples", "error"}``; ``error`` is ``""`` when the part was committed.
+        ``{"shard", "rows", "samples", "error", "started", "finished"}``; ``error`` is ``""``
+        when the part was committed; ``started`` / ``finished`` are the worker's wall-clock
+        times (``time.time()``) around the shard.
     """
     from dualex.evaluate.store import write_table
 
     task = get_task(job.task)
+    out_ = {"shard": shard, "rows": 0, "samples": len(samples), "error": "", "started": time.time()}
     try:
         rows = task.rows(model, samples, job, out, shard)
         write_table(rows, out / part_name(shard))
+        out_["rows"] = len(rows)
     except Exception as err:  # one failing shard must not stop the others
-        return {"shard": shard, "rows": 0, "samples": len(samples), "error": _message(err)}
-    return {"shard": shard, "rows": len(rows), "samples": len(samples), "error": ""}
+        out_["error"] = _message(err)
+    out_["finished"] = time.time()
+    return out_
