@@ -21,11 +21,12 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dualex.errors import SettingError
+from dualex.errors import JobError, SettingError
 
 __all__ = ["local_cluster", "run_ray"]
 
@@ -122,14 +123,19 @@ class _ShardActor:
         import torch
 
         from dualex.scale.job import Job
-        from dualex.scale.worker import load_model
+        from dualex.scale.worker import error_message, load_model
 
         if threads:
             torch.set_num_threads(threads)
         self.job = Job.from_json(job)
         self.out = Path(out)
-        self.model = load_model(self.job.model)
-        if torch.cuda.is_available() and hasattr(self.model, "to"):
+        self.model: Any = None
+        self.error = ""
+        try:
+            self.model = load_model(self.job.model)
+        except Exception as err:  # every shard then reports it (Ray would retry the actor)
+            self.error = f"cannot build the model on a worker: {error_message(err)}"
+        if self.model is not None and torch.cuda.is_available() and hasattr(self.model, "to"):
             self.model = self.model.to("cuda")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
@@ -138,10 +144,23 @@ class _ShardActor:
         from dualex.scale.plan import samples_of
         from dualex.scale.worker import run_shard
 
-        outs = [
-            run_shard(self.model, self.job, self.out, int(shard), samples_of(json.loads(payload)))
-            for shard, payload in zip(batch["shard"], batch["payload"], strict=True)
-        ]
+        outs = []
+        for shard, payload in zip(batch["shard"], batch["payload"], strict=True):
+            samples = samples_of(json.loads(payload))
+            if self.error:
+                now = time.time()
+                outs.append(
+                    {
+                        "shard": int(shard),
+                        "rows": 0,
+                        "samples": len(samples),
+                        "error": self.error,
+                        "started": now,
+                        "finished": now,
+                    }
+                )
+            else:
+                outs.append(run_shard(self.model, self.job, self.out, int(shard), samples))
         return {k: [o[k] for o in outs] for k in outs[0]}
 
 
@@ -195,5 +214,12 @@ def run_ray(
             num_cpus=1,
             num_gpus=1 if gpus else 0,
         )
-        for row in results.iter_rows():
-            on_result(dict(row))
+        try:
+            for row in results.iter_rows():
+                on_result(dict(row))
+        except Exception as err:  # Ray's own failures (a lost node, a broken cluster)
+            first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            raise JobError(
+                f"the Ray run stopped ({type(err).__name__}: {first}); the finished shards are "
+                "saved: re-run the same command to resume"
+            ) from err

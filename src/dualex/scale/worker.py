@@ -16,7 +16,7 @@ from dualex.data.types import Sample
 from dualex.scale.job import Job, part_name
 from dualex.scale.tasks import get_task
 
-__all__ = ["load_model", "run_shard"]
+__all__ = ["error_message", "load_model", "run_shard"]
 
 
 def load_model(spec: str) -> Any:
@@ -27,7 +27,8 @@ def load_model(spec: str) -> Any:
     return resolve_model(spec)
 
 
-def _message(err: BaseException) -> str:
+def error_message(err: BaseException) -> str:
+    """One line naming an exception (and, for an unexpected one, where it was raised)."""
     from dualex.errors import DualexError
 
     if isinstance(err, DualexError):
@@ -63,6 +64,6 @@ def run_shard(
         write_table(rows, out / part_name(shard))
         out_["rows"] = len(rows)
     except Exception as err:  # one failing shard must not stop the others
-        out_["error"] = _message(err)
+        out_["error"] = error_message(err)
     out_["finished"] = time.time()
     return out_
