@@ -76,11 +76,8 @@ def test_report_picks_pairs_by_the_requested_order(explained):
     assert not any(r["pair_id"] in html for r in rows if r["pair_id"] not in chosen)
 
 
-def test_bad_forms_are_refused_with_one_line(explained, tmp_path):
-    import subprocess
-    import sys
-
-    from tests.scale.helpers import cli_env
+def test_bad_forms_are_refused_with_one_line(explained, tmp_path, monkeypatch, capsys):
+    from dualex.cli import main
 
     cases = [
         (["explain"], "pass IMAGE and TEXT"),
@@ -89,13 +86,9 @@ def test_bad_forms_are_refused_with_one_line(explained, tmp_path):
         (["report", str(tmp_path)], "has no index.parquet"),
     ]
     for args, message in cases:
-        res = subprocess.run(
-            [sys.executable, "-m", "dualex.cli", *args],
-            env=cli_env(),
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert res.returncode == 2, (args, res.stderr)
-        lines = res.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (args, res.stderr)
+        monkeypatch.setattr("sys.argv", ["dualex", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        assert exit_info.value.code == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, lines)
