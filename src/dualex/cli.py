@@ -325,7 +325,10 @@ def explain(
 
         return explain_data(data, out, model, layers, steps, backend, workers, limit, image, text)
     if image is None or text is None:
-        raise InvalidInputError("pass IMAGE and TEXT (one pair), or --data SPEC --out DIR")
+        missing = "IMAGE': pass an image file and" if image is None else "TEXT': pass"
+        raise InvalidInputError(
+            f"Missing argument '{missing} its caption text (or --data SPEC --out DIR: a dataset)"
+        )
 
     console = Console()
     from dualex.engine.quadrature import canonical_rule

@@ -80,7 +80,7 @@ def test_bad_forms_are_refused_with_one_line(explained, tmp_path, monkeypatch, c
     from dualex.cli import main
 
     cases = [
-        (["explain"], "pass IMAGE and TEXT"),
+        (["explain"], "Missing argument 'IMAGE'"),
         (["explain", "--data", DATA, "--out", str(tmp_path / "x.html")], "pass --out DIR"),
         (["report", str(explained), "--sort", "bogus"], "unknown --sort 'bogus'"),
         (["report", str(tmp_path)], "has no index.parquet"),
