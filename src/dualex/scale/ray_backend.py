@@ -203,9 +203,11 @@ def run_ray(
             if hasattr(ctx, name):
                 setattr(ctx, name, False)  # the driver shows its own progress bar
         gpus = ray.cluster_resources().get("GPU", 0)
-        ds = ray.data.from_items(
-            [{"shard": s, "payload": p} for s, p in payloads], override_num_blocks=len(payloads)
-        )
+        items = [{"shard": s, "payload": p} for s, p in payloads]
+        try:  # one block per shard, so idle actors pick up single shards
+            ds = ray.data.from_items(items, override_num_blocks=len(items))
+        except TypeError:  # Ray < 2.10
+            ds = ray.data.from_items(items, parallelism=len(items))
         results = ds.map_batches(
             _ShardActor,
             fn_constructor_kwargs={"job": job.to_json(), "out": str(out), "threads": threads or 1},
