@@ -34,7 +34,9 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 @pytest.fixture(autouse=True)
 def tiny_random_model(monkeypatch):
     """Make ``--model random-clip`` (and the builtin fallback) a tiny model."""
-    monkeypatch.setattr(cli, "RANDOM_CONFIG", TINY)
+    from dualex import cli_args
+
+    monkeypatch.setattr(cli_args, "RANDOM_CONFIG", TINY)
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from dualex.encoder import DualEncoder
 from dualex.engine.interactions import interactions
+from dualex.engine.lastblock import last_block_projection
 from dualex.engine.projection import (
     DEFAULT_MEMORY_BUDGET,
     integrated_projection,
@@ -25,7 +27,6 @@ from dualex.engine.projection import (
 from dualex.engine.quadrature import canonical_rule, nodes_and_weights
 from dualex.errors import InvalidInputError, SettingError
 from dualex.explanation import Explanation
-from dualex.model import DualEncoder
 from dualex.towers.base import Tower, TowerInput
 from dualex.towers.positions import Positions
 
@@ -36,12 +37,16 @@ DEFAULT_MAX_STEPS = 64
 """Most Gauss–Legendre nodes adaptive steps will use."""
 
 
+DEFAULT_BATCH_SIZE = 16
+"""Inputs of one shape that share a prefix pass and a projection pass."""
+
+
 @dataclass
-class SideProjection:
+class Projection:
     """The projection of one input through one tower; reusable for any pair.
 
     Attributes:
-        P: ``[E, S]`` projection.
+        P: ``[E, S]`` projection: ``Σ_s P[:, s] ≈ e − ē``.
         embedding: ``e``, ``[E]``: the embedding of the input.
         reference_embedding: ``ē``, ``[E]``: the suffix at the reference hidden state.
         positions: Metadata of the S positions.
@@ -49,6 +54,7 @@ class SideProjection:
         steps: Quadrature nodes used.
         rule: Quadrature rule.
         error: ``‖Σ_s P[:, s] − (e − ē)‖ / ‖e − ē‖``.
+        raw: The original input (text, PIL image or tensor), kept for display.
     """
 
     P: Tensor
@@ -60,6 +66,55 @@ class SideProjection:
     rule: str
     error: float
     raw: Any = None
+
+
+SideProjection = Projection
+"""Former name of :class:`Projection`."""
+
+
+def _check_settings(steps: int | None, tol: float, max_steps: int) -> None:
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise SettingError(f"steps must be a positive integer or None (adaptive), got {steps!r}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
+        raise SettingError(f"max_steps must be a positive integer, got {max_steps!r}")
+    if not tol > 0:
+        raise SettingError(f"tol must be positive, got {tol}")
+
+
+def tower_items(tower: Tower, x: Any) -> list[Any]:
+    """Split a batched tensor ``[B, …]`` into B single inputs; lists pass through.
+
+    A token-id tensor is ``[S]`` (one text) or ``[B, S]``; a pixel tensor is ``[C, H, W]`` (one
+    image) or ``[B, C, H, W]``.
+
+    Towers that do not take tensors (``tensor_inputs`` false: custom towers whose raw input may
+    itself be a tensor) get the input as it is.
+
+    Raises:
+        InvalidInputError: for a tensor of another shape or dtype.
+    """
+    if isinstance(x, Tensor) and tower.tensor_inputs:
+        if x.is_floating_point():
+            if x.dim() == 3:
+                return [x]
+            if x.dim() == 4:
+                return list(x)
+            raise InvalidInputError(
+                f"a pixel tensor must be [C, H, W] or [B, C, H, W], got {tuple(x.shape)}"
+            )
+        if x.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8, torch.int8):
+            if x.dim() == 1:
+                return [x]
+            if x.dim() == 2:
+                return list(x)
+        raise InvalidInputError(
+            f"cannot use a {x.dtype} tensor of shape {tuple(x.shape)} as {tower.modality} input; "
+            "pass token ids as an integer tensor [S] or [B, S], or pixels as a float tensor "
+            "[C, H, W] or [B, C, H, W]"
+        )
+    if isinstance(x, str | Tensor) or not isinstance(x, list | tuple):
+        return [x]
+    return list(x)
 
 
 def project_one(
@@ -74,28 +129,128 @@ def project_one(
     tol: float = DEFAULT_TOL,
     max_steps: int = DEFAULT_MAX_STEPS,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
-) -> SideProjection:
+) -> Projection:
     """Project one input through one tower (see :func:`explain` for the arguments).
 
     Returns:
-        The input's :class:`SideProjection`.
+        The input's :class:`Projection`.
+    """
+    return project_many(
+        tower,
+        [x],
+        layer=layer,
+        steps=steps,
+        rule=rule,
+        reference=reference,
+        mode=mode,
+        tol=tol,
+        max_steps=max_steps,
+        memory_budget=memory_budget,
+    )[0]
+
+
+def project_many(
+    tower: Tower,
+    items: Sequence[Any],
+    *,
+    layer: int | None = None,
+    steps: int | None = None,
+    rule: str | None = None,
+    reference: Any = None,
+    mode: str = "auto",
+    tol: float = DEFAULT_TOL,
+    max_steps: int = DEFAULT_MAX_STEPS,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    progress: Any = None,
+) -> list[Projection]:
+    """Project many inputs through one tower, B inputs of one shape per pass.
+
+    Inputs are prepared, grouped by shape, and each group runs its prefix, its reference
+    (input-independent references are cached per model) and its projection together, with
+    inputs × nodes × tangents chunked to ``memory_budget``. The result for each input equals
+    projecting it alone (to float round-off).
+
+    Args:
+        tower: The tower (``model.tower_a`` or ``model.tower_b``).
+        items: Raw inputs (texts, images, or tensors: see :func:`tower_items`).
+        batch_size: Inputs per pass.
+        progress: A tqdm-like bar to ``update(n)`` as inputs finish, or None.
+        Other arguments: as in :func:`explain`.
+
+    Returns:
+        One :class:`Projection` per input, in order.
     """
     rule = canonical_rule(rule)
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise SettingError(f"steps must be a positive integer or None (adaptive), got {steps!r}")
-    if not tol > 0:
-        raise SettingError(f"tol must be positive, got {tol}")
+    _check_settings(steps, tol, max_steps)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise SettingError(f"batch_size must be a positive integer, got {batch_size!r}")
     layer = tower.check_layer(layer)
-    inp: TowerInput = tower.prepare(x)
-    with torch.no_grad():  # torch.func transforms still differentiate inside
-        return _project_prepared(
-            tower, inp, layer, steps, rule, reference, mode, tol, max_steps, memory_budget
+    inps = [tower.prepare(x) for item in items for x in tower_items(tower, item)]
+    groups: dict[tuple, list[int]] = {}
+    for i, inp in enumerate(inps):
+        groups.setdefault(tower.batch_key(inp), []).append(i)
+    out: list[Projection | None] = [None] * len(inps)
+    with torch.no_grad(), tower.session():  # torch.func transforms still differentiate inside
+        for idx in groups.values():
+            for start in range(0, len(idx), batch_size):
+                chunk = idx[start : start + batch_size]
+                done = _project_group(
+                    tower,
+                    [inps[i] for i in chunk],
+                    layer,
+                    steps,
+                    rule,
+                    reference,
+                    mode,
+                    tol,
+                    max_steps,
+                    memory_budget,
+                )
+                for i, p in zip(chunk, done, strict=True):
+                    out[i] = p
+                if progress is not None:
+                    progress.update(len(chunk))
+    return out  # type: ignore[return-value]
+
+
+def _adaptive_steps(
+    suffix: Any,
+    H: Tensor,
+    H_ref: Tensor,
+    rule: str,
+    steps: int | None,
+    tol: float,
+    max_steps: int,
+    rel: Any,
+) -> list[int]:
+    """Nodes per input: ``steps``, or Gauss–Legendre nodes doubled until each input's tower error
+    (from one whole-Δ JVP per node, without P) is at most ``tol`` or ``max_steps`` is reached."""
+    B = H.shape[0]
+    if steps is not None:
+        return [steps] * B
+    chosen = [0] * B
+    pending = list(range(B))
+    n = 1 if rule != "trapezoid" else 2
+    while pending:
+        a, w = nodes_and_weights(rule, n)
+        total = integrated_total(
+            suffix, H[pending], H_ref[pending], a, w, node_chunk=max(1, min(n, 16)), items=pending
         )
+        left = []
+        for i, err in zip(pending, rel(total, pending).tolist(), strict=True):
+            if err <= tol or n >= max_steps:
+                chosen[i] = n
+            else:
+                left.append(i)
+        pending = left
+        n = min(n * 2, max_steps)
+    return chosen
 
 
-def _project_prepared(
+def _project_group(
     tower: Tower,
-    inp: TowerInput,
+    inps: list[TowerInput],
     layer: int,
     steps: int | None,
     rule: str,
@@ -104,51 +259,82 @@ def _project_prepared(
     tol: float,
     max_steps: int,
     memory_budget: int,
-) -> SideProjection:
-    h = tower.hidden(inp, layer)
-    h_ref = tower.reference_hidden(inp, layer, reference)
-    suffix = tower.suffix(inp, layer)
-    e = suffix(h.unsqueeze(0))[0].detach()
-    e_ref = suffix(h_ref.unsqueeze(0))[0].detach()
-    diff_norm = float((e - e_ref).double().norm())
-
-    def error_at(n: int) -> float:
-        a, w = nodes_and_weights(rule, n)
-        total = integrated_total(suffix, h, h_ref, a, w, node_chunk=max(1, min(n, 16)))
-        err = float((total.double() - (e - e_ref).double()).norm())
-        return err / diff_norm if diff_norm > 0 else err
-
-    if steps is None:
-        n = 1 if rule != "trapezoid" else 2
-        while True:
-            if error_at(n) <= tol or n >= max_steps:
-                break
-            n = min(n * 2, max_steps)
-        steps = n
-    alphas, weights = nodes_and_weights(rule, steps)
-    P = integrated_projection(
-        suffix,
-        h,
-        h_ref,
-        alphas,
-        weights,
-        mode=mode,
-        embed_dim=e.shape[0],
-        memory_budget=memory_budget,
-    ).detach()
+) -> list[Projection]:
+    """Projections of inputs of one shape (one prefix pass, one batched projection)."""
+    B = len(inps)
+    H = tower.hidden_batch(inps, layer)  # [B, S, D]
+    H_ref = tower.reference_hidden_batch(inps, layer, reference)
+    suffix = tower.suffix_batch(inps, layer)
+    everyone = list(range(B))
+    e = suffix(H, everyone).detach()  # [B, E]
+    e_ref = suffix(H_ref, everyone).detach()
     diff = (e - e_ref).double()
-    err = float((P.double().sum(1) - diff).norm()) / (float(diff.norm()) or 1.0)
-    return SideProjection(
-        P=P,
-        embedding=e,
-        reference_embedding=e_ref,
-        positions=tower.positions_at(inp, layer),
-        layer=layer,
-        steps=steps,
-        rule=rule,
-        error=err,
-        raw=inp.raw,
-    )
+    diff_norm = diff.norm(dim=1)
+
+    def rel(total: Tensor, sel: list[int]) -> Tensor:
+        err = (total.double() - diff[sel]).norm(dim=1)
+        d = diff_norm[sel]
+        return torch.where(d > 0, err / torch.where(d > 0, d, 1.0), err)
+
+    fast = tower.fast_path(inps, layer) if mode == "auto" else None
+    P = torch.empty(B, e.shape[1], H.shape[1], dtype=H.dtype)
+    if fast is not None:
+        # Last-block structure: P at n nodes costs about n block passes; adaptive steps keep the
+        # P of the first n that meets the tolerance.
+        Hf, Rf, n_cols = fast.pad(H), fast.pad(H_ref), H.shape[1]
+
+        def fast_P(n: int, sel: list[int]) -> Tensor:
+            a, w = nodes_and_weights(rule, n)
+            return last_block_projection(
+                fast.block, Hf[sel], Rf[sel], fast.rows[sel], a, w, columns=n_cols
+            )
+
+        chosen = [0] * B
+        pending = everyone
+        n = steps if steps is not None else (1 if rule != "trapezoid" else 2)
+        while pending:
+            part = fast_P(n, pending)
+            errs_n = rel(part.double().sum(2), pending)
+            left = []
+            for k, (i, err) in enumerate(zip(pending, errs_n.tolist(), strict=True)):
+                if steps is not None or err <= tol or n >= max_steps:
+                    chosen[i] = n
+                    P[i] = part[k]
+                else:
+                    left.append(i)
+            pending = left
+            n = min(n * 2, max_steps)
+    else:
+        chosen = _adaptive_steps(suffix, H, H_ref, rule, steps, tol, max_steps, rel)
+        for n in sorted(set(chosen)):
+            sel = [i for i in everyone if chosen[i] == n]
+            alphas, weights = nodes_and_weights(rule, n)
+            P[sel] = integrated_projection(
+                suffix,
+                H[sel],
+                H_ref[sel],
+                alphas,
+                weights,
+                mode=mode,
+                embed_dim=e.shape[1],
+                memory_budget=memory_budget,
+                items=sel,
+            ).detach()
+    errs = (P.double().sum(2) - diff).norm(dim=1) / torch.where(diff_norm > 0, diff_norm, 1.0)
+    return [
+        Projection(
+            P=P[i],
+            embedding=e[i],
+            reference_embedding=e_ref[i],
+            positions=tower.positions_at(inps[i], layer),
+            layer=layer,
+            steps=chosen[i],
+            rule=rule,
+            error=float(errs[i]),
+            raw=inps[i].raw,
+        )
+        for i in everyone
+    ]
 
 
 def _pair(value: Any, name: str) -> tuple[Any, Any]:
@@ -159,7 +345,9 @@ def _pair(value: Any, name: str) -> tuple[Any, Any]:
     return value, value
 
 
-def _combine(model: DualEncoder, a: SideProjection, b: SideProjection, scale: bool) -> Explanation:
+def _combine(
+    model: DualEncoder, a: Projection, b: Projection, logit_scale: float | None
+) -> Explanation:
     M, comp = interactions(
         a.P,
         b.P,
@@ -168,7 +356,7 @@ def _combine(model: DualEncoder, a: SideProjection, b: SideProjection, scale: bo
         b.embedding,
         b.reference_embedding,
         similarity=model.similarity,
-        logit_scale=model.logit_scale if scale else None,
+        logit_scale=logit_scale,
         steps=(a.steps, b.steps),
         rule=a.rule,
     )
@@ -248,9 +436,16 @@ def explain(
     sa, sb = _pair(steps, "steps")
     ra, rb = _pair(reference, "reference")
     opts = dict(rule=rule, mode=mode, tol=tol, max_steps=max_steps, memory_budget=memory_budget)
-    pa = project_one(model.tower_a, a, layer=la, steps=sa, reference=ra, **opts)
-    pb = project_one(model.tower_b, b, layer=lb, steps=sb, reference=rb, **opts)
-    return _combine(model, pa, pb, scale)
+    for side, x, tower in (("a", a, model.tower_a), ("b", b, model.tower_b)):
+        if isinstance(x, Tensor) and len(tower_items(tower, x)) != 1:
+            raise InvalidInputError(
+                f"explain() takes one pair, but input {side} is a batch {tuple(x.shape)}; pass one "
+                "item, or use dualex.project() for batches"
+            )
+    with model.session():
+        pa = project_one(model.tower_a, a, layer=la, steps=sa, reference=ra, **opts)
+        pb = project_one(model.tower_b, b, layer=lb, steps=sb, reference=rb, **opts)
+        return _combine(model, pa, pb, model.current_logit_scale() if scale else None)
 
 
 @dataclass
@@ -262,16 +457,18 @@ class Projections:
         a: Projections of the first tower's inputs.
         b: Projections of the second tower's inputs.
         scale: Whether scores include the logit scale.
+        logit_scale: The model's logit scale when the projections were made (if ``scale``).
     """
 
     model: DualEncoder
-    a: list[SideProjection]
-    b: list[SideProjection]
+    a: list[Projection]
+    b: list[Projection]
     scale: bool = False
+    logit_scale: float | None = None
 
     def explanation(self, i: int, j: int) -> Explanation:
         """The :class:`Explanation` of pair ``(a[i], b[j])``, equal to :func:`explain`'s."""
-        return _combine(self.model, self.a[i], self.b[j], self.scale)
+        return _combine(self.model, self.a[i], self.b[j], self.logit_scale if self.scale else None)
 
     def matrix(self, i: int, j: int) -> Tensor:
         """Interaction matrix ``[S_a, S_b]`` of pair ``(a[i], b[j])``."""
@@ -284,18 +481,18 @@ class Projections:
         s = ea @ eb.T
         if self.model.similarity == "cosine":
             s = s / ea.norm(dim=1, keepdim=True) / eb.norm(dim=1).unsqueeze(0)
-        if self.scale and self.model.logit_scale is not None:
-            s = s * self.model.logit_scale
+        if self.scale and self.logit_scale is not None:
+            s = s * self.logit_scale
         return s
 
 
 def project(
     model: DualEncoder | Any,
-    texts: Sequence[Any] | None = None,
-    images: Sequence[Any] | None = None,
+    texts: Sequence[Any] | Tensor | None = None,
+    images: Sequence[Any] | Tensor | None = None,
     *,
-    a: Sequence[Any] | None = None,
-    b: Sequence[Any] | None = None,
+    a: Sequence[Any] | Tensor | None = None,
+    b: Sequence[Any] | Tensor | None = None,
     layers: int | Sequence[int] | None = None,
     steps: int | Sequence[int] | None = None,
     rule: str | None = None,
@@ -305,14 +502,20 @@ def project(
     tol: float = DEFAULT_TOL,
     max_steps: int = DEFAULT_MAX_STEPS,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool = False,
 ) -> Projections:
     """Project many inputs once each, so n × m pairs cost n + m projections.
 
+    Inputs of one shape are projected ``batch_size`` at a time (one prefix pass, one batched
+    projection); input-independent reference hidden states are computed once per model.
+
     Args:
-        model: A :class:`DualEncoder`.
-        texts: Inputs of the text tower (CLIP-like models), or
-        images: inputs of the image tower; for two-text models pass ``a=`` and ``b=``.
+        model: A :class:`DualEncoder`, or a model object :func:`dualex.wrap` accepts.
+        texts: Inputs of the text tower (CLIP-like models): strings, or token ids ``[B, S]``;
+        images: inputs of the image tower: paths, PIL images, arrays, or pixels
+            ``[B, C, H, W]``. For two-text models pass ``a=`` and ``b=``.
+        batch_size: Inputs per pass.
         progress: Show a progress bar.
         Other arguments: as in :func:`explain`.
 
@@ -322,8 +525,13 @@ def project(
     from dualex.model import wrap
 
     model = wrap(model)
-    items_a = list(a if a is not None else (texts or []))
-    items_b = list(b if b is not None else (images or []))
+
+    def given(x: Any, y: Any) -> Any:
+        return x if x is not None else y
+
+    raw_a, raw_b = given(a, texts), given(b, images)
+    items_a = [] if raw_a is None else tower_items(model.tower_a, raw_a)
+    items_b = [] if raw_b is None else tower_items(model.tower_b, raw_b)
     if not items_a or not items_b:
         raise InvalidInputError(
             "project() needs at least one input on each side (texts= and images=, or a= and b=)"
@@ -331,16 +539,25 @@ def project(
     la, lb = _pair(layers, "layers")
     sa, sb = _pair(steps, "steps")
     ra, rb = _pair(reference, "reference")
-    opts = dict(rule=rule, mode=mode, tol=tol, max_steps=max_steps, memory_budget=memory_budget)
+    opts = dict(
+        rule=rule,
+        mode=mode,
+        tol=tol,
+        max_steps=max_steps,
+        memory_budget=memory_budget,
+        batch_size=batch_size,
+    )
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(items_a) + len(items_b), disable=not progress, desc="projecting")
-    out_a, out_b = [], []
-    for x in items_a:
-        out_a.append(project_one(model.tower_a, x, layer=la, steps=sa, reference=ra, **opts))
-        bar.update()
-    for x in items_b:
-        out_b.append(project_one(model.tower_b, x, layer=lb, steps=sb, reference=rb, **opts))
-        bar.update()
-    bar.close()
-    return Projections(model=model, a=out_a, b=out_b, scale=scale)
+    with (
+        tqdm(total=len(items_a) + len(items_b), disable=not progress, desc="projecting") as bar,
+        model.session(),
+    ):
+        out_a = project_many(
+            model.tower_a, items_a, layer=la, steps=sa, reference=ra, progress=bar, **opts
+        )
+        out_b = project_many(
+            model.tower_b, items_b, layer=lb, steps=sb, reference=rb, progress=bar, **opts
+        )
+        logit_scale = model.current_logit_scale() if scale else None
+    return Projections(model=model, a=out_a, b=out_b, scale=scale, logit_scale=logit_scale)

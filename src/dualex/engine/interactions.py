@@ -39,6 +39,8 @@ class Completeness:
         tower_errors: Per tower ``‖Σ_s P[:, s] − (e − ē)‖ / ‖e − ē‖`` (quadrature error alone).
         steps: Quadrature nodes used per tower.
         rule: Quadrature rule.
+        scaled: Whether the score (and every term) includes the model's logit scale.
+        logit_scale: The logit scale applied, if any.
     """
 
     score: float
@@ -49,6 +51,8 @@ class Completeness:
     tower_errors: tuple[float, float]
     steps: tuple[int, int]
     rule: str
+    scaled: bool = False
+    logit_scale: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -68,6 +72,8 @@ class Completeness:
             tower_errors=tuple(float(v) for v in d["tower_errors"]),
             steps=tuple(int(v) for v in d["steps"]),
             rule=str(d["rule"]),
+            scaled=bool(d.get("scaled", False)),
+            logit_scale=None if d.get("logit_scale") is None else float(d["logit_scale"]),
         )
 
 
@@ -141,6 +147,8 @@ def interactions(
         tower_errors=(tower_error(P_a, e_a, e_a_ref), tower_error(P_b, e_b, e_b_ref)),
         steps=steps,
         rule=rule,
+        scaled=logit_scale is not None,
+        logit_scale=None if logit_scale is None else float(logit_scale),
     )
     return M.to(P_a.dtype), comp
 

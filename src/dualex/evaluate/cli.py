@@ -55,7 +55,7 @@ def parse_shard(text: str) -> tuple[int, int]:
 def _setup(model: str, data: str, threads: int | None) -> tuple[Any, Any, int | None]:
     import torch
 
-    from dualex.cli import resolve_model
+    from dualex.cli_args import resolve_model
     from dualex.data.sources import parse_data_spec
 
     if threads:
@@ -120,7 +120,7 @@ def grounding(
 ) -> None:
     """Evaluate every mention with every method; writes rows.parquet, summary/per_class tables
     (Markdown + CSV) and summary.png. Re-running the same command resumes."""
-    from dualex.cli import parse_layers
+    from dualex.cli_args import parse_layers
     from dualex.evaluate.grounding import EvalSettings, run_grounding
     from dualex.evaluate.report import write_grounding_tables
 
@@ -164,7 +164,7 @@ def mismatch(
     workers: Annotated[int, _WORKERS] = 1,
 ) -> None:
     """Hard negatives: the mismatched span's interaction vs matched spans and the positive caption."""
-    from dualex.cli import parse_layers
+    from dualex.cli_args import parse_layers
     from dualex.evaluate.grounding import EvalSettings, run_mismatch
     from dualex.evaluate.report import write_mismatch_tables
 

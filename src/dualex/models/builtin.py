@@ -30,9 +30,9 @@ def load_builtin(**kwargs: Any):
         )
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
-    from dualex.model import wrap
+    from dualex.towers.hf import wrap_hf
 
     model = CLIPModel.from_pretrained(str(BUILTIN_DIR), attn_implementation="eager", **kwargs)
     tok = AutoTokenizer.from_pretrained(str(BUILTIN_DIR))
     proc = CLIPImageProcessor.from_pretrained(str(BUILTIN_DIR))
-    return wrap(model, tokenizer=tok, image_processor=proc, name="builtin")
+    return wrap_hf(model, tok, proc, name="builtin", weights="builtin")

@@ -18,16 +18,39 @@ state; hooks live only inside context managers. :class:`FunctionTower` wraps two
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from dualex.engine.lastblock import LastBlock
+from dualex.engine.projection import BatchSuffixFn
 from dualex.errors import InvalidInputError, InvalidLayerError
 from dualex.towers.positions import Positions
+from dualex.towers.session import Action, ad_safe, gated, model_guard, unwrap
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """A tower's declaration that its split at the last block's input has the pooled-row
+    structure (see :mod:`dualex.engine.lastblock`).
+
+    Attributes:
+        block: The last block's pieces and the head.
+        rows: Pooled row of each input of the batch, ``[B]``.
+        pad: ``[B, n, D] -> [B, S, D]``: the hidden states over every row the block sees (rows a
+            tower drops, e.g. after a causal text's end token, appended and held fixed).
+    """
+
+    block: LastBlock
+    rows: Tensor
+    pad: Callable[[Tensor], Tensor] = lambda H: H
 
 
 @dataclass
@@ -56,6 +79,8 @@ class Tower(ABC):
 
     modality: str = "text"
     name: str = "tower"
+    tensor_inputs: bool = False
+    """Whether :meth:`prepare` takes token-id / pixel tensors (and batches of them)."""
 
     @property
     @abstractmethod
@@ -92,11 +117,12 @@ class Tower(ABC):
         if isinstance(layer, bool) or not isinstance(layer, int):
             raise InvalidLayerError(f"layer must be an int, got {layer!r}")
         n = self.num_layers
+        given = layer
         if layer < 0:
             layer += n + 1
         if not 0 <= layer <= n:
             raise InvalidLayerError(
-                f"layer {layer} is out of range for the {self.name} tower with {n} blocks; "
+                f"layer {given} is out of range for the {self.name} tower with {n} blocks; "
                 f"use 0..{n} (0 = input of the first block, {n} = output of the last)"
             )
         return layer
@@ -128,44 +154,92 @@ class Tower(ABC):
     def embed(self, inp: TowerInput) -> Tensor:
         """Embedding of ``inp``, ``[E]`` (the full forward pass)."""
         layer = self.num_layers
-        return self.suffix(inp, layer)(self.hidden(inp, layer).unsqueeze(0))[0]
+        with self.session():
+            return self.suffix(inp, layer)(self.hidden(inp, layer).unsqueeze(0))[0]
+
+    # -- batches: B inputs of the same shape per pass ------------------------------------------
+    def hidden_batch(self, inps: Sequence[TowerInput], layer: int) -> Tensor:
+        """Hidden states ``[B, S, D]`` of inputs whose data have the same shapes."""
+        return torch.stack([self.hidden(inp, layer) for inp in inps])
+
+    def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
+        """Batch suffix ``(H: [len(items)·m, S, D], items) -> [len(items)·m, E]`` (rows item-major).
+
+        The default runs each input's own :meth:`suffix` on its rows.
+        """
+        fns = [self.suffix(inp, layer) for inp in inps]
+
+        def run(H: Tensor, items: Sequence[int]) -> Tensor:
+            m = H.shape[0] // len(items)
+            return torch.cat([fns[i](H[j * m : (j + 1) * m]) for j, i in enumerate(items)])
+
+        return run
 
     def reference_hidden(self, inp: TowerInput, layer: int, spec: Any = None) -> Tensor:
         """Reference hidden state ``[S, D]``: a given hidden tensor, or that of the reference input."""
+        return self.reference_hidden_batch([inp], layer, spec)[0]
+
+    def reference_hidden_batch(
+        self, inps: Sequence[TowerInput], layer: int, spec: Any = None
+    ) -> Tensor:
+        """Reference hidden states ``[B, S, D]`` of a batch (see :meth:`reference_hidden`)."""
         if isinstance(spec, Tensor) and spec.is_floating_point() and spec.dim() == 2:
-            h = self.hidden(inp, layer)
-            if spec.shape != h.shape:
-                raise InvalidInputError(
-                    f"reference hidden state has shape {tuple(spec.shape)} but the input's hidden "
-                    f"state at layer {layer} is {tuple(h.shape)}; pass a tensor of that shape"
-                )
-            return spec.to(dtype=h.dtype, device=h.device)
-        return self.hidden(self.reference_input(inp, spec), layer)
+            return torch.stack([self._given_reference(inp, layer, spec) for inp in inps])
+        refs = [self.reference_input(inp, spec) for inp in inps]
+        return self.hidden_batch(refs, layer)
+
+    def _given_reference(self, inp: TowerInput, layer: int, spec: Tensor) -> Tensor:
+        h = self.hidden(inp, layer)
+        if spec.shape != h.shape:
+            raise InvalidInputError(
+                f"reference hidden state has shape {tuple(spec.shape)} but the input's hidden "
+                f"state at layer {layer} is {tuple(h.shape)}; pass a tensor of that shape"
+            )
+        return spec.to(dtype=h.dtype, device=h.device)
+
+    def batch_key(self, inp: TowerInput) -> tuple:
+        """Inputs with equal keys can share a pass (same data shapes and number of positions)."""
+        shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(inp.data.items()))
+        return (shapes, len(inp.positions))
+
+    def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
+        """The last-block fast path for a split at ``layer``, or ``None`` (the generic AD path).
+
+        Families whose last block is a pre-LayerNorm transformer block read at one pooled row
+        declare its pieces here; only the input of the last block qualifies.
+        """
+        return None
+
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        """Everything dualex changes while explaining, restored on exit (see ``towers.session``).
+
+        Entered once per batch of projections; nested and concurrent entries are cheap and safe.
+        """
+        return ad_safe()
 
     def context(self) -> contextlib.AbstractContextManager[None]:
         """Settings under which forward- and reverse-mode AD work through this tower."""
-        return ad_safe()
-
-
-@contextlib.contextmanager
-def ad_safe() -> Iterator[None]:
-    """Math SDPA backend and no fused MultiheadAttention fast path, restored on exit.
-
-    CPU flash attention and ``nn.MultiheadAttention``'s fast path have no forward-mode AD.
-    """
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    was = torch.backends.mha.get_fastpath_enabled()
-    torch.backends.mha.set_fastpath_enabled(False)
-    try:
-        with sdpa_kernel(SDPBackend.MATH):
-            yield
-    finally:
-        torch.backends.mha.set_fastpath_enabled(was)
+        return self.session()
 
 
 class _Captured(Exception):
-    """Raised inside a capture hook to stop the forward pass once the hidden state is known."""
+    """Raised inside a capture action to stop the forward pass once the hidden state is known."""
+
+
+def stack_data(datas: Sequence[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """Model tensors of several inputs (each with a batch dimension of 1) concatenated."""
+    if len(datas) == 1:
+        return dict(datas[0])
+    return {k: torch.cat([d[k] for d in datas]) for k in datas[0]}
+
+
+def rows_data(data: dict[str, Tensor], items: Sequence[int], m: int) -> dict[str, Tensor]:
+    """Model tensors for ``len(items)·m`` rows: input ``items[j]``'s tensors repeated ``m`` times."""
+    if len(items) == 1:
+        i = items[0]
+        return {k: v[i : i + 1].expand(m, *v.shape[1:]) for k, v in data.items()}
+    idx = torch.as_tensor(list(items)).repeat_interleave(m)
+    return {k: v[idx.to(v.device)] for k, v in data.items()}
 
 
 class HookTower(Tower):
@@ -173,10 +247,17 @@ class HookTower(Tower):
 
     Subclasses give the blocks, the family's own encode function, and how a block's hidden-state
     argument is laid out (``"bsd"`` batch-first, ``"sbd"`` sequence-first, ``"bchw"`` a CNN
-    feature map whose spatial cells are the positions).
+    feature map whose spatial cells are the positions). During a session each block is stood in
+    for by a gate that captures, replaces or skips per thread (``towers.session``).
     """
 
     layout: str = "bsd"
+    skip_prefix: bool = True
+    """Whether blocks before the split may be skipped while the suffix runs (False for CNNs,
+    whose stages change the hidden state's shape)."""
+
+    reference_cache_size: int = 64
+    """Reference hidden states kept per tower (input-independent ones are reused)."""
 
     @abstractmethod
     def blocks(self) -> list[nn.Module]:
@@ -186,9 +267,22 @@ class HookTower(Tower):
     def encode(self, data: dict[str, Tensor]) -> Tensor:
         """The family's own forward from model tensors to embeddings ``[B, E]``."""
 
+    def original_blocks(self) -> list[nn.Module]:
+        """The blocks themselves (not the gates that stand in for them during a session)."""
+        return [unwrap(b) for b in self.blocks()]
+
     @property
     def num_layers(self) -> int:
         return len(self.blocks())
+
+    def root(self) -> nn.Module | None:
+        """The module that contains the blocks (default: ``self.model``)."""
+        return getattr(self, "model", None)
+
+    def guarded(self) -> list[nn.Module]:
+        """Modules whose mode and ``requires_grad`` flags the session owns (default: the root)."""
+        root = self.root()
+        return [root] if root is not None else []
 
     def batch_data(self, data: dict[str, Tensor], batch: int) -> dict[str, Tensor]:
         """Model tensors repeated to a batch of ``batch``."""
@@ -212,115 +306,112 @@ class HookTower(Tower):
         _b, c, hh, ww = like.shape
         return rows.transpose(1, 2).reshape(rows.shape[0], c, hh, ww)
 
+    # -- the session ----------------------------------------------------------------------------
     @contextlib.contextmanager
-    def _hook(self, layer: int, fn: Callable[[Tensor], Tensor]) -> Iterator[None]:
-        """Apply ``fn`` to the hidden state at ``layer`` during forward passes in this context."""
-        blocks = self.blocks()
-        if layer < len(blocks):
+    def _gates(self) -> Iterator[Any]:
+        with ad_safe(), model_guard(self.guarded()), gated(self.original_blocks(), self.root()) as d:
+            yield d
 
-            def pre(module, args, kwargs):
-                if args:
-                    return (fn(args[0]), *args[1:]), kwargs
-                key = next(iter(kwargs))
-                return args, {**kwargs, key: fn(kwargs[key])}
-
-            handle = blocks[layer].register_forward_pre_hook(pre, with_kwargs=True)
-        else:
-
-            def post(module, args, output):
-                if isinstance(output, tuple):
-                    return (fn(output[0]), *output[1:])
-                return fn(output)
-
-            handle = blocks[-1].register_forward_hook(post)
-        try:
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        with self._gates():
             yield
-        finally:
-            handle.remove()
 
-    def hidden(self, inp: TowerInput, layer: int) -> Tensor:
-        layer = self.check_layer(layer)
+    @contextlib.contextmanager
+    def _acting(self, action: Action) -> Iterator[None]:
+        with self._gates() as dispatch, dispatch.acting(action):
+            yield
+
+    def _capture(self, data: dict[str, Tensor], layer: int) -> Tensor:
         box: dict[str, Tensor] = {}
 
         def capture(x: Tensor) -> Tensor:
             box["h"] = x
             raise _Captured
 
-        with self.context(), self._hook(layer, capture), contextlib.suppress(_Captured):
-            self.encode(inp.data)
+        with self._acting(Action(layer, capture)), contextlib.suppress(_Captured):
+            self.encode(data)
         if "h" not in box:
             raise RuntimeError(f"block {layer} of the {self.name} tower was never called")
-        h = box["h"]
-        box["shape"] = h.shape
-        self._last_shape = tuple(h.shape)
-        return self._to_rows(h)[0].detach()
+        return box["h"]
+
+    def hidden(self, inp: TowerInput, layer: int) -> Tensor:
+        return self.hidden_batch([inp], layer)[0]
+
+    def hidden_batch(self, inps: Sequence[TowerInput], layer: int) -> Tensor:
+        layer = self.check_layer(layer)
+        h = self._capture(stack_data([i.data for i in inps]), layer)
+        return self._to_rows(h).detach()
 
     def suffix(self, inp: TowerInput, layer: int) -> Callable[[Tensor], Tensor]:
-        layer = self.check_layer(layer)
+        run = self.suffix_batch([inp], layer)
+        return lambda H: run(H, [0])
 
-        def run(H: Tensor) -> Tensor:
-            data = self.batch_data(inp.data, H.shape[0])
+    def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
+        layer = self.check_layer(layer)
+        data = stack_data([i.data for i in inps])
+        skip = min(layer, self.num_layers - 1) if self.skip_prefix else 0
+
+        def run(H: Tensor, items: Sequence[int]) -> Tensor:
+            rows = rows_data(data, items, H.shape[0] // len(items))
 
             def replace(x: Tensor) -> Tensor:
                 return self._from_rows(H.to(x.dtype), x)
 
-            with self.context(), self._skip_before(layer), self._hook(layer, replace):
-                return self.encode(data)
+            with self._acting(Action(layer, replace, skip)):
+                return self.encode(rows)
 
         return run
 
-    def root(self) -> nn.Module | None:
-        """The module that contains the blocks (default: ``self.model``), used to skip blocks."""
-        return getattr(self, "model", None)
-
-    @contextlib.contextmanager
-    def _skip_before(self, layer: int) -> Iterator[None]:
-        """Swap the blocks before ``layer`` for pass-throughs while the suffix runs.
-
-        Their output is replaced by the hook at ``layer`` anyway, so running them would only
-        cost time (N full prefixes per call). The originals are always put back.
-        """
+    # -- cached reference hidden states ---------------------------------------------------------
+    def _weights_token(self) -> tuple:
         root = self.root()
-        blocks = self.blocks()
-        todo = blocks[: min(layer, len(blocks) - 1)]
-        if root is None or not todo:
-            yield
-            return
-        wanted = {id(b) for b in todo}
-        places = [
-            (parent, key, child)
-            for parent in root.modules()
-            for key, child in parent._modules.items()
-            if child is not None and id(child) in wanted
-        ]
-        try:
-            for parent, key, child in places:
-                parent._modules[key] = _PassThrough(child)
-            yield
-        finally:
-            for parent, key, child in places:
-                parent._modules[key] = child
+        if root is None:
+            return ()
+        return tuple((p.data_ptr(), p._version, p.dtype) for p in root.parameters())
+
+    def reference_hidden_batch(
+        self, inps: Sequence[TowerInput], layer: int, spec: Any = None
+    ) -> Tensor:
+        """Reference hidden states ``[B, S, D]``; equal reference inputs are computed once.
+
+        Reference hidden states are cached per tower, keyed by the reference input's tensors, the
+        layer and the weights (their storage and version counters), so the all-zero image or a
+        text reference of one length is computed once per model until its weights change.
+        """
+        if isinstance(spec, Tensor) and spec.is_floating_point() and spec.dim() == 2:
+            return super().reference_hidden_batch(inps, layer, spec)
+        layer = self.check_layer(layer)
+        refs = [self.reference_input(inp, spec) for inp in inps]
+        token = self._weights_token()
+        keys = [(layer, len(r.positions), data_key(r.data), token) for r in refs]
+        cache = self.__dict__.setdefault("_ref_cache", OrderedDict())
+        lock = self.__dict__.setdefault("_ref_lock", threading.Lock())
+        with lock:
+            missing = {k: r for k, r in zip(keys, refs, strict=True) if k not in cache}
+        if missing:
+            todo = list(missing.items())
+            H = self.hidden_batch([r for _, r in todo], layer)
+            with lock:
+                for (k, _), h in zip(todo, H, strict=True):
+                    cache[k] = h
+                    cache.move_to_end(k)
+                while len(cache) > self.reference_cache_size:
+                    cache.popitem(last=False)
+            found = {k: h for (k, _), h in zip(todo, H, strict=True)}
+        else:
+            found = {}
+        with lock:
+            return torch.stack([found[k] if k in found else cache[k] for k in keys])
 
 
-class _PassThrough(nn.Module):
-    """Stands in for a skipped block: returns its hidden-state argument unchanged.
-
-    Attribute look-ups fall through to the original block (some encoders read e.g. the first
-    block's weight dtype).
-    """
-
-    def __init__(self, original: nn.Module) -> None:
-        super().__init__()
-        object.__setattr__(self, "_original", original)
-
-    def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return args[0] if args else next(iter(kwargs.values()))
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(object.__getattribute__(self, "_original"), name)
+def data_key(data: dict[str, Tensor]) -> tuple:
+    """A hashable key of model tensors' exact contents (shape, dtype and bytes)."""
+    out = []
+    for k, v in sorted(data.items()):
+        raw = v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+        out.append((k, tuple(v.shape), str(v.dtype), hashlib.blake2b(raw, digest_size=16).digest()))
+    return tuple(out)
 
 
 class FunctionTower(Tower):

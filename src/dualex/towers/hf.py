@@ -1,28 +1,41 @@
-"""Hugging Face transformers towers: CLIPModel and SiglipModel (text and vision).
+"""Hugging Face transformers: CLIPModel, SiglipModel and Siglip2Model (text and vision).
 
 Each tower runs the model's own ``get_text_features`` / ``get_image_features`` and splits it at
-an encoder layer with a hook, so pooling and heads are exactly the model's: CLIP text pools at the
-input's EOS, CLIP vision at CLS, SigLIP text at the last position, SigLIP vision by its attention
-pooling head.
+an encoder layer, so pooling and heads are exactly the model's: CLIP text pools at the input's
+EOS, CLIP vision at CLS, SigLIP text at the last position, SigLIP vision by its attention pooling
+head. SigLIP-2 (NaFlex) images are patch sequences with a per-image grid and padding.
+
+This module also declares the ``hf:`` family (``dualex.load("hf:<id-or-path>")``; ALIGN models
+load through it too) and the ``builtin`` spec.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dualex.errors import InvalidInputError
-from dualex.towers.base import HookTower, TowerInput
+from dualex.encoder import DualEncoder, read_scale
+from dualex.engine.lastblock import LastBlock
+from dualex.engine.projection import BatchSuffixFn
+from dualex.errors import InvalidInputError, UnknownModelError
+from dualex.towers.base import FastPath, HookTower, TowerInput
+from dualex.towers.clip_common import image_reference_pixels
 from dualex.towers.inputs import (
-    blurred,
+    PIXEL_SOURCE,
+    hf_id_positions,
+    id_tensor,
     load_image,
+    pixel_tensor,
     processor_geometry,
+    tensor_geometry,
     text_reference_ids,
     tokenize_with_offsets,
 )
-from dualex.towers.positions import ImagePositions
+from dualex.towers.positions import Geometry, ImagePositions
+from dualex.towers.registry import Family, TowerDescription, resolve, type_is
 
 
 def _features(out: Any) -> Tensor:
@@ -35,26 +48,70 @@ def _features(out: Any) -> Tensor:
     return pooled
 
 
-def pooled_last_block(block: nn.Module, H: Tensor, row: int, causal: bool) -> Tensor:
-    """A CLIP encoder block evaluated for one output row only.
+def pooled_last_block(block: nn.Module, H: Tensor, rows: Tensor, causal: bool) -> Tensor:
+    """A CLIP encoder block evaluated for one output row per batch row only.
 
     After the last block CLIP keeps a single row (EOS for text, CLS for images), so only that
     row's query, and the keys/values it attends to, can reach the embedding. Same arithmetic as
-    ``CLIPEncoderLayer`` (float32 softmax included) for that row; ``[B, S, D] -> [B, D]``.
+    ``CLIPEncoderLayer`` (float32 softmax included) for that row; a causal block masks the keys
+    after the row. ``H: [R, S, D]``, ``rows: [R]`` (the kept row of each batch row) ``-> [R, D]``.
     """
     attn = block.self_attn
-    B, _, D = H.shape
+    R, S, D = H.shape
     heads, hd = attn.num_heads, attn.head_dim
     y = block.layer_norm1(H)
-    keys = y[:, : row + 1] if causal else y
-    q = attn.q_proj(y[:, row : row + 1]).view(B, 1, heads, hd).transpose(1, 2)
-    k = attn.k_proj(keys).view(B, -1, heads, hd).transpose(1, 2)
-    v = attn.v_proj(keys).view(B, -1, heads, hd).transpose(1, 2)
-    w = torch.softmax((q @ k.transpose(-1, -2)) * attn.scale, dim=-1, dtype=torch.float32)
-    o = (w.to(q.dtype) @ v).transpose(1, 2).reshape(B, 1, D)
-    x = H[:, row : row + 1] + attn.out_proj(o)
+    pick = torch.arange(R, device=H.device)
+    rows = rows.to(H.device)
+    q = attn.q_proj(y[pick, rows].unsqueeze(1)).view(R, 1, heads, hd).transpose(1, 2)
+    k = attn.k_proj(y).view(R, S, heads, hd).transpose(1, 2)
+    v = attn.v_proj(y).view(R, S, heads, hd).transpose(1, 2)
+    scores = (q @ k.transpose(-1, -2)) * attn.scale  # [R, heads, 1, S]
+    if causal:
+        after = torch.arange(S, device=H.device).unsqueeze(0) > rows.unsqueeze(1)  # [R, S]
+        scores = scores.masked_fill(after[:, None, None, :], float("-inf"))
+    w = torch.softmax(scores, dim=-1, dtype=torch.promote_types(torch.float32, scores.dtype))
+    o = (w.to(q.dtype) @ v).transpose(1, 2).reshape(R, 1, D)
+    x = H[pick, rows].unsqueeze(1) + attn.out_proj(o)
     x = x + block.mlp(block.layer_norm2(x))
     return x[:, 0]
+
+
+def hf_last_block(block: nn.Module, head: Callable[[Tensor], Tensor], causal: bool) -> LastBlock:
+    """The pieces of a transformers CLIP encoder layer (separate q/k/v projections)."""
+    attn = block.self_attn
+
+    def wb(lin: nn.Module) -> tuple[Tensor, Tensor | None]:
+        return lin.weight, lin.bias
+
+    (wq, bq), (wk, bk), (wv, bv), (wo, bo) = (
+        wb(attn.q_proj),
+        wb(attn.k_proj),
+        wb(attn.v_proj),
+        wb(attn.out_proj),
+    )
+    return LastBlock(
+        ln1=block.layer_norm1,
+        w_q=wq,
+        b_q=bq,
+        w_k=wk,
+        b_k=bk,
+        w_v=wv,
+        b_v=bv,
+        w_o=wo,
+        b_o=bo,
+        heads=int(attn.num_heads),
+        scale=float(attn.scale),
+        ln2=block.layer_norm2,
+        mlp=block.mlp,
+        head=head,
+        causal=causal,
+        softmax_dtype=torch.float32,  # CLIP's eager attention runs its softmax in float32
+    )
+
+
+def _pooled_rows(rows: Tensor, items: Sequence[int], m: int) -> Tensor:
+    """The kept row of each of ``len(items)·m`` batch rows (item-major)."""
+    return rows[torch.as_tensor(list(items))].repeat_interleave(m)
 
 
 def family(model: nn.Module) -> str:
@@ -79,6 +136,7 @@ class HFTextTower(HookTower):
     """
 
     modality = "text"
+    tensor_inputs = True
 
     def __init__(self, model: nn.Module, tokenizer: Any, reference: str | None = None) -> None:
         self.model, self.tokenizer = model, tokenizer
@@ -93,7 +151,7 @@ class HFTextTower(HookTower):
     """Use :func:`pooled_last_block` when splitting at the last block's input (CLIP only)."""
 
     def blocks(self) -> list[nn.Module]:
-        return list(self.model.text_model.encoder.layers)
+        return list(resolve(self.model, TOWERS["text"].blocks))
 
     def pooled_row(self, inp: TowerInput) -> int:
         """Position CLIP pools at: the first EOS (``argmax`` of the ids for legacy configs)."""
@@ -103,15 +161,29 @@ class HFTextTower(HookTower):
             return int(ids.argmax())
         return int((ids == eos).int().argmax())
 
-    def suffix(self, inp: TowerInput, layer: int):
+    def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
+        if not (self.family == "clip" and self.check_layer(layer) == self.num_layers - 1):
+            return None
+        tm = self.model.text_model
+
+        def head(x: Tensor) -> Tensor:
+            return self.model.text_projection(tm.final_layer_norm(x))
+
+        block = hf_last_block(self.original_blocks()[-1], head, causal=True)
+        return FastPath(block, torch.tensor([self.pooled_row(inp) for inp in inps]))
+
+    def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
         layer = self.check_layer(layer)
         if not (self.fast_last_block and self.family == "clip" and layer == self.num_layers - 1):
-            return super().suffix(inp, layer)
-        row, tm, block = self.pooled_row(inp), self.model.text_model, self.blocks()[-1]
+            return super().suffix_batch(inps, layer)
+        rows = torch.tensor([self.pooled_row(inp) for inp in inps])
+        tm, block = self.model.text_model, self.original_blocks()[-1]
 
-        def run(H: Tensor) -> Tensor:
-            x = pooled_last_block(block, H, row, causal=True)
-            return self.model.text_projection(tm.final_layer_norm(x))
+        def run(H: Tensor, items: Sequence[int]) -> Tensor:
+            kept = _pooled_rows(rows, items, H.shape[0] // len(items))
+            with self.session():
+                x = pooled_last_block(block, H, kept, causal=True)
+                return self.model.text_projection(tm.final_layer_norm(x))
 
         return run
 
@@ -124,6 +196,12 @@ class HFTextTower(HookTower):
     def prepare(self, x: Any) -> TowerInput:
         if isinstance(x, TowerInput):
             return x
+        if isinstance(x, Tensor):
+            ids = id_tensor(x, self.max_length, length=self.pad_to)
+            data = {"input_ids": ids}
+            if self.family == "clip":
+                data["attention_mask"] = torch.ones_like(ids)
+            return TowerInput(data=data, positions=hf_id_positions(self.tokenizer, ids), raw=x)
         ids, mask, pos = tokenize_with_offsets(
             self.tokenizer, x, self.max_length, pad_to=self.pad_to
         )
@@ -160,6 +238,7 @@ class HFImageTower(HookTower):
     """
 
     modality = "image"
+    tensor_inputs = True
 
     def __init__(
         self, model: nn.Module, image_processor: Any, reference: str | None = None
@@ -170,66 +249,220 @@ class HFImageTower(HookTower):
         self.default_reference = reference or "zeros"
         cfg = model.config.vision_config
         self.patch = int(cfg.patch_size)
+        self.naflex = "siglip2" in type(model).__name__.lower()
 
     fast_last_block = True
     """Use :func:`pooled_last_block` when splitting at the last block's input (CLIP only)."""
 
     def blocks(self) -> list[nn.Module]:
-        return list(self.model.vision_model.encoder.layers)
+        return list(resolve(self.model, TOWERS["image"].blocks))
 
-    def suffix(self, inp: TowerInput, layer: int):
+    def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
+        if not (self.family == "clip" and self.check_layer(layer) == self.num_layers - 1):
+            return None
+        vm = self.model.vision_model
+
+        def head(x: Tensor) -> Tensor:
+            return self.model.visual_projection(vm.post_layernorm(x))
+
+        block = hf_last_block(self.original_blocks()[-1], head, causal=False)
+        return FastPath(block, torch.zeros(len(inps), dtype=torch.long))
+
+    def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
         layer = self.check_layer(layer)
         if not (self.fast_last_block and self.family == "clip" and layer == self.num_layers - 1):
-            return super().suffix(inp, layer)
-        vm, block = self.model.vision_model, self.blocks()[-1]
+            return super().suffix_batch(inps, layer)
+        vm, block = self.model.vision_model, self.original_blocks()[-1]
 
-        def run(H: Tensor) -> Tensor:
-            x = pooled_last_block(block, H, 0, causal=False)
-            return self.model.visual_projection(vm.post_layernorm(x))
+        def run(H: Tensor, items: Sequence[int]) -> Tensor:
+            kept = torch.zeros(H.shape[0], dtype=torch.long)
+            with self.session():
+                x = pooled_last_block(block, H, kept, causal=False)
+                return self.model.visual_projection(vm.post_layernorm(x))
 
         return run
 
     def encode(self, data: dict[str, Tensor]) -> Tensor:
-        return _features(self.model.get_image_features(pixel_values=data["pixel_values"]))
+        return _features(self.model.get_image_features(**data))
+
+    def _dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _process(self, image: Any) -> dict[str, Tensor]:
+        out = self.processor(images=image, return_tensors="pt")
+        keys = ("pixel_values", "pixel_attention_mask", "spatial_shapes") if self.naflex else (
+            "pixel_values",
+        )
+        data = {k: out[k] for k in keys}
+        data["pixel_values"] = data["pixel_values"].to(dtype=self._dtype())
+        return data
 
     def _pixels(self, image: Any) -> Tensor:
-        out = self.processor(images=image, return_tensors="pt")["pixel_values"]
-        dtype = next(self.model.parameters()).dtype
-        return out.to(dtype=dtype)
+        return self._process(image)["pixel_values"]
 
     def prepare(self, x: Any) -> TowerInput:
         if isinstance(x, TowerInput):
             return x
+        prefix = 1 if self.family == "clip" else 0
+        if isinstance(x, Tensor):
+            if self.naflex:
+                raise InvalidInputError(
+                    "SigLIP-2 (NaFlex) pixel tensors need their patch mask and grid; pass the "
+                    "image (path, PIL or array) instead"
+                )
+            size = int(self.model.config.vision_config.image_size)
+            pixels = pixel_tensor(x, self._dtype(), (size, size))
+            grid = (size // self.patch, size // self.patch)
+            pos = ImagePositions(
+                grid=grid, prefix=prefix, geometry=tensor_geometry(pixels), source=PIXEL_SOURCE
+            )
+            return TowerInput(data={"pixel_values": pixels}, positions=pos, raw=x)
         image = load_image(x)
-        pixels = self._pixels(image)
+        data = self._process(image)
+        if self.naflex:
+            gh, gw = (int(v) for v in data["spatial_shapes"][0])
+            total = int(data["pixel_values"].shape[1])
+            geo = Geometry.resize(image.size, (gw * self.patch, gh * self.patch))
+            pos = ImagePositions(grid=(gh, gw), prefix=0, geometry=geo, suffix_count=total - gh * gw)
+            return TowerInput(data=data, positions=pos, raw=image)
+        pixels = data["pixel_values"]
         h_in, w_in = pixels.shape[-2:]
         geo = processor_geometry(self.processor, image.size, (int(h_in), int(w_in)))
         grid = (int(h_in) // self.patch, int(w_in) // self.patch)
-        prefix = 1 if self.family == "clip" else 0
         pos = ImagePositions(grid=grid, prefix=prefix, geometry=geo)
-        return TowerInput(data={"pixel_values": pixels}, positions=pos, raw=image)
+        return TowerInput(data=data, positions=pos, raw=image)
 
     def reference_input(self, inp: TowerInput, spec: Any = None) -> TowerInput:
         spec = self.default_reference if spec is None else spec
-        px = inp.data["pixel_values"]
-        if isinstance(spec, str) and spec in ("zeros", "mean"):
-            ref = torch.zeros_like(px)
-        elif spec == "blur":
-            ref = self._pixels(blurred(inp.raw))
-        elif isinstance(spec, Tensor) and spec.is_floating_point() and spec.dim() in (3, 4):
-            ref = spec.reshape(px.shape).to(px) if spec.numel() == px.numel() else None
-            if ref is None:
-                raise InvalidInputError(
-                    f"reference pixels have shape {tuple(spec.shape)}, the input is "
-                    f"{tuple(px.shape)}; pass a tensor of the processed input's shape"
-                )
-        else:
-            try:
-                image = load_image(spec)
-            except InvalidInputError as err:
-                raise InvalidInputError(
-                    f"unknown image reference {spec!r}; use 'zeros', 'blur', an image, processed "
-                    "pixels, or a hidden-state tensor [S, D]"
-                ) from err
-            ref = self._pixels(image)
-        return TowerInput(data={"pixel_values": ref}, positions=inp.positions, raw=None)
+        ref = image_reference_pixels(inp.data["pixel_values"], inp.raw, spec, self._pixels)
+        return TowerInput(data=dict(inp.data, pixel_values=ref), positions=inp.positions, raw=None)
+
+
+TOWERS = {
+    "text": TowerDescription(
+        blocks="text_model.encoder.layers",
+        layout="bsd",
+        pooled="eos (CLIP: the first end token) / last (SigLIP, SigLIP-2: padded to the context)",
+        prefix=1,
+        special="the tokenizer's special tokens (BOS, EOS, padding)",
+        pooled_query="text_model.encoder.layers.-1",
+    ),
+    "image": TowerDescription(
+        blocks="vision_model.encoder.layers",
+        layout="bsd",
+        pooled="cls (CLIP) / attention-pool (SigLIP, SigLIP-2: vision_model.head)",
+        prefix=1,
+        grid="patches (CLIP, SigLIP) / patches-variable (SigLIP-2 NaFlex, padded)",
+        pooled_query="vision_model.encoder.layers.-1 (CLIP) / vision_model.head (SigLIP)",
+    ),
+}
+"""The towers of transformers CLIP / SigLIP / SigLIP-2 models, as data."""
+
+
+def wrap_hf(
+    model: nn.Module,
+    tokenizer: Any,
+    image_processor: Any,
+    *,
+    name: str | None = None,
+    weights: str = "unknown",
+    text_reference: Any = None,
+    image_reference: Any = None,
+) -> DualEncoder:
+    """Wrap a transformers ``CLIPModel``, ``SiglipModel`` or ``Siglip2Model``.
+
+    Args:
+        model: The model (not changed: no mode switch, no copy).
+        tokenizer: Its fast tokenizer.
+        image_processor: Its image processor.
+        name: Display name.
+        weights: Where the weights come from (``"pretrained"``, ``"builtin"``, ``"random"``...).
+        text_reference: Default text reference.
+        image_reference: Default image reference.
+
+    Raises:
+        UnknownModelError: if the tokenizer or image processor is missing.
+    """
+    cls = type(model).__name__
+    if tokenizer is None or image_processor is None:
+        raise UnknownModelError(
+            f"wrapping a {cls} needs its tokenizer and image processor; pass processor=... "
+            "(e.g. AutoProcessor.from_pretrained(path)) or tokenizer= and image_processor="
+        )
+    return DualEncoder(
+        tower_a=HFTextTower(model, tokenizer, text_reference),
+        tower_b=HFImageTower(model, image_processor, image_reference),
+        similarity="cosine",
+        logit_scale=read_scale(model),
+        name=name or f"hf:{getattr(model.config, '_name_or_path', '') or cls}",
+        module=model,
+        weights=weights,
+    )
+
+
+def _wrap(
+    obj: Any,
+    processor: Any = None,
+    *,
+    tokenizer: Any = None,
+    image_processor: Any = None,
+    preprocess: Any = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> DualEncoder:
+    if processor is not None:
+        tokenizer = tokenizer or getattr(processor, "tokenizer", None)
+        image_processor = image_processor or getattr(processor, "image_processor", None)
+    return wrap_hf(obj, tokenizer, image_processor, name=name, **kwargs)
+
+
+def load_hf(path: str, **kwargs: Any) -> DualEncoder:
+    """Load ``"hf:<id-or-path>"`` with transformers' Auto classes (CLIP, SigLIP(-2), ALIGN).
+
+    Raises:
+        UnknownModelError: if transformers cannot load it (offline and not cached, ...).
+    """
+    import os
+    from pathlib import Path
+
+    from transformers import AutoConfig, AutoModel, AutoProcessor
+
+    from dualex.model import wrap
+
+    spec = f"hf:{path}"
+    local = Path(path).expanduser()
+    source = str(local) if local.exists() else path
+    only_local = os.environ.get("HF_HUB_OFFLINE") == "1" or local.exists()
+    try:
+        config = AutoConfig.from_pretrained(source, local_files_only=only_local)
+        model = AutoModel.from_pretrained(
+            source, config=config, local_files_only=only_local, **kwargs
+        )
+        processor = AutoProcessor.from_pretrained(source, local_files_only=only_local)
+    except (OSError, ValueError) as err:
+        raise UnknownModelError(
+            f"cannot load {spec!r} with transformers ({str(err).splitlines()[0]}); pass a local "
+            "folder saved with save_pretrained, or a hub id when online"
+        ) from err
+    extra = {} if type(model).__name__ == "AlignModel" else {"weights": "pretrained"}
+    return wrap(model, processor, name=spec, **extra)
+
+
+def _can_wrap(obj: Any) -> bool:
+    return type_is(obj, "transformers", "CLIPModel", "SiglipModel", "Siglip2Model")
+
+
+FAMILY = Family(
+    name="hf",
+    summary="transformers CLIPModel / SiglipModel / Siglip2Model with their processor",
+    prefixes=("hf",),
+    spec_forms={
+        "hf:<id-or-path>": "a transformers CLIPModel / SiglipModel / Siglip2Model / AlignModel "
+        "via from_pretrained"
+    },
+    can_wrap=_can_wrap,
+    wrap=_wrap,
+    load=lambda rest, **kw: load_hf(rest, **kw),
+    towers=TOWERS,
+    requires=("transformers",),
+)

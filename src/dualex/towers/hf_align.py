@@ -13,14 +13,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
 from dualex.towers.base import HookTower, TowerInput
+from dualex.towers.clip_common import FeatureMapMixin, image_reference_pixels
 from dualex.towers.hf import _features
-from dualex.towers.inputs import load_image, text_reference_ids, tokenize_with_offsets
-from dualex.towers.openclip import FeatureMapMixin, image_reference_pixels
+from dualex.towers.inputs import (
+    PIXEL_SOURCE,
+    hf_id_positions,
+    id_tensor,
+    load_image,
+    pixel_tensor,
+    tensor_geometry,
+    text_reference_ids,
+    tokenize_with_offsets,
+)
 from dualex.towers.positions import Geometry, ImagePositions, Positions
+from dualex.towers.registry import Family, TowerDescription, type_is
 
-__all__ = ["AlignImageTower", "AlignTextTower", "wrap_align"]
+__all__ = ["FAMILY", "AlignImageTower", "AlignTextTower", "wrap_align"]
 
 
 def _hw(d: Any) -> tuple[int, int] | None:
@@ -65,6 +76,7 @@ class AlignTextTower(HookTower):
     """
 
     modality = "text"
+    tensor_inputs = True
     name = "hf-align-text"
 
     def __init__(self, model: nn.Module, tokenizer: Any, reference: Any = "pad") -> None:
@@ -81,6 +93,14 @@ class AlignTextTower(HookTower):
     def prepare(self, x: Any) -> TowerInput:
         if isinstance(x, TowerInput):
             return x
+        if isinstance(x, Tensor):
+            ids = id_tensor(x, self.max_length)
+            data = {
+                "input_ids": ids,
+                "attention_mask": torch.ones_like(ids),
+                "token_type_ids": torch.zeros_like(ids),
+            }
+            return TowerInput(data=data, positions=hf_id_positions(self.tokenizer, ids), raw=x)
         ids, mask, pos = tokenize_with_offsets(self.tokenizer, x, self.max_length)
         data = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids)}
         return TowerInput(data=data, positions=pos, raw=x)
@@ -113,6 +133,7 @@ class AlignImageTower(FeatureMapMixin, HookTower):
     """
 
     modality = "image"
+    tensor_inputs = True
     name = "hf-align-vision"
     layout = "bchw"
 
@@ -123,9 +144,8 @@ class AlignImageTower(FeatureMapMixin, HookTower):
     def blocks(self) -> list[nn.Module]:
         return list(self.model.vision_model.encoder.blocks)
 
-    def root(self) -> nn.Module | None:
-        """None: EfficientNet blocks change the map's shape, so the prefix always runs."""
-        return None
+    skip_prefix = False
+    """EfficientNet blocks change the map's shape, so the prefix always runs."""
 
     def encode(self, data: dict[str, Tensor]) -> Tensor:
         return _features(self.model.get_image_features(pixel_values=data["pixel_values"]))
@@ -140,12 +160,20 @@ class AlignImageTower(FeatureMapMixin, HookTower):
     def prepare(self, x: Any) -> TowerInput:
         if isinstance(x, TowerInput):
             return x
-        image = load_image(x)
-        pixels = self._pixels(image)
+        if isinstance(x, Tensor):
+            pixels = pixel_tensor(x, self.pixel_dtype())
+            image, source = x, PIXEL_SOURCE
+        else:
+            image, source = load_image(x), "image"
+            pixels = self._pixels(image)
         hw = (int(pixels.shape[-2]), int(pixels.shape[-1]))
-        geo = align_geometry(self.processor, image.size, hw)
+        geo = (
+            tensor_geometry(pixels)
+            if source == PIXEL_SOURCE
+            else align_geometry(self.processor, image.size, hw)
+        )
         grid = self.feature_grids(hw)[self.default_layer]
-        pos = ImagePositions(grid=grid, prefix=0, geometry=geo)
+        pos = ImagePositions(grid=grid, prefix=0, geometry=geo, source=source)
         return TowerInput(data={"pixel_values": pixels}, positions=pos, raw=image)
 
     def positions_at(self, inp: TowerInput, layer: int) -> Positions:
@@ -180,20 +208,57 @@ def wrap_align(
     Raises:
         UnknownModelError: if the tokenizer or image processor is missing.
     """
-    from dualex.model import DualEncoder
-
     if tokenizer is None or image_processor is None:
         raise UnknownModelError(
             "wrapping an AlignModel needs its tokenizer and image processor; pass "
             "processor=AlignProcessor.from_pretrained(path) or tokenizer= and image_processor="
         )
-    model.eval()
-    temperature = getattr(model, "temperature", None)
     return DualEncoder(
         tower_a=AlignTextTower(model, tokenizer),
         tower_b=AlignImageTower(model, image_processor),
         similarity="cosine",
-        logit_scale=float(1.0 / temperature.detach()) if temperature is not None else None,
+        logit_scale=read_scale(model, "temperature", inverse=True),
         name=name or f"hf:{getattr(model.config, '_name_or_path', '') or 'AlignModel'}",
         module=model,
     )
+
+
+def _wrap(
+    obj: Any,
+    processor: Any = None,
+    *,
+    tokenizer: Any = None,
+    image_processor: Any = None,
+    preprocess: Any = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> DualEncoder:
+    if processor is not None:
+        tokenizer = tokenizer or getattr(processor, "tokenizer", None)
+        image_processor = image_processor or getattr(processor, "image_processor", None)
+    return wrap_align(obj, tokenizer, image_processor, name=name)
+
+
+FAMILY = Family(
+    name="hf-align",
+    summary="transformers AlignModel (EfficientNet + BERT) with its processor",
+    prefixes=(),  # loaded through "hf:" (AutoModel gives an AlignModel)
+    can_wrap=lambda obj: type_is(obj, "transformers", "AlignModel"),
+    wrap=_wrap,
+    towers={
+        "text": TowerDescription(
+            blocks="text_model.encoder.layer",
+            layout="bsd",
+            pooled="cls",
+            prefix=1,
+            special="[CLS], [SEP], [PAD]",
+        ),
+        "image": TowerDescription(
+            blocks="vision_model.encoder.blocks",
+            layout="bchw",
+            pooled="average-pool",
+            grid="feature-map",
+        ),
+    },
+    requires=("transformers",),
+)

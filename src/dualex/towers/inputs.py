@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -194,3 +195,140 @@ def processor_geometry(
     if do_resize:
         return Geometry.resize(size, (w_in, h_in))
     return Geometry(original_size=size, input_size=(w_in, h_in), scale=(1.0, 1.0))
+
+
+def align_pieces(text: str, pieces: Sequence[str | None]) -> list[tuple[int, int] | None]:
+    """Character offsets of token pieces in ``text``, found left to right.
+
+    A piece is matched case-insensitively at or after the end of the previous match, skipping only
+    characters that are not letters or digits (whitespace, punctuation a tokenizer dropped).
+
+    Args:
+        text: The original text.
+        pieces: Surface string of each token (``None`` for special tokens).
+
+    Returns:
+        ``(start, end)`` per piece, ``None`` where a piece is special, empty or not found.
+    """
+    low = text.lower()
+    cursor = 0
+    out: list[tuple[int, int] | None] = []
+    for piece in pieces:
+        p = (piece or "").strip().lower()
+        if not p:
+            out.append(None)
+            continue
+        at = low.find(p, cursor)
+        if at < 0 or any(ch.isalnum() for ch in low[cursor:at]):
+            out.append(None)
+            continue
+        out.append((at, at + len(p)))
+        cursor = at + len(p)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# tensor inputs: token ids and preprocessed pixels, in the tensor's own coordinates
+# ---------------------------------------------------------------------------------------------
+
+TOKEN_SOURCE = "token ids"
+"""``TextPositions.source`` of a text given as token ids: spans index the tensor's tokens."""
+
+PIXEL_SOURCE = "pixel tensor"
+"""``ImagePositions.source`` of an image given as pixels: boxes are in the tensor's pixels."""
+
+
+def id_tensor(x: Tensor, max_length: int | None = None, length: int | None = None) -> Tensor:
+    """Validate one text's token ids (``[S]`` or ``[1, S]``) and return them as ``[1, S]`` int64.
+
+    Args:
+        x: The ids.
+        max_length: The most positions the model takes (``None``: no limit).
+        length: The exact number of positions the model takes (``None``: any).
+
+    Raises:
+        InvalidInputError: naming the expected shape.
+    """
+    want = f"[{length}]" if length else "[S]"
+    if x.is_floating_point() or x.is_complex() or x.dtype == torch.bool:
+        raise InvalidInputError(
+            f"token ids must be an integer tensor {want} or [B, {want[1:-1]}], got {x.dtype}"
+        )
+    if x.dim() == 2 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() != 1 or x.shape[0] == 0:
+        raise InvalidInputError(f"token ids must have shape {want} (one text), got {tuple(x.shape)}")
+    if length is not None and x.shape[0] != length:
+        raise InvalidInputError(
+            f"this text tower takes exactly {length} token ids ([{length}] or [B, {length}], "
+            f"padded as its tokenizer pads), got {x.shape[0]}"
+        )
+    if max_length is not None and x.shape[0] > max_length:
+        raise InvalidInputError(
+            f"token ids of length {x.shape[0]} exceed the model's {max_length} positions; pass "
+            f"[S] with S <= {max_length}"
+        )
+    return x.detach().to(torch.long).reshape(1, -1).cpu()
+
+
+def pixel_tensor(
+    x: Tensor, dtype: torch.dtype, size: tuple[int, int] | None = None, channels: int = 3
+) -> Tensor:
+    """Validate one preprocessed image (``[C, H, W]`` or ``[1, C, H, W]``) → ``[1, C, H, W]``.
+
+    Args:
+        x: Normalised pixels, as the model's processor makes them.
+        dtype: The model's floating dtype.
+        size: ``(H, W)`` the model needs (``None``: any).
+        channels: Number of channels.
+
+    Raises:
+        InvalidInputError: naming the expected shape.
+    """
+    want = f"[{channels}, {size[0]}, {size[1]}]" if size else f"[{channels}, H, W]"
+    if not x.is_floating_point():
+        raise InvalidInputError(
+            f"pixels must be a float tensor {want} (the processor's output), got {x.dtype}"
+        )
+    if x.dim() == 4 and x.shape[0] == 1:
+        x = x[0]
+    if x.dim() != 3 or x.shape[0] != channels or (size and tuple(x.shape[1:]) != tuple(size)):
+        raise InvalidInputError(
+            f"pixels must have shape {want} or [B, {want[1:-1]}] for this model, got "
+            f"{tuple(x.shape)}"
+        )
+    if not bool(torch.isfinite(x).all()):
+        raise InvalidInputError("the pixel tensor contains NaN or infinite values")
+    return x.detach().to(dtype).unsqueeze(0).cpu()
+
+
+def tensor_geometry(pixels: Tensor) -> Geometry:
+    """Identity geometry of a pixel tensor ``[1, C, H, W]``: boxes are in its own pixels."""
+    h, w = (int(v) for v in pixels.shape[-2:])
+    return Geometry(original_size=(w, h), input_size=(w, h), scale=(1.0, 1.0))
+
+
+def hf_id_positions(tokenizer: Any, ids: Tensor) -> TextPositions:
+    """Positions of token ids ``[1, S]`` under a Hugging Face tokenizer.
+
+    The text is the decoded ids; each token's characters are found in it, so string spans work
+    on that text, and slices / index lists on the tensor's own positions.
+    """
+    seq = [int(v) for v in ids[0].tolist()]
+    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+    special = [t in specials for t in seq]
+    pieces = [None if sp else tokenizer.decode([t]) for t, sp in zip(seq, special, strict=True)]
+    shown = [str(t) for t in tokenizer.convert_ids_to_tokens(seq)]
+    text = tokenizer.decode([t for t, sp in zip(seq, special, strict=True) if not sp])
+    return positions_of_pieces(text, pieces, shown, special)
+
+
+def positions_of_pieces(
+    text: str, pieces: list[str | None], shown: list[str], special: list[bool]
+) -> TextPositions:
+    """``TextPositions`` (source: token ids) of decoded pieces aligned to ``text``."""
+    offsets = align_pieces(text, pieces)
+    tokens = [text[o[0] : o[1]] if o else s for o, s in zip(offsets, shown, strict=True)]
+    return TextPositions(
+        text=text, tokens=tokens, offsets=offsets, special=special, source=TOKEN_SOURCE
+    )

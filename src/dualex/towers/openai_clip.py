@@ -32,8 +32,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
-from dualex.towers.openclip import BPETextCodec, ClipImageTower, ClipTextTower, warn_random
+from dualex.towers.clip_common import (
+    BPETextCodec,
+    ClipImageTower,
+    ClipTextTower,
+    mha_last_block,
+    warn_random,
+)
+from dualex.towers.registry import Family, TowerDescription, type_is
+from dualex.towers.session import unwrap
 
 __all__ = ["OPENAI_ARCHITECTURES", "load_openai", "wrap_openai"]
 
@@ -182,7 +191,9 @@ def wrap_openai(
     name: str = "openai",
     text_reference: Any = "exclip",
     image_reference: Any = "zeros",
-) -> Any:
+    preprocess: Any = None,
+    weights: str = "unknown",
+) -> DualEncoder:
     """Wrap a model of the ``clip`` package as a :class:`dualex.DualEncoder`.
 
     Args:
@@ -190,17 +201,21 @@ def wrap_openai(
         name: Display name.
         text_reference: Default text reference (``"exclip"``: ``[BOS, 0, EOS, 0, …]``).
         image_reference: Default image reference (``"zeros"``).
+        preprocess: The image transform (default: the package's own for the model's resolution).
+        weights: Where the weights come from (``"pretrained"``, ``"random"``, ``"unknown"``).
 
     Returns:
         A :class:`dualex.DualEncoder` (text tower a, image tower b, cosine similarity).
     """
-    from dualex.model import DualEncoder
-
     clip = import_clip()
-    model.eval()
     ctx = int(model.context_length)
     tok = clip.clip._tokenizer
     codec = BPETextCodec(tok, ctx, tokenize=lambda t: clip.tokenize(t, context_length=ctx))
+    text_block = unwrap(model.transformer.resblocks[-1])
+
+    def text_head(x: torch.Tensor) -> torch.Tensor:
+        return model.ln_final(x) @ model.text_projection
+
     text = ClipTextTower(
         model.encode_text,
         model.transformer.resblocks,
@@ -210,12 +225,20 @@ def wrap_openai(
         name="openai-text",
         root=model,
         trim=True,  # causal, pooled at EOT: positions after it cannot reach the embedding
+        last_block=lambda: mha_last_block(text_block, text_head, causal=True),
+        pooled_row=lambda ids: int(ids.argmax()),
     )
     visual = model.visual
     dtype = visual.conv1.weight.dtype
-    preprocess = clip.clip._transform(int(visual.input_resolution))
+    if preprocess is None:
+        preprocess = clip.clip._transform(int(visual.input_resolution))
     if isinstance(visual, clip.model.VisionTransformer):
         p = visual.conv1.kernel_size
+        vit_block = unwrap(visual.transformer.resblocks[-1])
+
+        def vit_head(x: torch.Tensor) -> torch.Tensor:
+            return visual.ln_post(x) @ visual.proj
+
         image = ClipImageTower(
             model.encode_image,
             visual.transformer.resblocks,
@@ -228,6 +251,8 @@ def wrap_openai(
             reference=image_reference,
             name="openai-vit",
             root=model,
+            input_size=(int(visual.input_resolution), int(visual.input_resolution)),
+            last_block=lambda: mha_last_block(vit_block, vit_head, causal=False),
         )
     else:
         stages = [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
@@ -240,14 +265,16 @@ def wrap_openai(
             dtype=dtype,
             reference=image_reference,
             name="openai-resnet",
+            root=model,
         )
     return DualEncoder(
         tower_a=text,
         tower_b=image,
         similarity="cosine",
-        logit_scale=float(model.logit_scale.detach().exp()),
+        logit_scale=read_scale(model),
         name=name,
         module=model,
+        weights=weights,
     )
 
 
@@ -363,4 +390,59 @@ def load_openai(
         name=spec,
         text_reference=text_reference,
         image_reference=image_reference,
+        weights="pretrained" if pretrained else "random",
     )
+
+
+TOWERS = {
+    "text": TowerDescription(
+        blocks="transformer.resblocks",
+        layout="sbd",
+        pooled="argmax",
+        prefix=1,
+        special="start and end token; positions after the end token are dropped (causal)",
+        pooled_query="transformer.resblocks.-1",
+    ),
+    "image-vit": TowerDescription(
+        blocks="visual.transformer.resblocks",
+        layout="sbd",
+        pooled="cls",
+        prefix=1,
+        grid="patches",
+        pooled_query="visual.transformer.resblocks.-1",
+    ),
+    "image-resnet": TowerDescription(
+        blocks="visual.conv1, visual.layer1..layer4, visual.attnpool",
+        layout="bchw",
+        pooled="attention-pool",
+        grid="feature-map",
+    ),
+}
+"""The towers of OpenAI clip models, as data."""
+
+
+def _wrap(
+    obj: Any,
+    processor: Any = None,
+    *,
+    tokenizer: Any = None,
+    image_processor: Any = None,
+    preprocess: Any = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> DualEncoder:
+    transform = preprocess if preprocess is not None else (processor or image_processor)
+    return wrap_openai(obj, name=name or "openai", preprocess=transform, **kwargs)
+
+
+FAMILY = Family(
+    name="openai",
+    summary="models of OpenAI's clip package (clip.model.CLIP, ViT or ResNet)",
+    prefixes=("openai",),
+    spec_forms={"openai:<name>": "a model of OpenAI's clip package"},
+    can_wrap=lambda obj: type_is(obj, "clip.model", "CLIP"),
+    wrap=_wrap,
+    load=lambda rest, **kw: load_openai(rest, **kw),
+    towers=TOWERS,
+    requires=("clip-anytorch",),
+)

@@ -106,12 +106,16 @@ class TextPositions:
         offsets: ``(start, end)`` character offsets of each token in ``text``; ``None`` for
             special tokens and padding.
         special: Whether each position is a special token (BOS, EOS, CLS, SEP, PAD).
+        source: ``"text"`` (tokenised by dualex; offsets index the given text) or
+            ``"token ids"`` (given as a tensor; ``text`` is the decoded ids and token indices are
+            the tensor's own positions).
     """
 
     text: str
     tokens: list[str]
     offsets: list[tuple[int, int] | None]
     special: list[bool]
+    source: str = "text"
     kind: str = field(default="text", init=False)
 
     def __len__(self) -> int:
@@ -203,6 +207,7 @@ class TextPositions:
             "tokens": self.tokens,
             "offsets": [list(o) if o is not None else None for o in self.offsets],
             "special": self.special,
+            "source": self.source,
         }
 
     @classmethod
@@ -212,6 +217,7 @@ class TextPositions:
             tokens=list(d["tokens"]),
             offsets=[tuple(o) if o is not None else None for o in d["offsets"]],
             special=list(d["special"]),
+            source=str(d.get("source", "text")),
         )
 
 
@@ -223,13 +229,17 @@ class ImagePositions:
         grid: ``(rows, cols)`` of the patch grid (or feature map).
         prefix: Number of non-patch positions before the patches (1 for a CLS token, 0 for none).
         geometry: Processor geometry between model-input and original pixels.
-        suffix_count: Number of non-patch positions after the patches (registers), usually 0.
+        suffix_count: Number of non-patch positions after the patches (registers, padding),
+            usually 0.
+        source: ``"image"`` (boxes are in the original image's pixels) or ``"pixel tensor"``
+            (given preprocessed; boxes are in the tensor's own pixels).
     """
 
     grid: tuple[int, int]
     prefix: int
     geometry: Geometry
     suffix_count: int = 0
+    source: str = "image"
     kind: str = field(default="image", init=False)
 
     def __len__(self) -> int:
@@ -304,6 +314,7 @@ class ImagePositions:
             "prefix": self.prefix,
             "suffix_count": self.suffix_count,
             "geometry": self.geometry.to_json(),
+            "source": self.source,
         }
 
     @classmethod
@@ -313,6 +324,7 @@ class ImagePositions:
             prefix=int(d["prefix"]),
             geometry=Geometry.from_json(d["geometry"]),
             suffix_count=int(d.get("suffix_count", 0)),
+            source=str(d.get("source", "image")),
         )
 
 

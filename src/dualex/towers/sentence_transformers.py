@@ -16,10 +16,17 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from dualex.encoder import DualEncoder
 from dualex.errors import UnknownModelError
 from dualex.towers.base import HookTower, TowerInput
-from dualex.towers.inputs import text_reference_ids, tokenize_with_offsets
+from dualex.towers.inputs import (
+    hf_id_positions,
+    id_tensor,
+    text_reference_ids,
+    tokenize_with_offsets,
+)
 from dualex.towers.positions import TextPositions
+from dualex.towers.registry import Family, TowerDescription, type_is
 
 __all__ = ["SentenceTransformerTower", "load_st", "wrap_st"]
 
@@ -63,6 +70,7 @@ class SentenceTransformerTower(HookTower):
     """
 
     modality = "text"
+    tensor_inputs = True
 
     def __init__(self, model: nn.Module, reference: Any = "pad") -> None:
         first = model[0]
@@ -95,6 +103,12 @@ class SentenceTransformerTower(HookTower):
     def prepare(self, x: Any) -> TowerInput:
         if isinstance(x, TowerInput):
             return x
+        if isinstance(x, Tensor):
+            ids = id_tensor(x, self.max_length)
+            data = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+            if self.token_types:
+                data["token_type_ids"] = torch.zeros_like(ids)
+            return TowerInput(data=data, positions=hf_id_positions(self.tokenizer, ids), raw=x)
         text = x
         shown = text.lower() if self.lower and isinstance(text, str) else text
         ids, mask, pos = tokenize_with_offsets(self.tokenizer, shown, self.max_length)
@@ -131,7 +145,9 @@ def _normalises(model: nn.Module) -> bool:
     return any(type(m).__name__ == "Normalize" for m in model)
 
 
-def wrap_st(model: nn.Module, *, name: str | None = None, reference: Any = "pad") -> Any:
+def wrap_st(
+    model: nn.Module, *, name: str | None = None, reference: Any = "pad", weights: str = "unknown"
+) -> DualEncoder:
     """Wrap a ``SentenceTransformer`` as a text–text :class:`dualex.DualEncoder`.
 
     The similarity is ``"cosine"`` when the model normalises its embeddings or compares them by
@@ -145,9 +161,6 @@ def wrap_st(model: nn.Module, *, name: str | None = None, reference: Any = "pad"
     Raises:
         UnknownModelError: for models whose similarity is not a dot product or cosine.
     """
-    from dualex.model import DualEncoder
-
-    model.eval()
     fn = str(getattr(model, "similarity_fn_name", None) or "cosine").lower()
     if fn not in ("cosine", "dot", "dot_product"):
         raise UnknownModelError(
@@ -163,6 +176,7 @@ def wrap_st(model: nn.Module, *, name: str | None = None, reference: Any = "pad"
         logit_scale=None,
         name=name or f"st:{type(tower.auto_model).__name__}",
         module=model,
+        weights=weights,
     )
 
 
@@ -206,4 +220,38 @@ def load_st(spec: str, *, device: str = "cpu", reference: Any = "pad", **kwargs:
             f"cannot load 'st:{spec}' with sentence-transformers ({str(err).splitlines()[0][:200]});"
             " pass a local model folder, or a hub id when online"
         ) from err
-    return wrap_st(model, name=f"st:{spec}", reference=reference)
+    return wrap_st(model, name=f"st:{spec}", reference=reference, weights="pretrained")
+
+
+def _wrap(
+    obj: Any,
+    processor: Any = None,
+    *,
+    tokenizer: Any = None,
+    image_processor: Any = None,
+    preprocess: Any = None,
+    name: str | None = None,
+    **kwargs: Any,
+) -> DualEncoder:
+    return wrap_st(obj, name=name, **kwargs)
+
+
+FAMILY = Family(
+    name="st",
+    summary="SentenceTransformer objects (text–text, one shared tower)",
+    prefixes=("st",),
+    spec_forms={"st:<id-or-path>": "a sentence-transformers model (text–text)"},
+    can_wrap=lambda obj: type_is(obj, "sentence_transformers", "SentenceTransformer"),
+    wrap=_wrap,
+    load=lambda rest, **kw: load_st(rest, **kw),
+    towers={
+        "text": TowerDescription(
+            blocks="[0].auto_model.encoder.layer (found by find_layers)",
+            layout="bsd",
+            pooled="mean",
+            prefix=1,
+            special="the tokenizer's special tokens ([CLS], [SEP], padding)",
+        )
+    },
+    requires=("sentence-transformers",),
+)

@@ -1,0 +1,198 @@
+"""The projection of a split at the last block's input, at about the cost of one block per node.
+
+After the last block of a ViT (CLS) or a causal text tower (EOT) only one row — the *pooled*
+row ``p`` — reaches the embedding. The tangent of position ``s`` is ``Δ_s`` on row ``s`` and zero
+elsewhere, so for the pre-LayerNorm block
+
+    y = LN1(x);  q = W_q y_p;  K = W_k y;  V = W_v y;  o = softmax(q·K/√d) V   (per head)
+    r = x_p + ls1(W_o o);  out = r + ls2(MLP(LN2(r)));  e = head(out)
+
+every tangent changes only row ``s`` of ``y``, ``K`` and ``V``, and the pooled row's attention
+output by ``p_s (da_s (v_s − o) + dv_s)`` with ``da_s = q·dk_s/√d`` (tangent ``p`` also moves the
+query). After that all tangents share one base point (the pooled row), so LN2, the MLP and the
+head take their S tangents as one batch of rows. Per quadrature node this is about one block's
+matrix work over S rows, instead of S passes through the block (a vmapped JVP).
+
+The row-wise pieces (LayerNorms, layer scales, MLP, head) are differentiated by
+``torch.func.jvp`` on the modules a family declares (:class:`LastBlock`); only the attention's
+derivative is written out. No model family is known here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dualex.engine.projection import TRANSFORM_LOCK
+
+RowFn = Callable[[Tensor], Tensor]
+"""A row-wise map ``[..., D] -> [..., D']`` (a LayerNorm, an MLP, a layer scale, the head)."""
+
+
+@dataclass(frozen=True)
+class LastBlock:
+    """The pieces of a pre-LayerNorm transformer block read at one pooled row, and the head.
+
+    Attributes:
+        ln1: The attention's input LayerNorm (row-wise).
+        w_q: ``[D, D]`` query weight; ``b_q``: ``[D]`` or ``None``.
+        w_k: ``[D, D]`` key weight; ``b_k``: ``[D]`` or ``None``.
+        w_v: ``[D, D]`` value weight; ``b_v``: ``[D]`` or ``None``.
+        w_o: ``[D, D]`` output projection weight; ``b_o``: ``[D]`` or ``None``.
+        heads: Number of attention heads.
+        scale: Factor of the attention scores (usually ``head_dim ** -0.5``).
+        ln2: The MLP's input LayerNorm (row-wise).
+        mlp: The MLP (row-wise).
+        head: From the block's output at the pooled row to the embedding, ``[..., D] -> [..., E]``
+            (e.g. the final LayerNorm and the projection).
+        causal: Whether the pooled row attends only to rows at or before it.
+        ls1: Layer scale after the attention (``None``: identity).
+        ls2: Layer scale after the MLP (``None``: identity).
+        softmax_dtype: The dtype the block's softmax runs in at least (HF CLIP: float32).
+    """
+
+    ln1: RowFn
+    w_q: Tensor
+    b_q: Tensor | None
+    w_k: Tensor
+    b_k: Tensor | None
+    w_v: Tensor
+    b_v: Tensor | None
+    w_o: Tensor
+    b_o: Tensor | None
+    heads: int
+    scale: float
+    ln2: RowFn
+    mlp: RowFn
+    head: RowFn
+    causal: bool = False
+    ls1: RowFn | None = None
+    ls2: RowFn | None = None
+    softmax_dtype: torch.dtype = torch.float32
+
+
+def _linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    out = x @ w.T.to(x.dtype)
+    return out if b is None else out + b.to(x.dtype)
+
+
+def _jvp(fn: RowFn, base: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
+    with TRANSFORM_LOCK:
+        return torch.func.jvp(fn, (base,), (tangent,))
+
+
+def _maybe(fn: RowFn | None) -> RowFn:
+    return fn if fn is not None else (lambda t: t)
+
+
+def _softmax(scores: Tensor, dtype: torch.dtype) -> Tensor:
+    wide = torch.promote_types(dtype, scores.dtype)
+    return torch.softmax(scores.to(wide), dim=-1).to(scores.dtype)
+
+
+def _attend(
+    blk: LastBlock, y: Tensor, rows: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Attention of the pooled rows: ``(q, k, v, probs, o)`` for ``y = LN1(x): [B, S, D]``."""
+    B, S, D = y.shape
+    h, hd = blk.heads, D // blk.heads
+    pick = torch.arange(B, device=y.device)
+    q = _linear(y[pick, rows], blk.w_q, blk.b_q).view(B, h, hd)
+    k = _linear(y, blk.w_k, blk.b_k).view(B, S, h, hd).transpose(1, 2)  # [B, h, S, hd]
+    v = _linear(y, blk.w_v, blk.b_v).view(B, S, h, hd).transpose(1, 2)
+    scores = torch.einsum("bhd,bhsd->bhs", q, k) * blk.scale
+    if blk.causal:
+        after = torch.arange(S, device=y.device).unsqueeze(0) > rows.unsqueeze(1)  # [B, S]
+        scores = scores.masked_fill(after[:, None, :], float("-inf"))
+    probs = _softmax(scores, blk.softmax_dtype)  # [B, h, S]
+    o = torch.einsum("bhs,bhsd->bhd", probs, v)
+    return q, k, v, probs, o
+
+
+def last_block_forward(blk: LastBlock, x: Tensor, rows: Tensor) -> Tensor:
+    """The embedding ``[B, E]`` of hidden states ``x: [B, S, D]`` entering the last block."""
+    B, _, D = x.shape
+    pick = torch.arange(B, device=x.device)
+    *_, o = _attend(blk, blk.ln1(x), rows)
+    r = x[pick, rows] + _maybe(blk.ls1)(_linear(o.reshape(B, D), blk.w_o, blk.b_o))
+    out = r + _maybe(blk.ls2)(blk.mlp(blk.ln2(r)))
+    return blk.head(out)
+
+
+def last_block_node(blk: LastBlock, x: Tensor, delta: Tensor, rows: Tensor) -> Tensor:
+    """``J(x)[:, s, :] Δ[s]`` for every position ``s`` at one path point: ``[B, E, S]``.
+
+    Args:
+        blk: The block and head.
+        x: Path point ``[B, S, D]``.
+        delta: ``Δ = h − h_r``, ``[B, S, D]``.
+        rows: Pooled row of each input, ``[B]`` (int).
+    """
+    B, S, D = x.shape
+    h, hd = blk.heads, D // blk.heads
+    pick = torch.arange(B, device=x.device)
+    # LN1 is row-wise: tangent s changes row s only, all tangents in one call.
+    y, dy = _jvp(blk.ln1, x, delta)  # [B, S, D]: row s of tangent s
+    q, k, v, probs, o = _attend(blk, y, rows)
+    dk = (dy @ blk.w_k.T.to(dy.dtype)).view(B, S, h, hd).transpose(1, 2)  # [B, h, S, hd]
+    dv = (dy @ blk.w_v.T.to(dy.dtype)).view(B, S, h, hd).transpose(1, 2)
+    da = torch.einsum("bhd,bhsd->bhs", q, dk) * blk.scale  # score s moves for tangent s
+    do = probs.unsqueeze(-1) * (da.unsqueeze(-1) * (v - o.unsqueeze(2)) + dv)  # [B, h, S, hd]
+    # The pooled row's own tangent also moves the query.
+    dq = (dy[pick, rows] @ blk.w_q.T.to(dy.dtype)).view(B, h, hd)
+    daq = torch.einsum("bhd,bhsd->bhs", dq, k) * blk.scale
+    if blk.causal:
+        after = torch.arange(S, device=x.device).unsqueeze(0) > rows.unsqueeze(1)
+        daq = daq.masked_fill(after[:, None, :], 0.0)
+    dpq = probs * (daq - (probs * daq).sum(-1, keepdim=True))
+    doq = torch.einsum("bhs,bhsd->bhd", dpq, v)
+    do = do.clone()
+    do[pick, :, rows] += doq
+    dattn = do.transpose(1, 2).reshape(B, S, D) @ blk.w_o.T.to(do.dtype)  # [B, S(tangent), D]
+    attn = _linear(o.reshape(B, D), blk.w_o, blk.b_o)
+    r, dr = _jvp(_maybe(blk.ls1), attn.unsqueeze(1).expand(B, S, D).contiguous(), dattn)
+    r = x[pick, rows].unsqueeze(1) + r
+    dr = dr.clone()
+    dr[pick, rows] += delta[pick, rows]
+    # From here every tangent shares the pooled row's base point: S rows through LN2/MLP/head.
+    z, dz = _jvp(blk.ln2, r, dr)
+    m, dm = _jvp(blk.mlp, z, dz)
+    _, dls = _jvp(_maybe(blk.ls2), m, dm)
+    out, dout = r + _maybe(blk.ls2)(m), dr + dls
+    _, de = _jvp(blk.head, out, dout)  # [B, S, E]
+    return de.transpose(1, 2)
+
+
+def last_block_projection(
+    blk: LastBlock,
+    H: Tensor,
+    H_ref: Tensor,
+    rows: Tensor,
+    alphas: Tensor,
+    weights: Tensor,
+    columns: int | None = None,
+) -> Tensor:
+    """Projections ``[B, E, S]`` of a split at the last block's input.
+
+    Args:
+        blk: The block and head.
+        H: Hidden states ``[B, S, D]``; ``H_ref``: their references.
+        rows: Pooled row of each input ``[B]``.
+        alphas: Quadrature nodes ``[n]``; ``weights``: ``[n]``.
+        columns: Keep only the first ``columns`` positions (rows after them are held fixed, Δ = 0).
+
+    Returns:
+        ``[B, E, S]`` (or ``[B, E, columns]``), accumulated in float64, in the dtype of ``H``.
+    """
+    delta = H - H_ref
+    total = None
+    for a, w in zip(alphas.tolist(), weights.tolist(), strict=True):
+        part = last_block_node(blk, H_ref + a * delta, delta, rows).double() * w
+        total = part if total is None else total + part
+    assert total is not None
+    if columns is not None:
+        total = total[..., :columns]
+    return total.to(H.dtype)

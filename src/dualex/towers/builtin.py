@@ -1,0 +1,25 @@
+"""The ``builtin`` spec: dualex's own small CLIP (an HF ``CLIPModel``; see models/MODEL.md).
+
+Its towers are the ``hf`` family's; this module only declares the spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dualex.towers.registry import Family
+
+
+def _load(rest: str, **kwargs: Any) -> Any:
+    from dualex.models.builtin import load_builtin
+
+    return load_builtin(**kwargs)
+
+
+FAMILY = Family(
+    name="builtin",
+    summary="the small CLIP-style model shipped inside dualex",
+    prefixes=("builtin",),
+    spec_forms={"builtin": "the small CLIP-style model shipped inside dualex (offline)"},
+    load=_load,
+)

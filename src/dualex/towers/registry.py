@@ -1,0 +1,179 @@
+"""The model-family registry: how ``dualex.load`` and ``dualex.wrap`` find a family.
+
+Each family module in ``dualex.towers`` declares one :class:`Family` as ``FAMILY``: its spec
+prefixes for :func:`dualex.load`, ``can_wrap(obj)`` and ``wrap(obj, ...)`` for
+:func:`dualex.wrap`, and a declarative description of its towers (:class:`TowerDescription`).
+The registry imports the family modules by name when first asked, so nothing here imports a family
+(and no family imports this registry's callers): the package has no import cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from dualex.errors import UnknownModelError
+
+__all__ = ["FAMILY_MODULES", "Family", "TowerDescription", "families", "register", "resolve"]
+
+
+@dataclass(frozen=True)
+class TowerDescription:
+    """Where a tower's pieces are and how its positions are laid out.
+
+    Attributes:
+        blocks: Attribute path from the model object to its list of blocks (layer ``L`` is the
+            input of block ``L``), e.g. ``"text_model.encoder.layers"``.
+        layout: How a block's hidden-state argument is laid out: ``"bsd"`` (batch first),
+            ``"sbd"`` (sequence first) or ``"bchw"`` (a CNN feature map; its cells are positions).
+        pooled: Which position the embedding is read from: ``"eos"`` (the first end token),
+            ``"argmax"`` (the largest token id, CLIP's EOT), ``"cls"`` (row 0), ``"last"`` (the
+            last position), ``"mean"`` (a masked mean), ``"attention-pool"`` (a learnt probe
+            attends to every position) or ``"average-pool"`` (a CNN's spatial mean).
+        prefix: Positions before the content (CLS and register tokens of a ViT; BOS of a text).
+        special: Which positions are special tokens (start/end, padding, CLS/SEP).
+        grid: How image positions are arranged: ``"patches"`` (a fixed patch grid),
+            ``"patches-variable"`` (a per-image grid, SigLIP-2 NaFlex), ``"feature-map"`` (the
+            cells of the stage entering the split layer; the grid shrinks with every stage), or
+            ``""`` for text.
+        pooled_query: For a ViT/text tower whose last block's output is read at one row or by an
+            attention pool: the attribute path (from the model object) of that last block, whose
+            pieces compute the pooled row (the last-block fast path); ``None`` where there is none.
+    """
+
+    blocks: str
+    layout: str
+    pooled: str
+    prefix: int = 0
+    special: str = ""
+    grid: str = ""
+    pooled_query: str | None = None
+
+
+@dataclass(frozen=True)
+class Family:
+    """A model family dualex can load by spec and wrap as an object.
+
+    Attributes:
+        name: Short name (``"hf"``, ``"openclip"``, ...).
+        summary: One line on what the family covers.
+        prefixes: Spec prefixes this family loads (``"hf"`` for ``"hf:<id-or-path>"``); a spec
+            without a colon (``"builtin"``) is matched whole.
+        spec_forms: The spec forms shown to users, with a note each.
+        can_wrap: ``obj -> bool``: whether :func:`dualex.wrap` should hand ``obj`` to this family.
+            Must not import heavy packages (check type names and modules).
+        wrap: ``(obj, processor=None, *, tokenizer=None, image_processor=None, preprocess=None,
+            name=None, **kwargs) -> DualEncoder``.
+        load: ``(rest_of_spec, **kwargs) -> DualEncoder`` or ``None`` if the family has no spec.
+        towers: Declarative description of each tower variant (``"text"``, ``"image-vit"``...).
+        requires: Python packages the family needs, for messages.
+    """
+
+    name: str
+    summary: str
+    prefixes: tuple[str, ...] = ()
+    spec_forms: dict[str, str] = field(default_factory=dict)
+    can_wrap: Callable[[Any], bool] = lambda obj: False
+    wrap: Callable[..., Any] | None = None
+    load: Callable[..., Any] | None = None
+    towers: dict[str, TowerDescription] = field(default_factory=dict)
+    requires: tuple[str, ...] = ()
+
+
+FAMILY_MODULES = (
+    "dualex.towers.builtin",
+    "dualex.towers.hf",
+    "dualex.towers.hf_align",
+    "dualex.towers.openclip",
+    "dualex.towers.openai_clip",
+    "dualex.towers.sentence_transformers",
+)
+"""The modules that declare dualex's own families (each has a module-level ``FAMILY``)."""
+
+_LOCK = threading.Lock()
+_REGISTERED: list[Family] = []
+_LOADED = False
+
+
+def register(family: Family) -> Family:
+    """Add a family (a third-party one, or one of dualex's own) to the registry."""
+    with _LOCK:
+        if all(f.name != family.name for f in _REGISTERED):
+            _REGISTERED.append(family)
+    return family
+
+
+def families() -> list[Family]:
+    """Every registered family, dualex's own first."""
+    global _LOADED
+    if not _LOADED:
+        own = [importlib.import_module(m).FAMILY for m in FAMILY_MODULES]
+        with _LOCK:
+            extra = [f for f in _REGISTERED if f not in own]
+            _REGISTERED[:] = [*own, *extra]
+            _LOADED = True
+    return list(_REGISTERED)
+
+
+def spec_forms() -> dict[str, str]:
+    """Every spec form of every family, with a note each."""
+    out: dict[str, str] = {}
+    for f in families():
+        out.update(f.spec_forms)
+    return out
+
+
+def for_spec(spec: str) -> tuple[Family, str]:
+    """The family that loads ``spec`` and the rest of the spec after its prefix.
+
+    Raises:
+        UnknownModelError: naming the forms that exist.
+    """
+    text = spec.strip() if isinstance(spec, str) else ""
+    kind, colon, rest = text.partition(":")
+    kind = kind.strip().lower()
+    for f in families():
+        if f.load is None:
+            continue
+        for prefix in f.prefixes:
+            if (not colon and kind == prefix and ":" not in prefix and not rest) or (
+                colon and kind == prefix and rest.strip()
+            ):
+                return f, rest.strip()
+    forms = "; ".join(f"{k} ({v})" for k, v in spec_forms().items())
+    raise UnknownModelError(f"unknown model spec {spec!r}; use one of: {forms}")
+
+
+def for_object(obj: Any) -> Family:
+    """The family that wraps ``obj``.
+
+    Raises:
+        UnknownModelError: listing what can be wrapped.
+    """
+    for f in families():
+        if f.wrap is not None and f.can_wrap(obj):
+            return f
+    kinds = "; ".join(f"{f.name}: {f.summary}" for f in families() if f.wrap is not None)
+    raise UnknownModelError(
+        f"dualex cannot wrap a {type(obj).__module__}.{type(obj).__name__}; it wraps {kinds}; "
+        "or build a DualEncoder from two dualex towers (dualex.towers.custom.CustomTower)"
+    )
+
+
+def resolve(obj: Any, path: str) -> Any:
+    """Follow a dotted attribute path (``"text_model.encoder.layers"``) from ``obj``."""
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def type_is(obj: Any, module_prefix: str, *names: str) -> bool:
+    """Whether ``obj``'s class (or a base class) comes from ``module_prefix`` (and has one of
+    ``names``, if given), without importing that package."""
+    for cls in type(obj).__mro__:
+        if cls.__module__.startswith(module_prefix) and (not names or cls.__name__ in names):
+            return True
+    return False
