@@ -30,7 +30,7 @@ def explain_data(
     """``dualex explain --data SPEC --out DIR``: explain every pair, print one summary line."""
     from rich.console import Console
 
-    from dualex.cli import parse_layers
+    from dualex.cli_args import parse_layers
     from dualex.data.sources import parse_data_spec
     from dualex.scale import parse_backend
     from dualex.scale.explain import explain_dataset

@@ -22,7 +22,7 @@ __all__ = ["error_message", "load_model", "run_shard"]
 def load_model(spec: str) -> Any:
     """Build the model of a job from its spec (as the CLI does: ``dualex.load`` plus the CLI's
     ``random-clip[:SEED]``)."""
-    from dualex.cli import resolve_model
+    from dualex.cli_args import resolve_model
 
     return resolve_model(spec)
 
