@@ -95,7 +95,9 @@ def _timed(fn) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configs", default="B/32,B/16")
-    ap.add_argument("--layer", type=int, default=None, help="split layer (default: last block input)")
+    ap.add_argument(
+        "--layer", type=int, default=None, help="split layer (default: last block input)"
+    )
     ap.add_argument("--steps", type=int, default=None, help="fixed steps (default: adaptive)")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--one", help=argparse.SUPPRESS)
@@ -112,8 +114,18 @@ def main() -> None:
             cmd += ["--steps", str(args.steps)]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True)
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    head = ("config", "matrix", "layers", "forward s", "explain s", "explain/forward",
-            "peak RSS MB", "rel. error", "tower errors", "steps")
+    head = (
+        "config",
+        "matrix",
+        "layers",
+        "forward s",
+        "explain s",
+        "explain/forward",
+        "peak RSS MB",
+        "rel. error",
+        "tower errors",
+        "steps",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:

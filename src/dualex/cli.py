@@ -232,19 +232,22 @@ def _write(
         "  dualex explain dog.jpg 'a husky' --model random-clip --out expl.safetensors\n\n"
         "  dualex explain 'a man plays guitar' 'someone is playing music' "
         "--model st:<path-or-id> --out pair.html"
+        "  dualex explain --data coco:val2017,annotations --out runs/coco --backend ray "
+        "--workers 8"
     )
 )
 def explain(
     image: Annotated[
-        Path,
+        Path | None,
         typer.Argument(
             help="Image file (PNG, JPEG, ...), or the first text for a text–text model (st:...).",
             show_default=False,
         ),
-    ],
+    ] = None,
     text: Annotated[
-        str, typer.Argument(help="The caption (or the second text).", show_default=False)
-    ],
+        str | None,
+        typer.Argument(help="The caption (or the second text).", show_default=False),
+    ] = None,
     model: Annotated[
         str,
         typer.Option(
@@ -297,16 +300,35 @@ def explain(
             "--per-panel-range", help="Figure: give every heatmap and token strip its own range."
         ),
     ] = False,
+    data: Annotated[
+        str | None, typer.Option(help="Explain every pair of a dataset (see `dualex eval`).")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="With --data: local, ray or ray:ADDRESS.")] = "local",
+    workers: Annotated[int, typer.Option(help="With --data: Ray workers.", min=1)] = 1,
+    limit: Annotated[int | None, typer.Option(help="With --data: most samples.")] = None,
 ) -> None:
     """Explain one caption–image pair (token × patch) or two texts (token × token).
 
     Prints the score, its completeness and the caption coloured by the whole image.
 
     --out writes an interactive HTML report, a Figure-1 style grid or the explanation itself.
+
+    With --data SPEC --out DIR (no IMAGE, TEXT): explain every pair of a dataset into DIR
+    (sharded safetensors + index.parquet; resumable; --backend ray runs it on Ray).
     """
     from rich.console import Console
 
     import dualex
+
+    if data is not None:
+        from dualex.scale.cli import explain_data
+
+        return explain_data(data, out, model, layers, steps, backend, workers, limit, image, text)
+    if image is None or text is None:
+        missing = "IMAGE': pass an image file and" if image is None else "TEXT': pass"
+        raise InvalidInputError(
+            f"Missing argument '{missing} its caption text (or --data SPEC --out DIR: a dataset)"
+        )
 
     console = Console()
     from dualex.engine.quadrature import canonical_rule
@@ -364,7 +386,8 @@ def explain(
     epilog=(
         "Examples:\n\n"
         "  dualex report a.safetensors b.safetensors --out report.html\n\n"
-        "  dualex report runs/*.safetensors --out runs.html --title 'epoch 3'"
+        "  dualex report runs/*.safetensors --out runs.html --title 'epoch 3'\n\n"
+        "  dualex report runs/coco-explained --limit 50 --sort lowest-score"
     )
 )
 def report(
@@ -372,16 +395,34 @@ def report(
         list[Path],
         typer.Argument(help="Explanation files written by `dualex explain --out x.safetensors`."),
     ],
-    out: Annotated[Path, typer.Option("--out", "-o", help="The HTML file to write.")] = Path(
-        "report.html"
-    ),
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The HTML file to write (default report.html)."),
+    ] = None,
     title: Annotated[str, typer.Option(help="Page title.")] = "dualex report",
+    limit: Annotated[int, typer.Option(help="For an explain DIR: pairs in the report.")] = 20,
+    sort: Annotated[
+        str,
+        typer.Option(
+            help="For an explain DIR: worst-completeness, best-completeness, lowest-score, "
+            "highest-score or index."
+        ),
+    ] = "worst-completeness",
 ) -> None:
-    """Gather saved explanations into one self-contained interactive HTML report."""
+    """Gather saved explanations into one self-contained interactive HTML report.
+
+    Given the folder of `dualex explain --data`, report --limit of its pairs chosen by --sort.
+    """
     from rich.console import Console
 
     from dualex.explanation import Explanation
     from dualex.viz.report import write_report
+
+    if len(explanations) == 1 and explanations[0].is_dir():
+        from dualex.scale.cli import report_dir
+
+        return report_dir(explanations[0], out, limit, sort, title)
+    out = out or Path("report.html")
 
     if out.suffix.lower() not in REPORT_SUFFIXES:
         raise InvalidInputError(f"--out {out.name!r} must end with .html")

@@ -45,3 +45,7 @@ class InputWarning(DualexWarning):
 
 class OutputError(DualexError):
     """An output path that cannot be written (a read-only folder, a folder in the way, a full disk)."""
+
+
+class JobError(DualexError, ValueError):
+    """A dataset run that cannot go on: a different job in its output folder, or failed shards."""

@@ -478,3 +478,18 @@ def test_caption_holds_reads_the_ground_truth(many: list[Sample]) -> None:
     a, b = objs[r["subject"]], objs[r["object"]]
     a["centre"], b["centre"] = b["centre"], a["centre"]
     assert not caption_holds(rel, objs, size), "swapping the related objects makes it false"
+
+
+def test_image_references_render_the_same_image_again():
+    """Samples are indexed with a lazy ImageRef; a fresh reference re-renders identical pixels."""
+    from dualex.data.types import ImageRef
+
+    samples = generate(4, seed=8, domain="mixed", captions_per_image=2, max_objects=2)
+    for s in samples:
+        ref = s.image_ref
+        assert ref is not None and ref.loaded, "the rendered scene is cached on the reference"
+        again = ImageRef(ref.path)
+        assert not again.loaded
+        assert again.open().tobytes() == s.image.tobytes()
+    assert samples[0].image_ref is samples[1].image_ref, "captions of an image share its reference"
+    assert samples[0].image_ref != samples[2].image_ref

@@ -9,7 +9,6 @@ import pytest
 from dualex.data.synthetic import generate
 from dualex.evaluate.grounding import EvalSettings, run_grounding, run_mismatch
 from dualex.evaluate.report import read_rows, write_grounding_tables, write_mismatch_tables
-from dualex.evaluate.store import RowStore
 
 METHODS = ("dualex", "dualex-span", "gae", "random")
 
@@ -45,25 +44,26 @@ def test_rows_per_method_and_mention(clip64, samples, tmp_path):
 
 
 def test_resume_after_interruption_gives_the_same_rows(clip64, samples, tmp_path, monkeypatch):
+    import dualex.scale.worker as worker
+
     s = EvalSettings(methods=("dualex", "random"), steps=2, batch=1)
     full = _rows(run_grounding(clip64, samples, tmp_path / "full", s, progress=False))
 
     calls = {"n": 0}
-    real_flush = RowStore.flush
+    real = worker.run_shard
 
-    def flaky_flush(self):
+    def interrupted(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
-            self._buffer = []  # the batch in progress is lost
-            raise KeyboardInterrupt
-        return real_flush(self)
+            raise KeyboardInterrupt  # the shard in progress is lost
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(RowStore, "flush", flaky_flush)
+    monkeypatch.setattr(worker, "run_shard", interrupted)
     with pytest.raises(KeyboardInterrupt):
         run_grounding(clip64, samples, tmp_path / "resumed", s, progress=False)
-    monkeypatch.setattr(RowStore, "flush", real_flush)
-    partial = RowStore(tmp_path / "resumed", ("method", "sample_id", "mention")).read()
-    assert 0 < len(partial) < len(full), "the interrupted run kept its finished batches"
+    monkeypatch.setattr(worker, "run_shard", real)
+    parts = sorted(p.name for p in (tmp_path / "resumed" / "parts").glob("*.parquet"))
+    assert parts == ["shard-000000.parquet"], "the interrupted run kept its finished shard"
     resumed = _rows(run_grounding(clip64, samples, tmp_path / "resumed", s, progress=False))
     assert _plain(resumed) == _plain(full)
 
@@ -142,12 +142,13 @@ def test_cli_grounding_and_errors(tmp_path):
     assert (tmp_path / "compare_per_class.md").is_file()
 
 
-def test_two_writers_of_one_shard_keep_every_row_once(tmp_path):
-    import os
+def test_a_different_job_in_the_same_folder_is_refused(clip64, samples, tmp_path):
+    from dualex.errors import JobError
 
-    a, b = RowStore(tmp_path, ("k",)), RowStore(tmp_path, ("k",))
-    a.add([{"k": 1, "idx": 0}])
-    b.add([{"k": 1, "idx": 0}, {"k": 2, "idx": 1}])
-    pa, pb = a.flush(), b.flush()
-    assert pa != pb and str(os.getpid()) in pa.name
-    assert _rows(a.consolidate(order=("idx",))) == [{"k": 1, "idx": 0}, {"k": 2, "idx": 1}]
+    run_grounding(clip64, samples, tmp_path, EvalSettings(methods=("random",)), progress=False)
+    with pytest.raises(JobError, match=r"different job \(methods \['random'\] -> \['gae'\]\)"):
+        run_grounding(clip64, samples, tmp_path, EvalSettings(methods=("gae",)), progress=False)
+    with pytest.raises(JobError, match="different data"):
+        run_grounding(
+            clip64, samples[:2], tmp_path, EvalSettings(methods=("random",)), progress=False
+        )

@@ -24,9 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from dualex.data.coco_synonyms import COCO_SYNONYMS, word_forms
-from dualex.data.types import Box, Mention, Sample
-from dualex.errors import FileFormatError, InvalidInputError
-from dualex.towers.inputs import load_image
+from dualex.data.types import Box, ImageRef, Mention, Sample
+from dualex.errors import FileFormatError
 
 __all__ = ["find_annotation_files", "find_mentions", "load_coco"]
 
@@ -122,7 +121,8 @@ def load_coco(
 
     Raises:
         FileFormatError: on a missing or malformed file.
-        InvalidInputError: on an unreadable image.
+        InvalidInputError: on an unreadable image, when its ``sample.image`` is first read
+            (images are referenced lazily, see :class:`~dualex.data.types.ImageRef`).
     """
     caps, inst = _load(Path(captions_file)), _load(Path(instances_file))
     cats = {c["id"]: c["name"] for c in inst.loadCats(inst.getCatIds())}
@@ -138,14 +138,10 @@ def load_coco(
                 if w <= 0 or h <= 0:
                     continue
                 boxes.setdefault(cats[ann["category_id"]], []).append((x, y, x + w, y + h))
-        path = root / info["file_name"]
-        try:  # boxes are in the stored pixel layout: no EXIF rotation
-            image = load_image(path, exif=False)
-        except InvalidInputError as err:
-            raise InvalidInputError(
-                f"cannot read COCO image {str(path)!r} ({err}); pass the folder that holds the "
-                "split's images"
-            ) from err
+        # indexed, not decoded: the image is read when a sample's ``image`` is first used
+        image = ImageRef(
+            str(root / info["file_name"]), hint="pass the folder that holds the split's images"
+        )
         for ann in sorted(caps.loadAnns(caps.getAnnIds(imgIds=img_id)), key=lambda a: a["id"]):
             caption = ann["caption"].strip()
             yield Sample(

@@ -20,9 +20,8 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 
-from dualex.data.types import Box, Mention, Sample
+from dualex.data.types import Box, ImageRef, Mention, Sample
 from dualex.errors import FileFormatError, InvalidInputError
-from dualex.towers.inputs import load_image
 
 __all__ = ["load_flickr30k", "parse_annotation", "parse_sentence"]
 
@@ -132,8 +131,7 @@ def load_flickr30k(root: str | os.PathLike[str], split: str | None = None) -> It
         if not sent_file.is_file() or not ann_file.is_file():
             raise FileFormatError(f"image {image_id} lacks {sent_file.name} or {ann_file.name}")
         _, chains = parse_annotation(ann_file)
-        path = _image_path(root, image_id)
-        image = load_image(path, exif=False)  # boxes are in the stored pixel layout
+        image = ImageRef(str(_image_path(root, image_id)))  # decoded on first use
         lines = [ln for ln in sent_file.read_text(encoding="utf-8").splitlines() if ln.strip()]
         for k, line in enumerate(lines):
             caption, phrases = parse_sentence(line)

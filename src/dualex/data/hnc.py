@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from dualex.data.coco import find_mentions
-from dualex.data.types import Box, Negative, Sample
+from dualex.data.types import Box, ImageRef, Negative, Sample
 from dualex.errors import FileFormatError, InvalidInputError
-from dualex.towers.inputs import load_image
 
 __all__ = ["diff_spans", "load_hnc"]
 
@@ -101,7 +100,7 @@ def load_hnc(
         img_path = Path(image_dir) / name
         if not img_path.is_file():
             raise InvalidInputError(f"HNC image {str(img_path)!r} does not exist")
-        image = load_image(img_path, exif=False)  # boxes are in the stored pixel layout
+        image = ImageRef(str(img_path))  # decoded on first use
         negs: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for cid, e in caps.items():
             if int(e.get("label", 1)) == 0 and e.get("cpt_p_id") is not None:

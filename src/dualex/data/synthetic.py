@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from dualex.data.types import Box, Mention, Negative, Sample
+from dualex.data.types import Box, ImageRef, Mention, Negative, Sample
 from dualex.io import atomic_write
 
 __all__ = [
@@ -981,6 +981,9 @@ def samples_for_scene(
     cfg = config or WorldConfig()
     size = scene.image.width
     image_id = f"synth-{domain}-{scene.seed}-{scene.index:06d}"
+    ref = ImageRef.synthetic(
+        scene.seed, scene.index, scene.domain, size, _config_options(cfg), image=scene.image
+    )
     objects_json = [o.to_json() for o in scene.objects]
     out = []
     for j in range(cfg.captions_per_image):
@@ -1021,7 +1024,7 @@ def samples_for_scene(
         }
         out.append(
             Sample(
-                image=scene.image,
+                image=ref,
                 caption=caption,
                 mentions=mentions,
                 negatives=[n for n, _ in negs],
@@ -1031,6 +1034,37 @@ def samples_for_scene(
             )
         )
     return out
+
+
+def _config_options(cfg: WorldConfig) -> dict[str, Any]:
+    """The fields of ``cfg`` that differ from the defaults, JSON-serialisable."""
+    default = dataclasses.asdict(WorldConfig())
+    return json.loads(
+        json.dumps({k: v for k, v in dataclasses.asdict(cfg).items() if v != default[k]})
+    )
+
+
+def render_reference(recipe: dict[str, Any]) -> Image.Image:
+    """Render the image of a synthetic :class:`~dualex.data.types.ImageRef` recipe again.
+
+    Args:
+        recipe: ``seed``, ``index``, ``domain``, ``image_size`` and ``options`` (fields of
+            :class:`WorldConfig` that differ from the defaults).
+
+    Returns:
+        The scene's RGB image, identical to the one rendered while generating the samples.
+    """
+    options = dict(recipe.get("options") or {})
+    if "sizes" in options:
+        options["sizes"] = {k: tuple(v) for k, v in options["sizes"].items()}
+    cfg = _make_config(None, options)
+    return make_scene(
+        int(recipe["seed"]),
+        int(recipe["index"]),
+        domain=str(recipe["domain"]),
+        image_size=int(recipe["image_size"]),
+        config=cfg,
+    ).image
 
 
 def _make_config(config: WorldConfig | None, options: dict[str, Any]) -> WorldConfig:

@@ -30,6 +30,10 @@ _DATA = typer.Option(
     "synthetic:seed=S,n=N,domain=D",
 )
 _OUT = typer.Option("--out", help="Output folder (re-running it resumes).")
+_BACKEND = typer.Option(
+    "--backend", help="local (in-process), ray (a local Ray cluster) or ray:ADDRESS."
+)
+_WORKERS = typer.Option("--workers", help="Ray workers (model replicas).", min=1)
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -50,29 +54,60 @@ def parse_shard(text: str) -> tuple[int, int]:
 def _setup(
     model: str, data: str, threads: int | None, steps: int | None = None, limit: int | None = None
 ) -> tuple[Any, Any, int | None]:
-    """Check every argument, then load the model: nothing is written before this returns.
+    """Check every argument, then load the model in this process: nothing is written before.
+
+    Returns:
+        ``(model, data source, number of samples or None)``.
+    """
+    from dualex.data.sources import parse_data_spec
+
+    encoder = _prepare(model, data, "local", threads, steps, limit)
+    source = parse_data_spec(data).check()
+    return encoder, source, source.total
+
+
+def _prepare(
+    model: str,
+    data: str,
+    backend: str,
+    threads: int | None,
+    steps: int | None = None,
+    limit: int | None = None,
+) -> Any:
+    """Check every argument, then load the model (local backend): nothing is written before.
+
+    Returns:
+        The loaded model (local backend) or its spec (Ray: each worker loads its replica).
 
     Raises:
-        SettingError: on a bad ``--data``, ``--steps``, ``--limit`` or ``--threads``.
+        SettingError: on a bad ``--data``, ``--steps``, ``--limit``, ``--threads`` or backend.
         FileFormatError: on a missing dataset folder or file.
+        UnknownModelError: on an unknown model spec.
     """
-    import torch
-
     from dualex.cli_args import resolve_model
     from dualex.data.sources import parse_data_spec
     from dualex.limits import check_steps
+    from dualex.scale import parse_backend
 
     if threads is not None and threads < 1:
         raise SettingError(f"--threads {threads}: pass a positive number of CPU threads")
     if limit is not None and limit < 0:
         raise SettingError(f"--limit {limit}: pass a number of samples >= 0")
     check_steps(steps, 64, names=("--steps", "--max-steps"))
-    source = parse_data_spec(data).check()
-    total = source.total
-    encoder = resolve_model(model)
+    parse_data_spec(data).check()
+    kind, _ = parse_backend(backend)
+    if kind != "local":
+        from dualex.cli_args import RANDOM_SPECS
+        from dualex.towers.registry import for_spec
+
+        if model.strip().lower().partition(":")[0] not in RANDOM_SPECS:
+            for_spec(model)  # an unknown spec fails here, before anything is written
+        return model
     if threads:
+        import torch
+
         torch.set_num_threads(threads)
-    return encoder, source, total
+    return resolve_model(model)
 
 
 def _write_meta(out: Path, command: str, **info: Any) -> None:
@@ -93,7 +128,9 @@ def grounding(
     ] = "dualex,ig,gae,maskclip,gradeclip,random",
     out: Annotated[Path, _OUT] = Path("runs/grounding"),
     limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
-    shard: Annotated[str, typer.Option("--shard", help="i/n: take samples i, i+n, ...")] = "0/1",
+    shard: Annotated[
+        str, typer.Option("--shard", help="i/n: run shards i, i+n, ... (processes sharing --out)")
+    ] = "0/1",
     text: Annotated[
         str, typer.Option("--text", help="Baselines' text input: span (the mention) or caption.")
     ] = "span",
@@ -103,8 +140,12 @@ def grounding(
     steps: Annotated[
         int | None, typer.Option("--steps", help="dualex quadrature nodes (default adaptive).")
     ] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Samples per written Parquet part.")] = 8,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
+    ] = 8,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    backend: Annotated[str, _BACKEND] = "local",
+    workers: Annotated[int, _WORKERS] = 1,
 ) -> None:
     """Evaluate every mention with every method; writes rows.parquet, summary/per_class tables
     (Markdown + CSV) and summary.png. Re-running the same command resumes."""
@@ -121,9 +162,11 @@ def grounding(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder, source, total = _setup(model, data, threads, steps, limit)
+    encoder = _prepare(model, data, backend, threads, steps, limit)
+    path = run_grounding(
+        encoder, None, out, settings, data=data, backend=backend, workers=workers, threads=threads
+    )
     _write_meta(out, "grounding", model=model, data=data, settings=settings)
-    path = run_grounding(encoder, source.samples(), out, settings, total=total)
     tables = write_grounding_tables(out)
     typer.echo(f"wrote {path} and tables in {out}")
     from dualex.evaluate.analysis import GROUNDING_METRICS, to_markdown
@@ -137,11 +180,17 @@ def mismatch(
     data: Annotated[str, _DATA] = "synthetic:seed=901,n=100,domain=plain",
     out: Annotated[Path, _OUT] = Path("runs/mismatch"),
     limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
-    shard: Annotated[str, typer.Option("--shard", help="i/n: take samples i, i+n, ...")] = "0/1",
+    shard: Annotated[
+        str, typer.Option("--shard", help="i/n: run shards i, i+n, ... (processes sharing --out)")
+    ] = "0/1",
     layers: Annotated[str | None, typer.Option("--layers", help="dualex layer(s).")] = None,
     steps: Annotated[int | None, typer.Option("--steps", help="dualex quadrature nodes.")] = None,
-    batch: Annotated[int, typer.Option("--batch", help="Samples per written Parquet part.")] = 8,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
+    ] = 8,
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    backend: Annotated[str, _BACKEND] = "local",
+    workers: Annotated[int, _WORKERS] = 1,
 ) -> None:
     """Hard negatives: the mismatched span's interaction vs matched spans and the positive caption."""
     from dualex.cli_args import parse_layers
@@ -156,9 +205,11 @@ def mismatch(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder, source, total = _setup(model, data, threads, steps, limit)
+    encoder = _prepare(model, data, backend, threads, steps, limit)
+    path = run_mismatch(
+        encoder, None, out, settings, data=data, backend=backend, workers=workers, threads=threads
+    )
     _write_meta(out, "mismatch", model=model, data=data, settings=settings)
-    path = run_mismatch(encoder, source.samples(), out, settings, total=total)
     tables = write_mismatch_tables(out)
     from dualex.evaluate.analysis import MISMATCH_METRICS, to_markdown
 

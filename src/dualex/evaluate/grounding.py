@@ -1,8 +1,9 @@
 """Dataset runs: grounding of every mention by every method, and hard-negative mismatch.
 
-Both runs are resumable (rows keyed by ``(method, sample_id, mention)`` or ``(method,
-sample_id, negative)``), shardable (``shard=(i, n)`` keeps samples ``i, i + n, ...``), and flush
-a Parquet part every ``batch`` samples, so a kill loses at most the batch in progress.
+Both runs are dataset jobs (:mod:`dualex.scale`): rows keyed by ``(method, sample_id, mention)``
+or ``(method, sample_id, negative)``, computed shard by shard (whole images, at least ``batch``
+samples each), each shard committed as one Parquet part, so a kill loses at most the shards in
+progress and a re-run resumes. They run in-process or on Ray (``backend="ray"``).
 
 dualex explains each caption once (projections via :func:`dualex.project`, so the captions of one
 image share its projection) and slices every mention from that explanation; a baseline runs once
@@ -11,10 +12,8 @@ per mention with the mention's phrase (``text="span"``) or the full caption (``t
 
 from __future__ import annotations
 
-import math
 import os
-import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,6 @@ import torch
 from dualex.data.types import Sample
 from dualex.errors import DualexError, SettingError
 from dualex.evaluate import metrics as mt
-from dualex.evaluate.store import RowStore
 
 __all__ = [
     "GROUNDING_KEY",
@@ -56,9 +54,9 @@ class EvalSettings:
         text: ``"span"`` (baselines get the mention's phrase) or ``"caption"``.
         layers: dualex split layer(s) (``None``: the last block's input).
         steps: dualex quadrature nodes (``None``: adaptive).
-        batch: Samples per flushed Parquet part.
+        batch: Fewest samples per shard (one Parquet part each; whole images per shard).
         limit: Most samples to read from the source (``None``: all).
-        shard: ``(i, n)``: this run takes samples ``i, i + n, ...``.
+        shard: ``(i, n)``: this run takes shards ``i, i + n, ...`` of the plan.
     """
 
     methods: tuple[str, ...] = ("dualex", "random")
@@ -336,129 +334,113 @@ def _label_at(s: Sample, neg: Any) -> str:
     return ""
 
 
-def _groups(
-    samples: Iterable[Sample], settings: EvalSettings
-) -> Iterator[list[tuple[int, Sample]]]:
-    """Consecutive samples of this shard that share an image, with their stream indices."""
-    i_shard, n_shard = settings.shard
-    group: list[tuple[int, Sample]] = []
-    for idx, s in enumerate(samples):
-        if settings.limit is not None and idx >= settings.limit:
-            break
-        if idx % n_shard != i_shard:
-            continue
-        if group and s.image_id != group[-1][1].image_id:
-            yield group
-            group = []
-        group.append((idx, s))
-    if group:
-        yield group
-
-
 def _run(
     model: Any,
-    samples: Iterable[Sample],
+    samples: Iterable[Sample] | None,
     out_dir: str | os.PathLike[str],
     settings: EvalSettings,
-    key: tuple[str, ...],
-    make_rows: Callable[..., list[dict[str, Any]]],
-    total: int | None,
+    task: str,
     progress: bool,
-    desc: str,
+    data: str | None,
+    backend: str,
+    workers: int,
+    threads: int | None,
 ) -> Path:
-    from tqdm.auto import tqdm
+    from dualex.scale import Job, raise_on_failures, run_job
 
-    i, n = settings.shard
-    store = RowStore(out_dir, key, tag=f"s{i}of{n}")
-    done = store.done()
-
-    def skip(method: str, sample_id: str, k: int) -> bool:
-        return (method, sample_id, k) in done
-
-    if total is not None and settings.limit is not None:
-        total = min(total, settings.limit)
-    if total is not None:
-        total = math.ceil(max(total - i, 0) / n)
-    # A terminal that reports a 0×0 size (some ptys) would hide the bar: assume 80×24.
-    try:
-        size = os.get_terminal_size(sys.stderr.fileno())
-    except (OSError, ValueError, AttributeError):
-        size = None  # not a terminal
-    bar = tqdm(
-        total=total,
-        desc=desc,
-        unit="sample",
-        disable=not progress,
-        ncols=80 if size is not None and size.columns == 0 else None,
-        nrows=24 if size is not None and size.lines == 0 else None,
+    if samples is None and data is None:
+        raise SettingError("pass samples or a data spec (e.g. 'synthetic:seed=1,n=10')")
+    spec = (
+        model if isinstance(model, str) else str(getattr(model, "name", "") or type(model).__name__)
     )
-    pending = 0
-    for group in _groups(samples, settings):
-        store.add(make_rows(model, group, settings, skip))
-        pending += len(group)
-        bar.update(len(group))
-        if pending >= settings.batch:
-            store.flush()
-            pending = 0
-    store.flush()
-    bar.close()
-    return store.consolidate(order=("idx",))
+    job = Job(
+        model=spec,
+        data=data if data is not None else "<in-process samples>",
+        task=task,
+        methods=settings.methods,
+        settings={
+            "text": settings.text,
+            "layers": settings.layers,
+            "steps": settings.steps,
+            "shard_size": settings.batch,
+            "limit": settings.limit,
+        },
+    )
+    result = run_job(
+        job,
+        out_dir,
+        samples=samples,
+        model=None if isinstance(model, str) else model,
+        backend=backend,
+        workers=workers,
+        threads=threads,
+        part=settings.shard,
+        progress=progress,
+    )
+    raise_on_failures(result)
+    return result.rows
 
 
 def run_grounding(
     model: Any,
-    samples: Iterable[Sample],
+    samples: Iterable[Sample] | None,
     out_dir: str | os.PathLike[str],
     settings: EvalSettings,
     *,
     total: int | None = None,
     progress: bool = True,
+    data: str | None = None,
+    backend: str = "local",
+    workers: int = 1,
+    threads: int | None = None,
 ) -> Path:
     """Evaluate every mention of every sample with every method; resumable.
 
+    The run is a :class:`dualex.scale.Job` in ``out_dir`` (manifest ``job.json``, one Parquet
+    part per finished shard): re-running it skips finished shards, and a different job in the
+    same folder is refused.
+
     Args:
-        model: A :class:`dualex.DualEncoder`.
-        samples: The samples (a re-run must see them in the same order).
-        out_dir: Output folder (``parts/`` and the merged ``rows.parquet``).
-        settings: Methods, text input, shard, limit, batch.
-        total: Number of samples, for the progress bar's ETA.
+        model: A :class:`dualex.DualEncoder`, or a model spec (needed by the Ray backend, whose
+            workers build their own replica).
+        samples: The samples (a re-run must see the same ones in the same order); ``None``:
+            read ``data``.
+        out_dir: Output folder (``job.json``, ``parts/`` and the merged ``rows.parquet``).
+        settings: Methods, text input, limit, samples per shard (``batch``) and ``shard=(i, n)``
+            (run shards ``i, i + n, ...`` of the plan; processes may share a folder this way).
+        total: Ignored (the run counts its samples when it indexes them); kept for callers.
         progress: Show a progress bar.
+        data: The ``--data`` spec of the samples (required when ``samples`` is ``None``).
+        backend: ``local`` (in-process), ``ray`` or ``ray:ADDRESS``.
+        workers: Ray actors.
+        threads: torch threads per Ray actor.
 
     Returns:
         Path of ``rows.parquet`` (all rows written so far, sorted by sample then key).
+
+    Raises:
+        JobError: if shards failed (the others are saved) or ``out_dir`` holds another job.
     """
     return _run(
-        model,
-        samples,
-        out_dir,
-        settings,
-        GROUNDING_KEY,
-        grounding_rows,
-        total,
-        progress,
-        "grounding",
+        model, samples, out_dir, settings, "grounding", progress, data, backend, workers, threads
     )
 
 
 def run_mismatch(
     model: Any,
-    samples: Iterable[Sample],
+    samples: Iterable[Sample] | None,
     out_dir: str | os.PathLike[str],
     settings: EvalSettings,
     *,
     total: int | None = None,
     progress: bool = True,
+    data: str | None = None,
+    backend: str = "local",
+    workers: int = 1,
+    threads: int | None = None,
 ) -> Path:
     """Evaluate every hard negative of every sample with dualex; resumable (see
     :func:`run_grounding`)."""
     return _run(
-        model,
-        samples,
-        out_dir,
-        settings,
-        MISMATCH_KEY,
-        mismatch_rows,
-        total,
-        progress,
-        "mismatch",
+        model, samples, out_dir, settings, "mismatch", progress, data, backend, workers, threads
     )

@@ -11,8 +11,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from dualex.data.types import Box
 from dualex.errors import BoxError, SpanError
+
+Box = tuple[float, float, float, float]
+"""``(x0, y0, x1, y1)`` in original image pixels (x right, y down)."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,197 @@
+"""Explain every pair of a dataset, read the stored explanations back, and report K of them.
+
+``dualex explain --data SPEC --out DIR`` runs the ``explain`` task: DIR gets one safetensors file
+per shard (``explanations/shard-NNNNNN.safetensors``: one ``[S_text, S_image]`` matrix per pair,
+keyed by pair id, with the pair's positions and completeness as JSON metadata) and the index
+``index.parquet``: ``pair_id, idx, image_id, caption, image_path, score, completeness`` (relative
+error), ``abs_error, file, key, error``. ``dualex report DIR --limit K --sort ...`` picks K pairs
+from the index and writes the interactive HTML report of them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from dualex.errors import FileFormatError, SettingError
+
+__all__ = ["SORTS", "explain_dataset", "load_explanation", "read_index", "report_dataset"]
+
+SORTS = {
+    "worst-completeness": ("completeness", True),
+    "best-completeness": ("completeness", False),
+    "lowest-score": ("score", False),
+    "highest-score": ("score", True),
+    "index": ("idx", False),
+}
+"""``--sort`` choices of ``dualex report DIR``: column and descending?"""
+
+
+def explain_dataset(
+    model: str,
+    data: str,
+    out: str | os.PathLike[str],
+    *,
+    layers: Any = None,
+    steps: int | None = None,
+    shard_size: int = 8,
+    limit: int | None = None,
+    backend: str = "local",
+    workers: int = 1,
+    threads: int | None = None,
+    progress: bool = True,
+) -> Any:
+    """Explain every caption–image pair of a dataset (resumable, local or on Ray).
+
+    Args:
+        model: Model spec.
+        data: ``--data`` spec.
+        out: Output folder.
+        layers: Split layer(s).
+        steps: Quadrature nodes (``None``: adaptive).
+        shard_size: Fewest samples per shard.
+        limit: Most samples to read.
+        backend: ``local``, ``ray`` or ``ray:ADDRESS``.
+        workers: Ray actors.
+        threads: torch threads per Ray actor.
+        progress: Show a progress bar.
+
+    Returns:
+        The :class:`~dualex.scale.run.RunResult` (``rows`` is ``index.parquet``).
+
+    Raises:
+        JobError: if shards failed (the others are saved) or ``out`` holds another job.
+    """
+    from dualex.scale.job import Job
+    from dualex.scale.run import raise_on_failures, run_job
+
+    job = Job(
+        model=model,
+        data=data,
+        task="explain",
+        methods=("dualex",),
+        settings={"layers": layers, "steps": steps, "shard_size": shard_size, "limit": limit},
+    )
+    result = run_job(job, out, backend=backend, workers=workers, threads=threads, progress=progress)
+    raise_on_failures(result)
+    return result
+
+
+def read_index(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The rows of ``<out>/index.parquet``.
+
+    Raises:
+        FileFormatError: if the folder has no index.
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(out) / "index.parquet"
+    if not path.is_file():
+        raise FileFormatError(
+            f"{str(out)!r} has no index.parquet; run `dualex explain --data SPEC --out DIR` first"
+        )
+    return pq.read_table(path).to_pylist()
+
+
+def load_explanation(out: str | os.PathLike[str], row: dict[str, Any]) -> Any:
+    """The :class:`dualex.Explanation` of one index row (its image is read from the row's path;
+    without a readable image the explanation has none).
+
+    Raises:
+        FileFormatError: if the row has no stored explanation or its file is unreadable.
+    """
+    from safetensors import safe_open
+
+    from dualex.data.types import ImageRef
+    from dualex.engine.interactions import Completeness
+    from dualex.errors import InvalidInputError
+    from dualex.explanation import Explanation
+    from dualex.towers.positions import positions_from_json
+
+    if not row.get("file"):
+        raise FileFormatError(
+            f"pair {row.get('pair_id')!r} has no explanation ({row.get('error')})"
+        )
+    path = Path(out) / row["file"]
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            matrix = f.get_tensor(row["key"])
+            meta = json.loads((f.metadata() or {})["dualex"])["pairs"][row["key"]]
+    except Exception as err:  # safetensors raises its own error types
+        raise FileFormatError(
+            f"cannot read pair {row['key']!r} from {str(path)!r} ({err}); re-run the explain job"
+        ) from err
+    image = None
+    if row.get("image_path"):
+        try:
+            image = ImageRef(row["image_path"]).open()
+        except InvalidInputError:
+            image = None
+    a, b = positions_from_json(meta["a"]), positions_from_json(meta["b"])
+    return Explanation(
+        matrix=matrix,
+        a=a,
+        b=b,
+        completeness=Completeness.from_json(meta["completeness"]),
+        layers=tuple(meta["layers"]),
+        model=meta["model"],
+        raw_a=row["caption"],
+        raw_b=image,
+    )
+
+
+def pick(rows: list[dict[str, Any]], limit: int, sort: str) -> list[dict[str, Any]]:
+    """The ``limit`` explained rows first in ``sort`` order (ties by index).
+
+    Raises:
+        SettingError: on an unknown sort or a limit < 1.
+    """
+    if sort not in SORTS:
+        raise SettingError(f"unknown --sort {sort!r}; choose from {', '.join(SORTS)}")
+    if limit < 1:
+        raise SettingError(f"--limit must be >= 1, got {limit}")
+    col, desc = SORTS[sort]
+    ok = [r for r in rows if r.get("file") and not _nan(r.get(col))]
+    ok.sort(key=lambda r: ((-r[col] if desc else r[col]), r["idx"]))
+    return ok[:limit]
+
+
+def _nan(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def report_dataset(
+    out: str | os.PathLike[str],
+    html: str | os.PathLike[str],
+    *,
+    limit: int = 20,
+    sort: str = "worst-completeness",
+    title: str | None = None,
+    progress: Any = None,
+) -> tuple[Path, int]:
+    """Write the HTML report of ``limit`` pairs of an explain run, chosen by ``sort``.
+
+    Returns:
+        ``(path of the report, number of pairs in it)``.
+
+    Raises:
+        FileFormatError: if the folder has no index or no explained pair.
+    """
+    from dualex.viz.report import write_report
+
+    chosen = pick(read_index(out), limit, sort)
+    if not chosen:
+        raise FileFormatError(f"{str(out)!r} has no explained pair (every row has an error)")
+    exs = [load_explanation(out, r) for r in chosen]
+    names = [f"{r['pair_id']} ({SORTS[sort][0]} {r[SORTS[sort][0]]:.4g})" for r in chosen]
+    path = write_report(
+        exs,
+        html,
+        names=names,
+        title=title or f"dualex: {len(exs)} pairs of {Path(out).name}, by {sort}",
+        progress=progress,
+    )
+    return path, len(exs)

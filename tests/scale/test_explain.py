@@ -1,0 +1,94 @@
+"""``dualex explain --data`` (sharded safetensors + index) and ``dualex report DIR``."""
+
+from __future__ import annotations
+
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import dualex
+from dualex.cli import app
+from dualex.data.sources import parse_data_spec
+from dualex.scale.explain import load_explanation, pick, read_index
+from dualex.scale.worker import load_model
+
+DATA = "synthetic:seed=4,n=3,captions_per_image=2"
+
+
+@pytest.fixture(scope="module")
+def explained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("explained")
+    args = ["explain", "--data", DATA, "--out", str(out), "--model", "random-clip", "--steps", "2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "explained 6 pairs in 1 shards" in res.output
+    return out
+
+
+def test_index_and_stored_explanations_match_a_direct_projection(explained):
+    rows = read_index(explained)
+    samples = list(parse_data_spec(DATA).samples())
+    assert [r["pair_id"] for r in rows] == [s.caption_id for s in samples]
+    assert set(pq.read_schema(explained / "index.parquet").names) >= {
+        "pair_id",
+        "caption",
+        "image_path",
+        "score",
+        "completeness",
+        "file",
+        "key",
+    }
+    model = load_model("random-clip")
+    for k in (0, 1):  # the captions of the first image, projected together as in the run
+        proj = dualex.project(
+            model, texts=[s.caption for s in samples[:2]], images=[samples[0].image], steps=2
+        )
+        want = proj.explanation(k, 0)
+        got = load_explanation(explained, rows[k])
+        assert torch.equal(got.matrix, want.matrix)
+        assert got.tokens == want.tokens and got.grid == want.grid
+        assert got.image.tobytes() == samples[0].image.tobytes()
+        assert rows[k]["score"] == want.completeness.score
+        assert rows[k]["completeness"] == want.completeness.relative_error
+        assert math.isclose(
+            float(got.matrix.double().sum()) + sum(want.completeness.reference_terms),
+            want.completeness.score,
+            abs_tol=2 * want.completeness.absolute_error + 1e-6,
+        )
+
+
+def test_report_picks_pairs_by_the_requested_order(explained):
+    rows = read_index(explained)
+    worst = pick(rows, 2, "worst-completeness")
+    assert [r["completeness"] for r in worst] == sorted(
+        (r["completeness"] for r in rows), reverse=True
+    )[:2]
+    lowest = pick(rows, 3, "lowest-score")
+    assert [r["score"] for r in lowest] == sorted(r["score"] for r in rows)[:3]
+    res = CliRunner().invoke(app, ["report", str(explained), "--limit", "2", "--sort", "lowest-score"])
+    assert res.exit_code == 0, res.output
+    html = (explained / "report.html").read_text()
+    chosen = {r["pair_id"] for r in lowest[:2]}
+    assert all(p in html for p in chosen)
+    assert not any(r["pair_id"] in html for r in rows if r["pair_id"] not in chosen)
+
+
+def test_bad_forms_are_refused_with_one_line(explained, tmp_path, monkeypatch, capsys):
+    from dualex.cli import main
+
+    cases = [
+        (["explain"], "Missing argument 'IMAGE'"),
+        (["explain", "--data", DATA, "--out", str(tmp_path / "x.html")], "pass --out DIR"),
+        (["report", str(explained), "--sort", "bogus"], "unknown --sort 'bogus'"),
+        (["report", str(tmp_path)], "has no index.parquet"),
+    ]
+    for args, message in cases:
+        monkeypatch.setattr("sys.argv", ["dualex", *args])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+        assert exit_info.value.code == 2, args
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], (args, lines)
