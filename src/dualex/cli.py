@@ -429,6 +429,10 @@ from dualex.evaluate.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 
+from dualex.train.cli import finetune_command  # noqa: E402
+
+app.command("finetune")(finetune_command)
+
 
 def main() -> None:
     """Entry point: bad input becomes one line on stderr and exit code 2 (``--debug``: traceback)."""
