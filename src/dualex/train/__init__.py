@@ -8,6 +8,6 @@
 See :func:`dualex.train.loop.finetune` and docs/finetuning.md.
 """
 
-from dualex.train.loop import FinetuneConfig, FinetuneResult, finetune
+from dualex.train.loop import FinetuneConfig, FinetuneResult, finetune, measure
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "measure"]

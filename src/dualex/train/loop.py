@@ -40,7 +40,7 @@ from dualex.errors import SettingError
 from dualex.models.train_builtin import _atomic_json, _atomic_save
 from dualex.train.monitor import Monitor, contrastive_loss, kept
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune"]
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "measure"]
 
 FORMAT = 1
 
@@ -202,7 +202,7 @@ def _save_checkpoint(out: Path, step: int, model: Any, opt: Any, sched: Any,
         for i, r in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = r
     _atomic_save(tensors, tmp / "optim.safetensors")
-    sched_sd = {k: v for k, v in sched.state_dict().items() if k != "lr_lambdas"}
+    sched_sd = sched.state_dict()  # lr_lambdas: [None, ...] for plain functions
     _atomic_json({"step": step, "param_groups": sd["param_groups"], "scheduler": sched_sd,
                   **state}, tmp / "state.json")  # fmt: skip
     shutil.rmtree(final, ignore_errors=True)
@@ -486,6 +486,32 @@ def _finish(cfg: FinetuneConfig, tr: Any, monitor: Monitor, timeline: list, trai
         f"{state['monitor_s']:.1f} s of {state['monitor_s'] + state['train_s']:.1f} s "
         f"({100 * share:.1f} %); model in {final}")  # fmt: skip
     return FinetuneResult(out, final, summary, start, False, [r["loss"] for r in train_log])
+
+
+def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4, seed: int = 0
+            ) -> list[dict[str, Any]]:  # fmt: skip
+    """The monitor's rows for one model on one dataset (no training), step 0.
+
+    Args:
+        model: A model spec or a :class:`dualex.DualEncoder` (left unchanged).
+        data: Data spec.
+        mentions: Mentions explained for grounding.
+        nodes: Quadrature nodes (``None``: adaptive).
+        seed: Bootstrap seed.
+
+    Returns:
+        Timeline rows (``step, group, cls, metric, value, lo, hi, n``).
+    """
+    from dualex.train.data import load_samples
+    from dualex.train.families import trainable_from
+
+    if isinstance(model, str):
+        from dualex.cli import resolve_model
+
+        tr = trainable_from(resolve_model(model), model, copy_module=False)
+    else:
+        tr = trainable_from(model)
+    return Monitor(load_samples(data, "--eval"), mentions, nodes, seed=seed).run(tr, 0)
 
 
 def _globals(timeline: list[dict[str, Any]], step: int) -> dict[str, float]:

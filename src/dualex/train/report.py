@@ -51,6 +51,7 @@ def write_timeline_png(timeline: list[dict[str, Any]], path: Path, metric: str =
                 ax.plot(x, y, marker="o", ms=3, label=m)
         ax.set_title(title)
         ax.set_xlabel("step")
+        ax.ticklabel_format(axis="y", useOffset=False)
         ax.legend(fontsize=7)
     for ax, group in zip(list(axes.flat)[len(PANELS):], ("class", "colour"), strict=False):
         classes = sorted({r["cls"] for r in timeline if r["group"] == group})
