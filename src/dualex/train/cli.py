@@ -11,12 +11,19 @@ from typing import Annotated
 
 import typer
 
-_DATA = "coco:IMAGES,ANN_DIR | flickr30k:ROOT[,SPLIT] | hnc:JSON,IMAGES | synthetic:seed=S,n=N,domain=D"
+_DATA = (
+    "coco:IMAGES,ANN_DIR | flickr30k:ROOT[,SPLIT] | hnc:JSON,IMAGES | synthetic:seed=S,n=N,domain=D"
+)
 
 
 def finetune_command(
-    model: Annotated[str, typer.Option("--model", help="Model spec (builtin, hf:PATH, "
-                                       "openclip:ARCH/WEIGHTS, random-clip[:SEED]).")],
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Model spec (builtin, hf:PATH, openclip:ARCH/WEIGHTS, random-clip[:SEED]).",
+        ),
+    ],
     train: Annotated[str, typer.Option("--train", help=f"Training data: {_DATA}.")],
     eval: Annotated[str, typer.Option("--eval", help=f"Held-out data of the monitor: {_DATA}.")],
     out: Annotated[str, typer.Option("--out", help="Output folder (re-running it resumes).")],
@@ -26,20 +33,30 @@ def finetune_command(
     lr: Annotated[float, typer.Option(help="Peak learning rate (warm-up, then cosine).")] = 1e-5,
     weight_decay: Annotated[float, typer.Option(help="AdamW weight decay.")] = 0.1,
     warmup: Annotated[float, typer.Option(help="Fraction of steps warming up.")] = 0.1,
-    eval_every: Annotated[int | None, typer.Option(
-        help="Monitor every K steps (default: about 20 % of training time).")] = None,
-    monitor_mentions: Annotated[int, typer.Option(
-        help="Mentions the grounding monitor explains each time.")] = 100,
-    monitor_nodes: Annotated[int, typer.Option(
-        help="Quadrature nodes of the monitor's explanations (0: adaptive).")] = 4,
-    hard_negatives: Annotated[bool, typer.Option(
-        "--hard-negatives", help="Hard negatives as extra image→text negatives.")] = False,
+    eval_every: Annotated[
+        int | None,
+        typer.Option(help="Monitor every K steps (default: about 20 % of training time)."),
+    ] = None,
+    monitor_mentions: Annotated[
+        int, typer.Option(help="Mentions the grounding monitor explains each time.")
+    ] = 100,
+    monitor_nodes: Annotated[
+        int, typer.Option(help="Quadrature nodes of the monitor's explanations (0: adaptive).")
+    ] = 4,
+    hard_negatives: Annotated[
+        bool, typer.Option("--hard-negatives", help="Hard negatives as extra image→text negatives.")
+    ] = False,
     l2sp: Annotated[float, typer.Option(help="Weight of the L2 pull to the start weights.")] = 0.0,
-    grad_checkpointing: Annotated[bool, typer.Option(
-        "--grad-checkpointing", help="Gradient checkpointing (less memory).")] = False,
+    grad_checkpointing: Annotated[
+        bool, typer.Option("--grad-checkpointing", help="Gradient checkpointing (less memory).")
+    ] = False,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
-    relabel: Annotated[str, typer.Option(
-        help="Label noise for experiments: SRC=DST renames a class in the training captions.")] = "",
+    relabel: Annotated[
+        str,
+        typer.Option(
+            help="Label noise for experiments: SRC=DST renames a class in the training captions."
+        ),
+    ] = "",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
     device: Annotated[str | None, typer.Option(help="cuda or cpu (default: cuda if any).")] = None,

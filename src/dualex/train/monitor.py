@@ -82,8 +82,10 @@ def contrastive_loss(
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(len(img), device=img.device)
-    i2t = logits if negatives is None or not len(negatives) else torch.cat(
-        [logits, scale * img @ negatives.T], 1
+    i2t = (
+        logits
+        if negatives is None or not len(negatives)
+        else torch.cat([logits, scale * img @ negatives.T], 1)
     )
     return (F.cross_entropy(i2t, target) + F.cross_entropy(logits.T, target)) / 2
 

@@ -36,7 +36,9 @@ def _series(timeline: list[dict[str, Any]], group: str, cls: str, metric: str
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def write_timeline_png(timeline: list[dict[str, Any]], path: Path, metric: str = "pointing") -> Path:
+def write_timeline_png(
+    timeline: list[dict[str, Any]], path: Path, metric: str = "pointing"
+) -> Path:
     """Plot the global metrics, the diagnostics and per-class ``metric`` over steps."""
     import matplotlib
 
@@ -53,7 +55,7 @@ def write_timeline_png(timeline: list[dict[str, Any]], path: Path, metric: str =
         ax.set_xlabel("step")
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.legend(fontsize=7)
-    for ax, group in zip(list(axes.flat)[len(PANELS):], ("class", "colour"), strict=False):
+    for ax, group in zip(list(axes.flat)[len(PANELS) :], ("class", "colour"), strict=False):
         classes = sorted({r["cls"] for r in timeline if r["group"] == group})
         for c in classes:
             x, y = _series(timeline, group, c, metric)
