@@ -2,7 +2,10 @@
 
 Run::
 
-    python -m dualex.models.train_builtin --out DIR [--steps N] [--resume]
+    python -m dualex.models.train_builtin --out DIR [--steps N] [--resume] [--exclude-class NAME]
+
+``--exclude-class`` trains a copy that never sees or reads one shape or colour (the
+never-seen-class experiment of docs/finetuning.md).
 
 The training set (plain + textured domains; cluttered is held out) is rendered once into memory
 (and cached in ``DIR/data.safetensors``). The objective is symmetric InfoNCE with a learnable

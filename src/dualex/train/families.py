@@ -12,6 +12,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ class Trainable:
     image_processor: Any
     name: str
     arch: str = ""
+    checkpointing: bool = False
 
     # -- inputs -----------------------------------------------------------------------------
 
@@ -104,14 +107,38 @@ class Trainable:
 
     def enable_gradient_checkpointing(self) -> bool:
         """Turn on gradient checkpointing where the family supports it; returns whether it did."""
+        self.checkpointing = self._set_checkpointing(True)
+        return self.checkpointing
+
+    def _set_checkpointing(self, on: bool) -> bool:
         m = self.model
-        if self.family == "openclip" and hasattr(m, "set_grad_checkpointing"):
-            m.set_grad_checkpointing(True)
+        if self.family == "openclip":
+            if not hasattr(m, "set_grad_checkpointing"):
+                return False
+            m.set_grad_checkpointing(on)
             return True
-        if getattr(m, "supports_gradient_checkpointing", False):
-            m.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            return True
-        return False
+        if not getattr(m, "supports_gradient_checkpointing", False):
+            return False
+        if on:  # transformers 5 renamed it activation checkpointing
+            fn = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
+            fn({"use_reentrant": False})
+        else:
+            fn = getattr(m, "activation_checkpointing_disable", None)
+            (fn or m.gradient_checkpointing_disable)()
+        return True
+
+    @contextmanager
+    def checkpointing_paused(self) -> Iterator[None]:
+        """Gradient checkpointing off inside the block (the explanation engine's ``torch.func``
+        transforms cannot run through checkpointed blocks), back on after."""
+        if not self.checkpointing:
+            yield
+            return
+        self._set_checkpointing(False)
+        try:
+            yield
+        finally:
+            self._set_checkpointing(True)
 
     def save(self, folder: str | os.PathLike) -> Path:
         """Write a folder the family's loader opens.

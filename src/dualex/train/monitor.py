@@ -165,7 +165,7 @@ class Monitor:
     def run(self, trainable: Any, step: int) -> list[dict[str, Any]]:
         """All timeline rows of one step; the model is left exactly as it was."""
         model = trainable.model
-        with kept(model):
+        with trainable.checkpointing_paused(), kept(model):
             model.eval()
             rows = self._global_rows(trainable, step)
             rows += self._grounding_rows(trainable, step)
@@ -241,7 +241,7 @@ class Monitor:
         import dualex
 
         paths = []
-        with kept(trainable.model):
+        with trainable.checkpointing_paused(), kept(trainable.model):
             enc = trainable.wrap()
             for k, (_, idx) in enumerate(picks):
                 s = self.samples[idx]
