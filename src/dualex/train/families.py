@@ -120,7 +120,10 @@ class Trainable:
         if not getattr(m, "supports_gradient_checkpointing", False):
             return False
         if on:  # transformers 5 renamed it activation checkpointing
-            fn = getattr(m, "activation_checkpointing_enable", None) or m.gradient_checkpointing_enable
+            fn = (
+                getattr(m, "activation_checkpointing_enable", None)
+                or m.gradient_checkpointing_enable
+            )
             fn({"use_reentrant": False})
         else:
             fn = getattr(m, "activation_checkpointing_disable", None)
