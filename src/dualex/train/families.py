@@ -128,6 +128,8 @@ class Trainable:
         else:
             fn = getattr(m, "activation_checkpointing_disable", None)
             (fn or m.gradient_checkpointing_disable)()
+            if hasattr(m, "disable_input_require_grads"):  # enabling hooked the embeddings
+                m.disable_input_require_grads()
         return True
 
     @contextmanager
