@@ -74,7 +74,7 @@ def run_md(run: Path, docs: Path | None) -> str:
            f"({100 * summary['monitor_share']:.1f} %), monitored at steps {steps}.\n"]  # fmt: skip
     cols = {f"step {s}": at(timeline, s) for s in steps}
     out.append(globals_md(cols))
-    for group in ("class", "colour"):
+    for group in ("class", "word", "colour"):
         for metric in ("pointing", "energy"):
             out.append(ranking_md(timeline, group, metric))
     if docs is not None:
@@ -101,7 +101,9 @@ def main() -> None:
                 for name, spec in (("before", start), ("after", final))}  # fmt: skip
         print(globals_md({k: at(v, 0) for k, v in rows.items()}))
         tl = [dict(r, step=0) for r in rows["before"]] + [dict(r, step=1) for r in rows["after"]]
-        print(ranking_md(tl, "class", "pointing"))
+        for group in ("class", "word", "colour"):
+            for metric in ("pointing", "energy"):
+                print(ranking_md(tl, group, metric))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def test_three_steps_write_every_output(tmp_path):
     assert set(table.column_names) == TIMELINE_COLUMNS
     rows = table.to_pylist()
     assert sorted({r["step"] for r in rows}) == [0, 1, 2, 3]
-    assert {r["group"] for r in rows} == {"global", "class", "colour", "kind"}
+    assert {r["group"] for r in rows} == {"global", "class", "word", "colour", "kind"}
     for step in range(4):
         got = {r["metric"] for r in rows if r["step"] == step and r["group"] == "global"}
         assert set(GLOBAL_METRICS) | {"pointing", "energy", "text_pointing", "text_energy",

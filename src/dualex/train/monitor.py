@@ -5,8 +5,11 @@ module's ``training`` flag, every parameter's ``requires_grad`` and the global R
 saved before and restored after (:func:`kept`), whatever ``dualex.wrap`` or the engine do.
 
 Each call returns *timeline rows*: ``step, group, cls, metric, value, lo, hi, n`` where
-``group`` is ``"global"`` (one value per metric), ``"class"`` (per mention label), ``"colour"``
-(per colour word of synthetic-world mentions) or ``"kind"`` (per hard-negative kind).
+``group`` is ``"global"`` (one value per metric), ``"class"`` (per mention label: the whole
+mention phrase, e.g. "small red star"), ``"word"`` (per label: the class word alone, "star"),
+``"colour"`` (synthetic world: the colour word alone, "red") or ``"kind"`` (per hard-negative
+kind). A phrase can be grounded through its colour word alone, so a class the model never learnt
+can still point well at the ``class`` level; the ``word`` rows isolate the class word.
 """
 
 from __future__ import annotations
@@ -97,13 +100,43 @@ def recall_at(sims: Tensor, correct: Tensor, k: int) -> float:
     return float(correct.gather(1, top).any(1).float().mean())
 
 
-def _colour_of(sample: Sample, phrase: str) -> str:
-    if "objects" not in sample.meta:
-        return ""
-    from dualex.data.synthetic import COLOURS
+def _word_span(caption: str, span: tuple[int, int], words: list[str]) -> tuple[int, int] | None:
+    import re
 
-    words = [w for w in phrase.lower().split() if w in COLOURS]
-    return words[0] if len(words) == 1 else ""
+    a, b = span
+    for w in words:
+        m = re.search(rf"\b{re.escape(w)}\b", caption[a:b], re.I)
+        if m:
+            return a + m.start(), a + m.end()
+    return None
+
+
+def _with_words(sample: Sample) -> Sample:
+    """The sample with extra *word* mentions: each mention's class word alone (label
+    ``word:<label>``, when the phrase contains the label or its plural) and, in the synthetic
+    world, its colour word alone (``colour:<colour>``), with the mention's boxes.
+
+    A phrase such as "small red star" can be grounded by its colour alone; the word rows show
+    whether the model grounds the class word itself.
+    """
+    from dataclasses import replace
+
+    from dualex.data.synthetic import COLOURS, _plural
+    from dualex.data.types import Mention
+
+    extra = []
+    for m in sample.mentions:
+        span = _word_span(sample.caption, m.span, [_plural(m.label), m.label])
+        if span is not None:
+            extra.append(Mention(span, m.boxes, f"word:{m.label}"))
+        if "objects" in sample.meta:
+            phrase = sample.caption[slice(*m.span)].lower().split()
+            found = [w for w in phrase if w in COLOURS]
+            if len(found) == 1:
+                span = _word_span(sample.caption, m.span, found)
+                if span is not None:
+                    extra.append(Mention(span, m.boxes, f"colour:{found[0]}"))
+    return replace(sample, mentions=list(sample.mentions) + extra) if extra else sample
 
 
 class Monitor:
@@ -206,20 +239,22 @@ class Monitor:
         g_rows: list[dict[str, Any]] = []
         m_rows: list[dict[str, Any]] = []
         for group in _image_groups(self.chosen):
-            got = grounding_rows(enc, group, settings)
-            by_id = {s.caption_id or f"{s.image_id}#{i}": s for i, s in group}
-            for r in got:
-                r["colour"] = _colour_of(by_id.get(r["sample_id"], group[0][1]), r["phrase"])
+            # the caption is explained once; word mentions are extra slices of it
+            got = grounding_rows(enc, [(i, _with_words(s)) for i, s in group], settings)
             g_rows += got
             if any(s.negatives for _, s in group):
                 m_rows += mismatch_rows(enc, group, settings)
         g_rows = [r for r in g_rows if not r["error"]]
         m_rows = [r for r in m_rows if not r["error"]]
+        phrases = [r for r in g_rows if ":" not in r["label"]]
+        words = [dict(r, label=r["label"].partition(":")[2]) for r in g_rows
+                 if r["label"].startswith("word:")]  # fmt: skip
+        colours = [dict(r, label=r["label"].partition(":")[2]) for r in g_rows
+                   if r["label"].startswith("colour:")]  # fmt: skip
         rows: list[dict[str, Any]] = []
-        rows += _table_rows(step, "global", g_rows, ("method",), GROUNDING_METRICS, self.seed)
-        rows += _table_rows(step, "class", g_rows, ("label",), GROUNDING_METRICS, self.seed)
-        coloured = [r for r in g_rows if r["colour"]]
-        rows += _table_rows(step, "colour", coloured, ("colour",), GROUNDING_METRICS, self.seed)
+        rows += _table_rows(step, "global", phrases, ("method",), GROUNDING_METRICS, self.seed)
+        for group, table in (("class", phrases), ("word", words), ("colour", colours)):
+            rows += _table_rows(step, group, table, ("label",), GROUNDING_METRICS, self.seed)
         if m_rows:
             rows += _table_rows(step, "global", m_rows, ("method",), MISMATCH_METRICS, self.seed)
             rows += _table_rows(step, "kind", m_rows, ("kind",), MISMATCH_METRICS, self.seed)

@@ -45,7 +45,7 @@ def write_timeline_png(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, 4, figsize=(17, 7.5))
+    fig, axes = plt.subplots(3, 3, figsize=(15, 11))
     for ax, (title, metrics) in zip(axes.flat, PANELS, strict=False):
         for m in metrics:
             x, y = _series(timeline, "global", "", m)
@@ -55,7 +55,7 @@ def write_timeline_png(
         ax.set_xlabel("step")
         ax.ticklabel_format(axis="y", useOffset=False)
         ax.legend(fontsize=7)
-    for ax, group in zip(list(axes.flat)[len(PANELS) :], ("class", "colour"), strict=False):
+    for ax, group in zip(list(axes.flat)[len(PANELS) :], ("class", "word", "colour"), strict=False):
         classes = sorted({r["cls"] for r in timeline if r["group"] == group})
         for c in classes:
             x, y = _series(timeline, group, c, metric)
@@ -110,7 +110,11 @@ def write_report(timeline: list[dict[str, Any]], summary: dict[str, Any], cfg: A
              f"(batch {cfg.batch}×{cfg.accum}, lr {cfg.lr:g}); monitored on "
              f"<code>{html.escape(cfg.eval)}</code>. {summary['seconds_per_step']:.3f} s per "
              f"step; monitoring took {100 * summary['monitor_share']:.1f} % of the time.</p>"]  # fmt: skip
-    for group, title in (("class", "Classes"), ("colour", "Colours")):
+    for group, title in (
+        ("class", "Classes (mention phrases)"),
+        ("word", "Class words alone"),
+        ("colour", "Colour words alone"),
+    ):
         for metric in ("pointing", "energy"):
             rank = class_ranking(timeline, group, metric)
             if not rank:
