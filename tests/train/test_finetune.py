@@ -28,6 +28,7 @@ def _state(module):
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_three_steps_write_every_output(tmp_path):
     enc = tiny_clip(dtype=torch.float32)
     before = _state(enc.module)
@@ -91,6 +92,7 @@ class Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_kill_after_checkpoint_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
     enc = tiny_clip(dtype=torch.float64)
     kw = dict(steps=4, eval_every=2, ckpt_every=2, l2sp=0.1, **FAST)
