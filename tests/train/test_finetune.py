@@ -187,3 +187,16 @@ def test_monitor_ranks_a_planted_gap_worst():
     assert min(energy, key=energy.get) == "star"
     assert energy["star"] < min(v for c, v in energy.items() if c != "star") - 0.2
     assert point["star"] == min(point.values()) == 0.0
+
+
+def test_cli_help_lists_examples(monkeypatch, capsys):
+    from dualex import cli
+
+    monkeypatch.setattr(sys, "argv", ["dualex", "finetune", "--help"])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as done:
+        code = done.code
+    out = capsys.readouterr().out
+    assert code == 0 and "Examples" in out and "--hard-negatives" in out

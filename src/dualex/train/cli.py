@@ -16,6 +16,17 @@ _DATA = (
 )
 
 
+EPILOG = (
+    "Examples:\n\n"
+    "  dualex finetune --model builtin --train synthetic:seed=1001,n=2000,domain=cluttered "
+    "--eval synthetic:seed=903,n=200,domain=cluttered --out runs/ft --steps 300 --lr 1e-4 "
+    "--hard-negatives\n\n"
+    "  dualex finetune --model hf:./clip-vit-b32 --train coco:train2017,annotations "
+    "--eval coco:val2017,annotations --out runs/coco --batch 64 --grad-checkpointing"
+)
+"""The examples shown under ``dualex finetune --help``."""
+
+
 def finetune_command(
     model: Annotated[
         str,
