@@ -504,6 +504,11 @@ from dualex.evaluate.cli import eval_app  # noqa: E402
 
 app.add_typer(eval_app, name="eval")
 
+from dualex.train.cli import EPILOG as _FT_EPILOG  # noqa: E402
+from dualex.train.cli import finetune_command  # noqa: E402
+
+app.command("finetune", epilog=_FT_EPILOG)(finetune_command)
+
 
 @contextmanager
 def quiet_third_party(debug: bool) -> Iterator[None]:

@@ -2,7 +2,10 @@
 
 Run::
 
-    python -m dualex.models.train_builtin --out DIR [--steps N] [--resume]
+    python -m dualex.models.train_builtin --out DIR [--steps N] [--resume] [--exclude-class NAME]
+
+``--exclude-class`` trains a copy that never sees or reads one shape or colour (the
+never-seen-class experiment of docs/finetuning.md).
 
 The training set (plain + textured domains; cluttered is held out) is rendered once into memory
 (and cached in ``DIR/data.safetensors``). The objective is symmetric InfoNCE with a learnable
@@ -56,9 +59,31 @@ CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def world_config(**overrides: Any) -> WorldConfig:
-    """The synthetic-world options the built-in model is trained and evaluated on (in-domain)."""
-    return WorldConfig(**overrides)
+def world_config(exclude: str = "", **overrides: Any) -> WorldConfig:
+    """The synthetic-world options the built-in model is trained and evaluated on (in-domain).
+
+    Args:
+        exclude: A shape (of :data:`SHAPES`) or a colour of the default world to leave out.
+        **overrides: Other :class:`WorldConfig` fields.
+
+    Raises:
+        SettingError: if ``exclude`` is neither a shape nor a colour of the world.
+    """
+    cfg = WorldConfig(**overrides)
+    if not exclude:
+        return cfg
+    from dataclasses import replace
+
+    from dualex.errors import SettingError
+
+    if exclude in cfg.shapes:
+        return replace(cfg, shapes=tuple(s for s in cfg.shapes if s != exclude))
+    if exclude in cfg.colours:
+        return replace(cfg, colours=tuple(c for c in cfg.colours if c != exclude))
+    raise SettingError(
+        f"cannot exclude {exclude!r}: it is not a shape or colour of the world; choose from "
+        f"{', '.join(cfg.shapes + cfg.colours)}"
+    )
 
 
 def builtin_vocabulary() -> list[str]:
@@ -116,6 +141,10 @@ class TrainConfig:
     pairs that only the relation tells apart."""
     init: str = ""
     """Start from the weights of this model folder (a previous stage) instead of random ones."""
+    exclude_class: str = ""
+    """A shape or colour the run never shows or names (its images, captions, negatives and
+    phrases are drawn from a world without it); ``""`` keeps every class. The word stays in the
+    vocabulary, so a later fine-tune can teach it."""
     seed: int = 0
     threads: int = 2
     ckpt_every: int = 100
@@ -470,7 +499,7 @@ def train(out: str | os.PathLike, tc: TrainConfig, resume: bool = False) -> Path
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(tc.threads)
-    wcfg = world_config()
+    wcfg = world_config(tc.exclude_class)
     model, tok, proc = build(tc)
     if tc.init:
         from transformers import CLIPModel

@@ -1,0 +1,519 @@
+"""Contrastive fine-tuning of a dual encoder, with the grounding monitor.
+
+The loss is symmetric InfoNCE with the model's own learnt temperature, computed from the
+family's own forward (``get_text_features`` / ``get_image_features`` or ``encode_text`` /
+``encode_image``); with ``hard_negatives`` every caption's hard negatives are extra columns of
+the image→text softmax. Optionally an L2 pull toward the starting weights (L2-SP). AdamW with
+linear warm-up then cosine decay, gradient accumulation, bf16 autocast on GPU, gradient
+checkpointing where the family has it. Batches are drawn from a generator seeded by
+``(seed, step)`` and the RNG state is checkpointed, so a run is deterministic on CPU and a
+resumed run continues exactly where the interrupted one stopped.
+
+Output folder::
+
+    run.json           what this run is (re-running with other settings is refused)
+    timeline.parquet   one row per monitored step × group × class × metric
+    train_log.parquet  one row per training step (loss, lr, seconds)
+    checkpoints/       step-NNNNNN/{model,optim}.safetensors + state.json (no pickle)
+    examples/          start-/end- explanations of the worst classes (safetensors)
+    final/             the fine-tuned model, loadable by its family's loader
+    report.html        the knowledge-gap report (examples.html: the interactive viewer)
+    timeline.png       the monitored metrics over steps
+    summary.json       written last: the run is finished
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from dualex.errors import SettingError
+from dualex.models.train_builtin import _atomic_json, _atomic_save
+from dualex.train.monitor import Monitor, contrastive_loss, kept
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "measure"]
+
+FORMAT = 1
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Settings of a fine-tuning run (all but ``threads``/``progress`` define the run).
+
+    Attributes:
+        model: Model spec (``builtin``, ``hf:PATH``, ``openclip:ARCH/WEIGHTS``...) or display
+            name of a passed model.
+        train: Training data spec (``synthetic:seed=…,n=…,domain=…``, ``coco:…``, ...).
+        eval: Held-out data spec of the monitor.
+        steps: Optimizer steps (>= 1).
+        batch: Pairs per micro-batch.
+        accum: Micro-batches per optimizer step (gradient accumulation).
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay (matrices only).
+        warmup: Fraction of the steps with a linear warm-up.
+        eval_every: Monitor every K steps (``None``: chosen after the first steps so that
+            monitoring costs about 20 % of the training time).
+        monitor_mentions: Mentions the grounding monitor explains each time.
+        monitor_nodes: Quadrature nodes of the monitor's explanations (``0``: adaptive).
+        hard_negatives: Add each caption's hard negatives to the image→text softmax.
+        l2sp: Weight of the L2 pull toward the starting weights (0: off).
+        grad_checkpointing: Recompute activations in the backward pass (less memory).
+        ckpt_every: Checkpoint every N steps (and at the end).
+        relabel: Label noise for experiments: ``"src=dst"`` rewrites the training captions.
+        seed: Seed of the batches and the run.
+    """
+
+    model: str
+    train: str
+    eval: str
+    steps: int = 100
+    batch: int = 32
+    accum: int = 1
+    lr: float = 1e-5
+    weight_decay: float = 0.1
+    warmup: float = 0.1
+    eval_every: int | None = None
+    monitor_mentions: int = 100
+    monitor_nodes: int = 4
+    hard_negatives: bool = False
+    l2sp: float = 0.0
+    grad_checkpointing: bool = False
+    ckpt_every: int = 50
+    relabel: str = ""
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "accum", "ckpt_every"):
+            if getattr(self, name) < 1:
+                raise SettingError(f"--{name.replace('_', '-')} must be >= 1, got "
+                                   f"{getattr(self, name)}")  # fmt: skip
+        if self.eval_every is not None and self.eval_every < 1:
+            raise SettingError(f"--eval-every must be >= 1, got {self.eval_every}")
+        if self.monitor_mentions < 0 or self.monitor_nodes < 0:
+            raise SettingError("--monitor-mentions and --monitor-nodes must be >= 0")
+        if not (self.lr > 0 and 0 <= self.warmup < 1 and self.l2sp >= 0):
+            raise SettingError("need --lr > 0, 0 <= warmup < 1 and --l2sp >= 0")
+
+
+@dataclass
+class FinetuneResult:
+    """What a run produced.
+
+    Attributes:
+        out: The output folder.
+        final: The fine-tuned model's folder.
+        summary: The run's summary (figures of the first and last monitored step, timing).
+        resumed_from: The step the run resumed from (0: a fresh start).
+        already_finished: The folder held this finished run; nothing was done.
+    """
+
+    out: Path
+    final: Path
+    summary: dict[str, Any]
+    resumed_from: int = 0
+    already_finished: bool = False
+    losses: list[float] = field(default_factory=list)
+
+
+def _lr_factor(step: int, cfg: FinetuneConfig) -> float:
+    warm = int(cfg.warmup * cfg.steps)
+    if step < warm:
+        return (step + 1) / warm
+    t = (step - warm) / max(1, cfg.steps - warm)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _batch_indices(step: int, micro: int, cfg: FinetuneConfig, n: int) -> torch.Tensor:
+    """The examples of one micro-batch, fixed by ``(seed, step, micro)``."""
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 101 + micro)
+    if n >= cfg.batch:
+        return torch.randperm(n, generator=g)[: cfg.batch]
+    return torch.randint(n, (cfg.batch,), generator=g)
+
+
+# ------------------------------------------------------------------------------------------
+# run identity and checkpoints
+
+
+def _identity(cfg: FinetuneConfig) -> dict[str, Any]:
+    return {"format": FORMAT, "config": asdict(cfg)}
+
+
+def _check_out(out: Path, ident: dict[str, Any]) -> bool:
+    """True if ``out`` holds this run; False if it is new/empty. Raises on another run."""
+    if not out.exists():
+        return False
+    if not out.is_dir():
+        raise SettingError(f"--out {str(out)!r} is a file; pass a folder")
+    run = out / "run.json"
+    if not run.is_file():
+        if any(out.iterdir()):
+            raise SettingError(
+                f"--out {str(out)!r} is not empty and holds no fine-tuning run; pass a new or "
+                "empty folder"
+            )
+        return False
+    held = json.loads(run.read_text())
+    if held != ident:
+        a, b = held.get("config", {}), ident["config"]
+        diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+        raise SettingError(
+            f"--out {str(out)!r} holds a different run (differs in {', '.join(diff) or 'format'}); "
+            "pass a new folder or the same settings to resume"
+        )
+    return True
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    ck = out / "checkpoints"
+    if not ck.is_dir():
+        return None
+    done = sorted(p for p in ck.glob("step-*") if (p / "state.json").is_file())
+    return done[-1] if done else None
+
+
+def _save_checkpoint(out: Path, step: int, model: Any, opt: Any, sched: Any,
+                     state: dict[str, Any]) -> Path:  # fmt: skip
+    """``checkpoints/step-NNNNNN`` written as a temporary folder, then renamed; older removed."""
+    ck = out / "checkpoints"
+    final = ck / f"step-{step:06d}"
+    tmp = ck / f".step-{step:06d}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    _atomic_save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                 tmp / "model.safetensors")  # fmt: skip
+    sd = opt.state_dict()
+    tensors = {
+        f"opt.{idx}.{key}": (val if torch.is_tensor(val) else torch.tensor(val)).detach().cpu()
+        for idx, st in sd["state"].items()
+        for key, val in st.items()
+    }
+    tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, r in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = r
+    _atomic_save(tensors, tmp / "optim.safetensors")
+    sched_sd = sched.state_dict()  # lr_lambdas: [None, ...] for plain functions
+    _atomic_json({"step": step, "param_groups": sd["param_groups"], "scheduler": sched_sd,
+                  **state}, tmp / "state.json")  # fmt: skip
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in ck.glob("step-*"):
+        if old != final:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def _load_checkpoint(path: Path, model: Any, opt: Any, sched: Any) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    state = json.loads((path / "state.json").read_text())
+    model.load_state_dict(load_file(str(path / "model.safetensors")))
+    tensors = load_file(str(path / "optim.safetensors"))
+    opt_state: dict[int, dict[str, Any]] = {}
+    for k, v in tensors.items():
+        if k.startswith("opt."):
+            _, idx, key = k.split(".", 2)
+            opt_state.setdefault(int(idx), {})[key] = v
+    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())
+                if f"rng.cuda.{i}" in tensors]  # fmt: skip
+        if cuda:
+            torch.cuda.set_rng_state_all(cuda)
+    return state
+
+
+def _after_step(step: int) -> None:
+    """Called after each optimizer step (after its checkpoint); tests patch it to interrupt."""
+
+
+def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dualex.viz._io import atomic_write
+
+    table = pa.Table.from_pylist(rows)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(path)).to_pylist() if path.is_file() else []
+
+
+# ------------------------------------------------------------------------------------------
+# the run
+
+
+def finetune(
+    model: Any,
+    train: str,
+    eval: str,
+    out: str | os.PathLike,
+    *,
+    progress: bool = True,
+    log: Any = print,
+    device: str | None = None,
+    **settings: Any,
+) -> FinetuneResult:
+    """Fine-tune a dual encoder contrastively and monitor its grounding on held-out data.
+
+    Args:
+        model: A model spec string (``"builtin"``, ``"hf:PATH"``, ``"openclip:ARCH/WEIGHTS"``)
+            or a :class:`dualex.DualEncoder` (its module is copied; the caller's model is not
+            changed).
+        train: Training data spec (see :mod:`dualex.data.sources`).
+        eval: Held-out data spec for the monitor.
+        out: Output folder; re-running with the same settings resumes, and a finished run
+            returns at once.
+        progress: Show a progress bar.
+        log: Called with one line of text per event (default ``print``).
+        device: ``"cuda"``/``"cpu"`` (default: CUDA when available).
+        **settings: Fields of :class:`FinetuneConfig` (``steps``, ``batch``, ``lr``,
+            ``eval_every``, ``hard_negatives``, ``l2sp``, ...).
+
+    Returns:
+        A :class:`FinetuneResult`.
+
+    Raises:
+        SettingError: on bad settings, unreadable or empty data, or an ``out`` holding a
+            different run (nothing is written then).
+        UnknownModelError: on an unknown model spec.
+    """
+    spec = model if isinstance(model, str) else getattr(model, "name", "model")
+    try:
+        cfg = FinetuneConfig(model=spec, train=train, eval=eval, **settings)
+    except TypeError as err:
+        raise SettingError(f"unknown fine-tuning setting: {err}") from err
+    out = Path(out)
+    ident = _identity(cfg)
+    exists = _check_out(out, ident)
+    if exists and (out / "summary.json").is_file():
+        summary = json.loads((out / "summary.json").read_text())
+        log(f"{out} holds this run, finished at step {cfg.steps}; nothing to do")
+        return FinetuneResult(out, out / "final", summary, cfg.steps, True)
+
+    # everything that can fail on bad input happens before the first write
+    from dualex.train.data import load_samples, parse_relabel, relabel, tensorise
+    from dualex.train.families import trainable_from
+
+    mapping = parse_relabel(cfg.relabel)
+    if isinstance(model, str):
+        from dualex.cli import resolve_model
+
+        tr = trainable_from(resolve_model(model), spec, copy_module=False)
+    else:
+        tr = trainable_from(model, spec)
+    train_samples = relabel(load_samples(cfg.train, "--train"), mapping)
+    eval_samples = load_samples(cfg.eval, "--eval")
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    data = tensorise(train_samples, tr)
+    if cfg.hard_negatives and not data.has_negatives:
+        log("note: --hard-negatives given but the training data has no hard negatives")
+
+    out.mkdir(parents=True, exist_ok=True)
+    if not exists:
+        _atomic_json(ident, out / "run.json")
+    return _run(cfg, tr, data, eval_samples, out, dev, progress, log)
+
+
+def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
+         dev: torch.device, progress: bool, log: Any) -> FinetuneResult:  # fmt: skip
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(cfg.seed)
+    model = tr.model.to(dev)
+    if cfg.grad_checkpointing and not tr.enable_gradient_checkpointing():
+        log("note: this model family has no gradient checkpointing; training without it")
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(
+        [{"params": [p for n, p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+         {"params": [p for n, p in params if p.ndim < 2], "weight_decay": 0.0}],
+        lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
+    )  # fmt: skip
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
+    init = {n: p.detach().clone() for n, p in params} if cfg.l2sp > 0 else {}
+    if init:
+        init_path = out / "checkpoints" / "init.safetensors"
+        if init_path.is_file():
+            from safetensors.torch import load_file
+
+            init = {k: v.to(dev) for k, v in load_file(str(init_path)).items()}
+        else:
+            _atomic_save({k: v.cpu() for k, v in init.items()}, init_path)
+
+    monitor = Monitor(eval_samples, cfg.monitor_mentions, cfg.monitor_nodes or None,
+                      batch=max(cfg.batch, 64), seed=cfg.seed)  # fmt: skip
+    start, state = 0, {"eval_every": cfg.eval_every, "train_s": 0.0, "monitor_s": 0.0,
+                       "picks": []}  # fmt: skip
+    train_log: list[dict[str, Any]] = []
+    timeline: list[dict[str, Any]] = []
+    ck = _latest_checkpoint(out)
+    if ck is not None:
+        state = _load_checkpoint(ck, model, opt, sched)
+        start = int(state["step"])
+        train_log = [r for r in _read_parquet(out / "train_log.parquet") if r["step"] <= start]
+        timeline = [r for r in _read_parquet(out / "timeline.parquet") if r["step"] <= start]
+        log(f"resuming {out} from step {start}")
+
+    def monitor_at(step: int) -> None:
+        t = time.perf_counter()
+        rows = monitor.run(tr, step)
+        if step == 0 and cfg.monitor_mentions:
+            state["picks"] = [list(p) for p in monitor.example_picks(rows, 0)]
+            monitor.explain_examples(tr, [tuple(p) for p in state["picks"]], out / "examples",
+                                     "start")  # fmt: skip
+        dt = time.perf_counter() - t
+        state["monitor_s"] += dt
+        for r in rows:
+            r["seconds"] = dt
+        timeline.extend(rows)
+        _write_parquet(timeline, out / "timeline.parquet")
+        g = {r["metric"]: r["value"] for r in rows if r["group"] == "global"}
+        log(f"step {step}: loss {g.get('loss', math.nan):.3f}  R@1 t2i {g.get('r1_t2i', 0):.3f} "
+            f"i2t {g.get('r1_i2t', 0):.3f}  pointing {g.get('pointing', math.nan):.3f}  "
+            f"gap {g.get('gap', math.nan):.3f}  ({dt:.1f} s)")  # fmt: skip
+
+    if start == 0 and not timeline:
+        monitor_at(0)
+    model.train()
+    amp = dev.type == "cuda"
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="finetune",
+               disable=not progress, mininterval=2)  # fmt: skip
+    probe = min(5, cfg.steps)
+    for step in bar:
+        t = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(cfg.accum):
+            idx = _batch_indices(step, micro, cfg, len(data))
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+                loss = _loss(tr, data, idx, cfg, dev)
+                if init:
+                    loss = loss + cfg.l2sp * sum(((p - init[n]) ** 2).sum() for n, p in params)
+            (loss / cfg.accum).backward()
+            total += float(loss.detach()) / cfg.accum
+        torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
+        lr = opt.param_groups[0]["lr"]
+        opt.step()
+        sched.step()
+        dt = time.perf_counter() - t
+        state["train_s"] += dt
+        train_log.append({"step": step + 1, "loss": total, "lr": lr, "seconds": dt})
+        bar.set_postfix(loss=f"{total:.3f}", refresh=False)
+        done = step + 1
+        if state["eval_every"] is None and done >= probe:
+            per_step = state["train_s"] / done if done else 1.0
+            first = sum(r["seconds"] for r in timeline if r["step"] == 0 and r["metric"] == "loss")
+            state["eval_every"] = max(1, math.ceil(4 * first / max(per_step, 1e-9)))
+            log(f"monitoring every {state['eval_every']} steps (~20 % of training time)")
+        k = state["eval_every"]
+        if done == cfg.steps or (k is not None and done % k == 0):
+            monitor_at(done)
+        if done == cfg.steps or done % cfg.ckpt_every == 0:
+            _write_parquet(train_log, out / "train_log.parquet")
+            _save_checkpoint(out, done, model, opt, sched, state)
+        _after_step(done)
+    bar.close()
+    return _finish(cfg, tr, monitor, timeline, train_log, state, out, start, log)
+
+
+def _loss(tr: Any, data: Any, idx: torch.Tensor, cfg: FinetuneConfig, dev: torch.device
+          ) -> torch.Tensor:  # fmt: skip
+    img_idx = data.image_of[idx]
+    img = F.normalize(tr.encode_image(data.pixels[img_idx].to(dev)).float(), dim=-1)
+    ids, mask = data.ids[idx], data.mask[idx]
+    neg = None
+    n = len(idx)
+    if cfg.hard_negatives and data.has_negatives:
+        ok = data.neg_ok[idx]
+        ids = torch.cat([ids, data.neg_ids[idx][ok]])
+        mask = torch.cat([mask, data.neg_mask[idx][ok]])
+    txt = F.normalize(tr.encode_text(ids.to(dev), mask.to(dev)).float(), dim=-1)
+    txt, neg = txt[:n], txt[n:]
+    return contrastive_loss(img, txt, tr.logit_scale().float(), groups=img_idx.to(dev),
+                            negatives=neg)  # fmt: skip
+
+
+def _finish(cfg: FinetuneConfig, tr: Any, monitor: Monitor, timeline: list, train_log: list,
+            state: dict, out: Path, start: int, log: Any) -> FinetuneResult:  # fmt: skip
+    from dualex.train.report import write_report, write_timeline_png
+
+    t = time.perf_counter()
+    if state["picks"]:
+        with kept(tr.model):
+            monitor.explain_examples(tr, [tuple(p) for p in state["picks"]], out / "examples",
+                                     "end")  # fmt: skip
+    state["monitor_s"] += time.perf_counter() - t
+    final = out / "final"
+    tmp = out / ".final.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tr.model.eval()
+    tr.save(tmp)
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    share = state["monitor_s"] / max(state["monitor_s"] + state["train_s"], 1e-9)
+    per_step = state["train_s"] / max(1, cfg.steps)
+    summary = {
+        "steps": cfg.steps,
+        "seconds_per_step": per_step,
+        "train_seconds": state["train_s"],
+        "monitor_seconds": state["monitor_s"],
+        "monitor_share": share,
+        "eval_every": state["eval_every"],
+        "final": str(final),
+        "first": _globals(timeline, 0),
+        "last": _globals(timeline, cfg.steps),
+    }
+    write_timeline_png(timeline, out / "timeline.png")
+    write_report(timeline, summary, cfg, out, [tuple(p) for p in state["picks"]])
+    _atomic_json(summary, out / "summary.json")
+    log(f"done: {cfg.steps} steps, {per_step:.3f} s/step; monitoring took "
+        f"{state['monitor_s']:.1f} s of {state['monitor_s'] + state['train_s']:.1f} s "
+        f"({100 * share:.1f} %); model in {final}")  # fmt: skip
+    return FinetuneResult(out, final, summary, start, False, [r["loss"] for r in train_log])
+
+
+def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4, seed: int = 0
+            ) -> list[dict[str, Any]]:  # fmt: skip
+    """The monitor's rows for one model on one dataset (no training), step 0.
+
+    Args:
+        model: A model spec or a :class:`dualex.DualEncoder` (left unchanged).
+        data: Data spec.
+        mentions: Mentions explained for grounding.
+        nodes: Quadrature nodes (``None``: adaptive).
+        seed: Bootstrap seed.
+
+    Returns:
+        Timeline rows (``step, group, cls, metric, value, lo, hi, n``).
+    """
+    from dualex.train.data import load_samples
+    from dualex.train.families import trainable_from
+
+    if isinstance(model, str):
+        from dualex.cli import resolve_model
+
+        tr = trainable_from(resolve_model(model), model, copy_module=False)
+    else:
+        tr = trainable_from(model)
+    return Monitor(load_samples(data, "--eval"), mentions, nodes, seed=seed).run(tr, 0)
+
+
+def _globals(timeline: list[dict[str, Any]], step: int) -> dict[str, float]:
+    return {r["metric"]: r["value"] for r in timeline
+            if r["step"] == step and r["group"] == "global"}  # fmt: skip

@@ -1,0 +1,333 @@
+"""The fine-tuning monitor: retrieval, per-class grounding, mismatch and embedding diagnostics.
+
+The monitor explains the model *while it trains* and leaves it exactly as it was: every
+module's ``training`` flag, every parameter's ``requires_grad`` and the global RNG state are
+saved before and restored after (:func:`kept`), whatever ``dualex.wrap`` or the engine do.
+
+Each call returns *timeline rows*: ``step, group, cls, metric, value, lo, hi, n`` where
+``group`` is ``"global"`` (one value per metric), ``"class"`` (per mention label: the whole
+mention phrase, e.g. "small red star"), ``"word"`` (per label: the class word alone, "star"),
+``"colour"`` (synthetic world: the colour word alone, "red") or ``"kind"`` (per hard-negative
+kind). A phrase can be grounded through its colour word alone, so a class the model never learnt
+can still point well at the ``class`` level; the ``word`` rows isolate the class word.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from dualex.data.types import Sample
+from dualex.evaluate.analysis import GROUNDING_METRICS, MISMATCH_METRICS, group_table
+from dualex.train import diagnostics as dg
+
+__all__ = ["GLOBAL_METRICS", "Monitor", "contrastive_loss", "kept", "recall_at"]
+
+GLOBAL_METRICS = (
+    "loss", "r1_t2i", "r5_t2i", "r1_i2t", "r5_i2t", "gap", "gap_logreg", "alignment",
+    "uniformity_image", "uniformity_text", "temperature", "logit_scale",
+)  # fmt: skip
+"""Metrics of the ``global`` rows (besides grounding and mismatch overall)."""
+
+NAN = float("nan")
+
+
+@contextmanager
+def kept(model: torch.nn.Module) -> Iterator[None]:
+    """Run a block and restore the model's modes, ``requires_grad`` flags and the RNG state."""
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    rng = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        torch.set_rng_state(rng)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
+
+
+def contrastive_loss(
+    img: Tensor,
+    txt: Tensor,
+    scale: Tensor,
+    groups: Tensor | None = None,
+    negatives: Tensor | None = None,
+) -> Tensor:
+    """Symmetric InfoNCE of normalised pairs ``img[i] ↔ txt[i]`` (``[B, E]`` each).
+
+    Args:
+        img: Normalised image embeddings (row ``i`` is caption ``i``'s image).
+        txt: Normalised caption embeddings.
+        scale: The model's logit scale (``exp`` of its learnt log scale).
+        groups: ``[B]`` image ids: other captions of the same image are not negatives.
+        negatives: ``[M, E]`` normalised hard-negative captions, extra columns of the
+            image→text softmax.
+
+    Returns:
+        ``(CE(image→text) + CE(text→image)) / 2``.
+    """
+    logits = scale * img @ txt.T
+    if groups is not None:
+        same = groups[:, None] == groups[None, :]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(len(img), device=img.device)
+    i2t = (
+        logits
+        if negatives is None or not len(negatives)
+        else torch.cat([logits, scale * img @ negatives.T], 1)
+    )
+    return (F.cross_entropy(i2t, target) + F.cross_entropy(logits.T, target)) / 2
+
+
+def recall_at(sims: Tensor, correct: Tensor, k: int) -> float:
+    """Share of rows of ``sims [Q, C]`` whose top-``k`` columns hold a ``correct [Q, C]`` one."""
+    k = min(k, sims.shape[1])
+    top = sims.topk(k, dim=1).indices
+    return float(correct.gather(1, top).any(1).float().mean())
+
+
+def _word_span(caption: str, span: tuple[int, int], words: list[str]) -> tuple[int, int] | None:
+    import re
+
+    a, b = span
+    for w in words:
+        m = re.search(rf"\b{re.escape(w)}\b", caption[a:b], re.I)
+        if m:
+            return a + m.start(), a + m.end()
+    return None
+
+
+def _with_words(sample: Sample) -> Sample:
+    """The sample with extra *word* mentions: each mention's class word alone (label
+    ``word:<label>``, when the phrase contains the label or its plural) and, in the synthetic
+    world, its colour word alone (``colour:<colour>``), with the mention's boxes.
+
+    A phrase such as "small red star" can be grounded by its colour alone; the word rows show
+    whether the model grounds the class word itself.
+    """
+    from dataclasses import replace
+
+    from dualex.data.synthetic import COLOURS, _plural
+    from dualex.data.types import Mention
+
+    extra = []
+    for m in sample.mentions:
+        span = _word_span(sample.caption, m.span, [_plural(m.label), m.label])
+        if span is not None:
+            extra.append(Mention(span, m.boxes, f"word:{m.label}"))
+        if "objects" in sample.meta:
+            phrase = sample.caption[slice(*m.span)].lower().split()
+            found = [w for w in phrase if w in COLOURS]
+            if len(found) == 1:
+                span = _word_span(sample.caption, m.span, found)
+                if span is not None:
+                    extra.append(Mention(span, m.boxes, f"colour:{found[0]}"))
+    return replace(sample, mentions=list(sample.mentions) + extra) if extra else sample
+
+
+class Monitor:
+    """Measures a model on held-out samples; one call per monitored step.
+
+    Args:
+        samples: Held-out samples (retrieval, loss and diagnostics use all of them).
+        mentions: Grounding uses the first samples until this many mentions are covered;
+            mismatch uses the same samples' hard negatives.
+        nodes: Quadrature nodes of the explanations (``None``: dualex's adaptive default).
+        batch: Batch size of the embedding passes.
+        seed: Seed of the bootstrap intervals and the separability split.
+    """
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        mentions: int = 100,
+        nodes: int | None = 4,
+        batch: int = 64,
+        seed: int = 0,
+    ) -> None:
+        self.samples, self.nodes, self.batch, self.seed = samples, nodes, batch, seed
+        chosen: list[tuple[int, Sample]] = []
+        count = 0
+        for i, s in enumerate(samples):
+            if count >= mentions:
+                break
+            if s.mentions:
+                chosen.append((i, s))
+                count += len(s.mentions)
+        self.chosen = chosen
+        self._data: Any = None
+
+    # -- embeddings ---------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def embed(self, trainable: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """Normalised caption ``[N, E]`` and image ``[I, E]`` embeddings, and ``image_of [N]``."""
+        from dualex.train.data import tensorise
+
+        if self._data is None:
+            self._data = tensorise(self.samples, trainable)
+        d = self._data
+        dev = next(trainable.model.parameters()).device
+        txt = torch.cat([
+            trainable.encode_text(d.ids[i : i + self.batch].to(dev),
+                                  d.mask[i : i + self.batch].to(dev)).float()
+            for i in range(0, len(d.ids), self.batch)
+        ])  # fmt: skip
+        img = torch.cat([
+            trainable.encode_image(d.pixels[i : i + self.batch].to(dev)).float()
+            for i in range(0, len(d.pixels), self.batch)
+        ])  # fmt: skip
+        return F.normalize(txt, dim=-1).cpu(), F.normalize(img, dim=-1).cpu(), d.image_of
+
+    # -- one monitored step -------------------------------------------------------------------
+
+    def run(self, trainable: Any, step: int) -> list[dict[str, Any]]:
+        """All timeline rows of one step; the model is left exactly as it was."""
+        model = trainable.model
+        with trainable.checkpointing_paused(), kept(model):
+            model.eval()
+            rows = self._global_rows(trainable, step)
+            rows += self._grounding_rows(trainable, step)
+        return rows
+
+    def _global_rows(self, trainable: Any, step: int) -> list[dict[str, Any]]:
+        txt, img, image_of = self.embed(trainable)
+        with torch.no_grad():
+            scale = trainable.logit_scale().detach().float().cpu()
+        pair_img = img[image_of]
+        loss = float(contrastive_loss(pair_img, txt, scale, groups=image_of))
+        sims = txt @ img.T  # [N, I]
+        correct = image_of[:, None] == torch.arange(len(img))[None, :]
+        values = {
+            "loss": loss,
+            "r1_t2i": recall_at(sims, correct, 1),
+            "r5_t2i": recall_at(sims, correct, 5),
+            "r1_i2t": recall_at(sims.T, correct.T, 1),
+            "r5_i2t": recall_at(sims.T, correct.T, 5),
+            "gap": dg.modality_gap(pair_img, txt),
+            "gap_logreg": dg.gap_separability(pair_img, txt, self.seed),
+            "alignment": dg.alignment(pair_img, txt),
+            "uniformity_image": dg.uniformity(img),
+            "uniformity_text": dg.uniformity(txt),
+            "temperature": 1.0 / float(scale),
+            "logit_scale": float(scale),
+        }
+        n = len(txt)
+        return [_row(step, "global", "", k, v, NAN, NAN, n) for k, v in values.items()]
+
+    def _grounding_rows(self, trainable: Any, step: int) -> list[dict[str, Any]]:
+        from dualex.evaluate.grounding import EvalSettings, grounding_rows, mismatch_rows
+
+        if not self.chosen:
+            return []
+        enc = trainable.wrap()
+        settings = EvalSettings(methods=("dualex",), steps=self.nodes)
+        g_rows: list[dict[str, Any]] = []
+        m_rows: list[dict[str, Any]] = []
+        for group in _image_groups(self.chosen):
+            # the caption is explained once; word mentions are extra slices of it
+            got = grounding_rows(enc, [(i, _with_words(s)) for i, s in group], settings)
+            g_rows += got
+            if any(s.negatives for _, s in group):
+                m_rows += mismatch_rows(enc, group, settings)
+        g_rows = [r for r in g_rows if not r["error"]]
+        m_rows = [r for r in m_rows if not r["error"]]
+        phrases = [r for r in g_rows if ":" not in r["label"]]
+        words = [dict(r, label=r["label"].partition(":")[2]) for r in g_rows
+                 if r["label"].startswith("word:")]  # fmt: skip
+        colours = [dict(r, label=r["label"].partition(":")[2]) for r in g_rows
+                   if r["label"].startswith("colour:")]  # fmt: skip
+        rows: list[dict[str, Any]] = []
+        rows += _table_rows(step, "global", phrases, ("method",), GROUNDING_METRICS, self.seed)
+        for group, table in (("class", phrases), ("word", words), ("colour", colours)):
+            rows += _table_rows(step, group, table, ("label",), GROUNDING_METRICS, self.seed)
+        if m_rows:
+            rows += _table_rows(step, "global", m_rows, ("method",), MISMATCH_METRICS, self.seed)
+            rows += _table_rows(step, "kind", m_rows, ("kind",), MISMATCH_METRICS, self.seed)
+        return rows
+
+    # -- example explanations -----------------------------------------------------------------
+
+    def explain_examples(
+        self, trainable: Any, picks: list[tuple[str, int]], folder: Path, tag: str
+    ) -> list[Path]:
+        """Explain chosen samples and save them as ``folder/<tag>-<k>.safetensors``.
+
+        Args:
+            trainable: The model.
+            picks: ``(class, sample index)`` pairs.
+            folder: Output folder.
+            tag: ``"start"`` or ``"end"``.
+        """
+        import dualex
+
+        paths = []
+        with trainable.checkpointing_paused(), kept(trainable.model):
+            enc = trainable.wrap()
+            for k, (_, idx) in enumerate(picks):
+                s = self.samples[idx]
+                ex = dualex.explain(enc, s.caption, s.image, steps=self.nodes)
+                paths.append(ex.save(folder / f"{tag}-{k}.safetensors"))
+        return paths
+
+    def example_picks(self, timeline: list[dict[str, Any]], step: int, worst: int = 3
+                      ) -> list[tuple[str, int]]:  # fmt: skip
+        """The ``worst`` classes by pointing at ``step``, each with its first grounded sample."""
+        table = [r for r in timeline if r["step"] == step and r["group"] == "class"
+                 and r["metric"] == "pointing" and math.isfinite(r["value"])]  # fmt: skip
+        table.sort(key=lambda r: (r["value"], r["cls"]))
+        picks = []
+        for r in table[:worst]:
+            for i, s in self.chosen:
+                if any(m.label == r["cls"] for m in s.mentions):
+                    picks.append((r["cls"], i))
+                    break
+        return picks
+
+
+def _image_groups(chosen: list[tuple[int, Sample]]) -> Iterator[list[tuple[int, Sample]]]:
+    group: list[tuple[int, Sample]] = []
+    for i, s in chosen:
+        if group and s.image_id != group[-1][1].image_id:
+            yield group
+            group = []
+        group.append((i, s))
+    if group:
+        yield group
+
+
+def _row(step: int, group: str, cls: str, metric: str, value: float, lo: float, hi: float,
+         n: int) -> dict[str, Any]:  # fmt: skip
+    return {"step": step, "group": group, "cls": cls, "metric": metric, "value": float(value),
+            "lo": float(lo), "hi": float(hi), "n": int(n)}  # fmt: skip
+
+
+def _table_rows(step: int, group: str, rows: list[dict[str, Any]], by: tuple[str, ...],
+                metrics: tuple[str, ...], seed: int) -> list[dict[str, Any]]:  # fmt: skip
+    out = []
+    for t in group_table(rows, by, metrics, seed=seed):
+        cls = "" if group == "global" else str(t[by[0]])
+        for m in metrics:
+            out.append(_row(step, group, cls, m, t[m], t[f"{m}_lo"], t[f"{m}_hi"], t["n"]))
+    return out
+
+
+def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """``(fn(*args, **kwargs), seconds)``."""
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t

@@ -1,0 +1,202 @@
+"""dualex finetune end to end on a tiny random CLIP: outputs, resume, bad input, the monitor."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import dualex
+from dualex.errors import SettingError, UnknownModelError
+from dualex.train import finetune, loop
+from dualex.train.monitor import GLOBAL_METRICS
+from tests.conftest import tiny_clip
+
+TRAIN = "synthetic:seed=11,n=12"
+EVAL = "synthetic:seed=12,n=6"
+FAST = dict(batch=4, lr=1e-3, monitor_mentions=4, monitor_nodes=2, progress=False,
+            log=lambda s: None)  # fmt: skip
+TIMELINE_COLUMNS = {"step", "group", "cls", "metric", "value", "lo", "hi", "n", "seconds"}
+
+
+def _state(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+@pytest.mark.slow
+def test_three_steps_write_every_output(tmp_path):
+    enc = tiny_clip(dtype=torch.float32)
+    before = _state(enc.module)
+    enc.module.train()  # the caller's mode must survive too
+    out = tmp_path / "run"
+    res = finetune(enc, TRAIN, EVAL, out, steps=3, eval_every=1, hard_negatives=True,
+                   ckpt_every=2, **FAST)  # fmt: skip
+    # the caller's model is untouched (weights and mode)
+    assert enc.module.training
+    after = _state(enc.module)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    table = pq.read_table(out / "timeline.parquet")
+    assert set(table.column_names) == TIMELINE_COLUMNS
+    rows = table.to_pylist()
+    assert sorted({r["step"] for r in rows}) == [0, 1, 2, 3]
+    assert {r["group"] for r in rows} == {"global", "class", "word", "colour", "kind"}
+    for step in range(4):
+        got = {r["metric"] for r in rows if r["step"] == step and r["group"] == "global"}
+        assert set(GLOBAL_METRICS) | {"pointing", "energy", "text_pointing", "text_energy",
+                                      "below_matched", "prefers_positive"} <= got  # fmt: skip
+    classes = {r["cls"] for r in rows if r["group"] == "class"}
+    assert classes and classes <= set(dualex.data.synthetic.SHAPES)
+    for r in rows:
+        if r["group"] == "class":
+            assert r["n"] >= 1 and (r["lo"] <= r["value"] <= r["hi"])
+    # training changed the weights, and final/ is that model, loadable by the family's loader
+    log = pq.read_table(out / "train_log.parquet").to_pylist()
+    assert [r["step"] for r in log] == [1, 2, 3] and all(r["loss"] > 0 for r in log)
+    final = dualex.load(f"hf:{out / 'final'}")
+    trained = _state(final.module)
+    assert any(not torch.equal(before[k], trained[k].to(before[k].dtype)) for k in before)
+    ck = sorted((out / "checkpoints").glob("step-*"))
+    assert [p.name for p in ck] == ["step-000003"]
+    assert {p.name for p in ck[0].iterdir()} == {"model.safetensors", "optim.safetensors",
+                                                  "state.json"}  # fmt: skip
+    opt = load_file(str(ck[0] / "optim.safetensors"))
+    assert "rng.torch" in opt and any(k.endswith(".exp_avg") for k in opt)
+    assert not list(out.rglob("*.pt")) and not list(out.rglob("*.pkl"))
+    html = (out / "report.html").read_text()
+    assert "Knowledge-gap report" in html and "ranked by pointing" in html
+    assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "examples.html").is_file() and list((out / "examples").glob("end-*"))
+    summary = json.loads((out / "summary.json").read_text())
+    assert 0 < summary["monitor_share"] < 1 and summary["seconds_per_step"] > 0
+    assert res.summary["last"]["r1_t2i"] == summary["last"]["r1_t2i"]
+
+    # the same command again: finished, nothing to do
+    again = finetune(enc, TRAIN, EVAL, out, steps=3, eval_every=1, hard_negatives=True,
+                     ckpt_every=2, **FAST)  # fmt: skip
+    assert again.already_finished
+    # another run in the same folder is refused, and nothing is changed
+    stamp = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    with pytest.raises(SettingError, match=r"different run.*steps"):
+        finetune(enc, TRAIN, EVAL, out, steps=4, eval_every=1, hard_negatives=True,
+                 ckpt_every=2, **FAST)  # fmt: skip
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == stamp
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_kill_after_checkpoint_and_resume_equals_uninterrupted(tmp_path, monkeypatch):
+    enc = tiny_clip(dtype=torch.float64)
+    kw = dict(steps=4, eval_every=2, ckpt_every=2, l2sp=0.1, **FAST)
+    whole = finetune(enc, TRAIN, EVAL, tmp_path / "whole", **kw)
+
+    def kill(step):
+        if step == 3:  # step 2 is checkpointed, step 3 is lost
+            raise Killed
+
+    monkeypatch.setattr(loop, "_after_step", kill)
+    with pytest.raises(Killed):
+        finetune(enc, TRAIN, EVAL, tmp_path / "cut", **kw)
+    assert not (tmp_path / "cut" / "final").exists()
+    monkeypatch.setattr(loop, "_after_step", lambda step: None)
+    resumed = finetune(enc, TRAIN, EVAL, tmp_path / "cut", **kw)
+    assert resumed.resumed_from == 2
+    assert resumed.losses == whole.losses and len(whole.losses) == 4
+    a = load_file(str(tmp_path / "whole" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+    def values(run):
+        rows = pq.read_table(tmp_path / run / "timeline.parquet").to_pylist()
+        return sorted((r["step"], r["group"], r["cls"], r["metric"], repr(r["value"]))
+                      for r in rows)  # fmt: skip
+
+    assert values("whole") == values("cut")
+
+
+@pytest.mark.parametrize(
+    ("args", "error", "needle"),
+    [
+        (dict(steps=0), SettingError, "--steps must be >= 1"),
+        (dict(train="synthetic:seed=1,n=0"), SettingError, "holds no samples"),
+        (dict(train="imagenet:/x"), SettingError, "cannot read --data"),
+        (
+            dict(train="synthetic:seed=1,n=4,colour=red"),
+            SettingError,
+            "unknown synthetic-world options",
+        ),
+        (dict(model="nope:x"), UnknownModelError, "unknown model spec"),
+        (dict(relabel="star"), SettingError, "--relabel"),
+    ],
+)
+def test_bad_input_writes_nothing(tmp_path, args, error, needle):
+    kw = dict(model="random-clip:0", train=TRAIN, eval=EVAL, steps=2, **FAST)
+    kw.update(args)
+    out = tmp_path / "run"
+    with pytest.raises(error, match=needle):
+        finetune(kw.pop("model"), kw.pop("train"), kw.pop("eval"), out, **kw)
+    assert not out.exists()
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, monkeypatch, capsys):
+    from dualex import cli
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(sys, "argv", ["dualex", "finetune", "--model", "random-clip:0",
+                                      "--train", TRAIN, "--eval", EVAL, "--out", str(out),
+                                      "--steps", "0"])  # fmt: skip
+    with pytest.raises(SystemExit) as done:
+        cli.main()
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and err.count("\n") == 1 and "--steps must be >= 1" in err
+    assert not out.exists()
+
+
+def test_monitor_ranks_a_planted_gap_worst():
+    """The built-in model grounds every shape; move the star mentions' boxes onto another
+    object of the image, and the monitor must rank star worst (energy in box near 0)."""
+    from dualex.data.synthetic import generate
+    from dualex.train.families import trainable_from
+    from dualex.train.monitor import Monitor
+
+    samples = []
+    for s in generate(40, seed=901, negative_kinds=()):
+        stars = [m for m in s.mentions if m.label == "star"]
+        others = [m for m in s.mentions if m.label != "star"]
+        if stars and others:
+            moved = [replace(m, boxes=others[0].boxes) if m.label == "star" else m
+                     for m in s.mentions]  # fmt: skip
+            samples.append(replace(s, mentions=moved))
+    assert len(samples) >= 4
+    tr = trainable_from(dualex.load("builtin"))
+    rows = Monitor(samples, mentions=100, nodes=4).run(tr, 0)
+
+    def per_class(metric):
+        return {r["cls"]: r["value"] for r in rows
+                if r["group"] == "class" and r["metric"] == metric}  # fmt: skip
+
+    energy, point = per_class("energy"), per_class("pointing")
+    assert min(energy, key=energy.get) == "star"
+    assert energy["star"] < min(v for c, v in energy.items() if c != "star") - 0.2
+    assert point["star"] == min(point.values()) == 0.0
+
+
+def test_cli_help_lists_examples(monkeypatch, capsys):
+    from dualex import cli
+
+    monkeypatch.setattr(sys, "argv", ["dualex", "finetune", "--help"])
+    code = 0
+    try:
+        cli.main()
+    except SystemExit as done:
+        code = done.code
+    out = capsys.readouterr().out
+    assert code == 0 and "Examples" in out and "--hard-negatives" in out
