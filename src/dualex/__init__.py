@@ -4,14 +4,27 @@ Implements Moeller et al., "Explaining Caption-Image Interactions in CLIP Models
 Second-Order Attributions" (TMLR 2025, https://arxiv.org/abs/2408.14153).
 """
 
-from dualex.encoder import DualEncoder
-from dualex.engine.interactions import Completeness
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
 from dualex.errors import DualexError
-from dualex.explainer import Projection, Projections, explain, project, project_many
-from dualex.explanation import Explanation
-from dualex.model import load, wrap
 
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "Completeness": "dualex.engine.interactions",
+    "DualEncoder": "dualex.encoder",
+    "Projection": "dualex.explainer",
+    "Projections": "dualex.explainer",
+    "explain": "dualex.explainer",
+    "project": "dualex.explainer",
+    "project_many": "dualex.explainer",
+    "Explanation": "dualex.explanation",
+    "load": "dualex.model",
+    "wrap": "dualex.model",
+}
 
 __all__ = [
     "Completeness",
@@ -26,3 +39,24 @@ __all__ = [
     "project_many",
     "wrap",
 ]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dualex.encoder import DualEncoder
+    from dualex.engine.interactions import Completeness
+    from dualex.explainer import Projection, Projections, explain, project, project_many
+    from dualex.explanation import Explanation
+    from dualex.model import load, wrap
+
+
+def __getattr__(name: str) -> Any:
+    """Import the public API on first use, so ``import dualex`` (and the CLI's ``--help``) does
+    not import torch."""
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dualex' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

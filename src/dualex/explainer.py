@@ -72,11 +72,10 @@ SideProjection = Projection
 """Former name of :class:`Projection`."""
 
 
-def _check_settings(steps: int | None, tol: float, max_steps: int) -> None:
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
-        raise SettingError(f"steps must be a positive integer or None (adaptive), got {steps!r}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-        raise SettingError(f"max_steps must be a positive integer, got {max_steps!r}")
+def _check_settings(steps: int | None, tol: float, max_steps: int, rule: str) -> None:
+    from dualex.limits import check_steps
+
+    check_steps(steps, max_steps, rule=rule)  # bounds, before anything is allocated
     if not tol > 0:
         raise SettingError(f"tol must be positive, got {tol}")
 
@@ -182,7 +181,7 @@ def project_many(
         One :class:`Projection` per input, in order.
     """
     rule = canonical_rule(rule)
-    _check_settings(steps, tol, max_steps)
+    _check_settings(steps, tol, max_steps, rule)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise SettingError(f"batch_size must be a positive integer, got {batch_size!r}")
     layer = tower.check_layer(layer)
@@ -376,6 +375,7 @@ def _combine(
         model=model.name,
         raw_a=a.raw,
         raw_b=b.raw,
+        weights=model.weights,
     )
 
 
@@ -510,7 +510,7 @@ def project(
     max_steps: int = DEFAULT_MAX_STEPS,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = False,
+    progress: bool | None = None,
 ) -> Projections:
     """Project many inputs once each, so n × m pairs cost n + m projections.
 
@@ -523,7 +523,7 @@ def project(
         images: inputs of the image tower: paths, PIL images, arrays, or pixels
             ``[B, C, H, W]``. For two-text models pass ``a=`` and ``b=``.
         batch_size: Inputs per pass.
-        progress: Show a progress bar.
+        progress: Show a progress bar (``None``: when stderr is a terminal).
         Other arguments: as in :func:`explain`.
 
     Returns:
@@ -557,7 +557,11 @@ def project(
     from tqdm.auto import tqdm
 
     with (
-        tqdm(total=len(items_a) + len(items_b), disable=not progress, desc="projecting") as bar,
+        tqdm(
+            total=len(items_a) + len(items_b),
+            disable=None if progress is None else not progress,
+            desc="projecting",
+        ) as bar,
         model.session(),
     ):
         out_a = project_many(

@@ -31,7 +31,9 @@ def test_every_family_module_declares_its_towers_as_data():
         assert f.wrap is not None and f.towers, f"{name} wraps objects and describes its towers"
         for d in f.towers.values():
             assert d.layout in ("bsd", "sbd", "bchw") and d.blocks and d.pooled
-    forms = dualex.model.spec_forms()
+    from dualex.model import spec_forms
+
+    forms = spec_forms()
     assert {"builtin", "hf:<id-or-path>", "openclip:<arch>[/<pretrained>]", "st:<id-or-path>"} <= set(
         forms
     )

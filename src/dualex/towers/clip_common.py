@@ -36,6 +36,8 @@ from dualex.towers.inputs import (
     positions_of_pieces,
     tensor_geometry,
     text_reference_ids,
+    warn_discarded,
+    warn_truncated,
 )
 from dualex.towers.positions import Geometry, ImagePositions, Positions, TextPositions
 
@@ -187,11 +189,7 @@ class BPETextCodec:
         """
         text = check_text(text)
         n = self._count(text)
-        if n > self.context_length:
-            raise InvalidInputError(
-                f"the caption needs {n} tokens but the model takes at most "
-                f"{self.context_length}; shorten it"
-            )
+        warn_truncated(n, self.context_length, stacklevel=3)  # the tokenizer keeps EOT last
         ids = torch.as_tensor(self._tokenize(text)).reshape(1, -1).long()
         return ids, self.describe(ids, text)
 
@@ -634,6 +632,7 @@ class ClipImageTower(FeatureMapMixin, HookTower):
             image = load_image(x)
             pixels = self._pixels(image)
             geo, source = transform_geometry(self.preprocess, image.size), "image"
+            warn_discarded(geo)
         h, w = (int(v) for v in pixels.shape[-2:])
         if self.kind == "vit":
             grid, prefix = (h // self.patch[0], w // self.patch[1]), self.prefix

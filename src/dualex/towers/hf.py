@@ -33,6 +33,7 @@ from dualex.towers.inputs import (
     tensor_geometry,
     text_reference_ids,
     tokenize_with_offsets,
+    warn_discarded,
 )
 from dualex.towers.positions import Geometry, ImagePositions
 from dualex.towers.registry import Family, TowerDescription, resolve, type_is
@@ -335,6 +336,7 @@ class HFImageTower(HookTower):
         pixels = data["pixel_values"]
         h_in, w_in = pixels.shape[-2:]
         geo = processor_geometry(self.processor, image.size, (int(h_in), int(w_in)))
+        warn_discarded(geo)
         grid = (int(h_in) // self.patch, int(w_in) // self.patch)
         pos = ImagePositions(grid=grid, prefix=prefix, geometry=geo)
         return TowerInput(data=data, positions=pos, raw=image)

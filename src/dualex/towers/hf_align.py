@@ -27,6 +27,7 @@ from dualex.towers.inputs import (
     tensor_geometry,
     text_reference_ids,
     tokenize_with_offsets,
+    warn_discarded,
 )
 from dualex.towers.positions import Geometry, ImagePositions, Positions
 from dualex.towers.registry import Family, TowerDescription, type_is
@@ -172,6 +173,8 @@ class AlignImageTower(FeatureMapMixin, HookTower):
             if source == PIXEL_SOURCE
             else align_geometry(self.processor, image.size, hw)
         )
+        if source != PIXEL_SOURCE:
+            warn_discarded(geo)
         grid = self.feature_grids(hw)[self.default_layer]
         pos = ImagePositions(grid=grid, prefix=0, geometry=geo, source=source)
         return TowerInput(data={"pixel_values": pixels}, positions=pos, raw=image)

@@ -32,7 +32,7 @@ from PIL import Image, ImageFilter, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from dualex.errors import InputWarning, InvalidInputError, SettingError
-from dualex.towers.positions import Geometry, TextPositions
+from dualex.towers.positions import Geometry, TextPositions, check_box  # noqa: F401  (re-export)
 
 # -- images --------------------------------------------------------------------------------------
 
@@ -287,28 +287,6 @@ def load_image(x: Any, *, max_pixels: int | None = None, exif: bool = True) -> I
         f"cannot use {type(x).__name__} as an image; pass a file path, a PIL image or an "
         "[H, W, 3] array"
     )
-
-
-def check_box(box: Any) -> tuple[float, float, float, float]:
-    """A box ``(x0, y0, x1, y1)`` as four finite floats, or a :class:`~dualex.errors.BoxError`.
-
-    Only the form is checked here (emptiness and the image bounds are the positions' business).
-
-    Raises:
-        BoxError: if ``box`` is not four finite numbers.
-    """
-    from dualex.errors import BoxError
-
-    hint = "pass (x0, y0, x1, y1) in original image pixels, e.g. (10, 20, 120, 90)"
-    if isinstance(box, str | bytes) or not hasattr(box, "__len__") or len(box) != 4:
-        raise BoxError(f"cannot read box {box!r}; {hint}")
-    try:
-        values = tuple(float(v) for v in box)
-    except (TypeError, ValueError) as err:
-        raise BoxError(f"cannot read box {box!r}: it is not four numbers; {hint}") from err
-    if not all(np.isfinite(values)):
-        raise BoxError(f"box {box!r} has NaN or infinite coordinates; {hint}")
-    return values  # type: ignore[return-value]
 
 
 def discarded_fraction(geometry: Geometry) -> float:

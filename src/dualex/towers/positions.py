@@ -17,6 +17,27 @@ Box = tuple[float, float, float, float]
 """``(x0, y0, x1, y1)`` in original image pixels (x right, y down)."""
 
 
+def check_box(box: Any) -> tuple[float, float, float, float]:
+    """A box ``(x0, y0, x1, y1)`` as four finite floats, or a :class:`~dualex.errors.BoxError`.
+
+    Only the form is checked here (emptiness and the image bounds are the positions' business).
+
+    Raises:
+        BoxError: if ``box`` is not four finite numbers.
+    """
+    hint = "pass (x0, y0, x1, y1) in original image pixels, e.g. (10, 20, 120, 90)"
+    if isinstance(box, str | bytes) or not hasattr(box, "__len__") or len(box) != 4:
+        raise BoxError(f"cannot read box {box!r}; {hint}")
+    try:
+        values = tuple(float(v) for v in box)
+    except (TypeError, ValueError) as err:
+        raise BoxError(f"cannot read box {box!r}: it is not four numbers; {hint}") from err
+    if not all(math.isfinite(v) for v in values):
+        raise BoxError(f"box {box!r} has NaN or infinite coordinates; {hint}")
+    return values  # type: ignore[return-value]
+
+
+
 @dataclass(frozen=True)
 class Geometry:
     """Affine map between model-input pixels and original-image pixels.
@@ -283,7 +304,7 @@ class ImagePositions:
         Raises:
             BoxError: if the box is empty or outside the image.
         """
-        x0, y0, x1, y1 = (float(v) for v in box)
+        x0, y0, x1, y1 = check_box(box)
         W, H = self.geometry.original_size
         if not (x1 > x0 and y1 > y0):
             raise BoxError(f"box {box} is empty; pass (x0, y0, x1, y1) with x1 > x0 and y1 > y0")
