@@ -12,6 +12,7 @@ shard of a dataset run decodes only its own images, in the worker that runs it.
 
 from __future__ import annotations
 
+import importlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,11 @@ from dualex.towers.positions import Box  # defined with the geometry it indexes
 
 SYNTHETIC_SCHEME = "synthetic:"
 """Prefix of an :class:`ImageRef` path that names a synthetic scene (JSON recipe follows)."""
+
+
+RENDERERS = {SYNTHETIC_SCHEME: "dualex.data.synthetic"}
+"""Reference schemes of generated images and the module whose ``render_reference(recipe)``
+renders one (looked up by name: the generator imports this module, not the other way round)."""
 
 
 class ImageRef:
@@ -86,10 +92,10 @@ class ImageRef:
         self._image = None
 
     def _decode(self) -> Image.Image:
-        if self.path.startswith(SYNTHETIC_SCHEME):
-            from dualex.data.synthetic import render_reference
-
-            return render_reference(json.loads(self.path[len(SYNTHETIC_SCHEME) :]))
+        for scheme, module in RENDERERS.items():
+            if self.path.startswith(scheme):  # a generated image: its module renders it again
+                render = importlib.import_module(module).render_reference
+                return render(json.loads(self.path[len(scheme) :]))
         from dualex.towers.inputs import load_image
 
         try:  # the one image policy; boxes are in the stored pixel layout: no EXIF rotation

@@ -150,8 +150,9 @@ def grounding(
     """Evaluate every mention with every method; writes rows.parquet, summary/per_class tables
     (Markdown + CSV) and summary.png. Re-running the same command resumes."""
     from dualex.cli_args import parse_layers
-    from dualex.evaluate.grounding import EvalSettings, run_grounding
+    from dualex.evaluate.grounding import EvalSettings
     from dualex.evaluate.report import write_grounding_tables
+    from dualex.evaluate.runs import run_grounding
 
     settings = EvalSettings(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
@@ -194,8 +195,9 @@ def mismatch(
 ) -> None:
     """Hard negatives: the mismatched span's interaction vs matched spans and the positive caption."""
     from dualex.cli_args import parse_layers
-    from dualex.evaluate.grounding import EvalSettings, run_mismatch
+    from dualex.evaluate.grounding import EvalSettings
     from dualex.evaluate.report import write_mismatch_tables
+    from dualex.evaluate.runs import run_mismatch
 
     settings = EvalSettings(
         methods=("dualex",),

@@ -121,7 +121,7 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     from safetensors.torch import save_file
 
     import dualex
-    from dualex.viz._io import atomic_write
+    from dualex.io import atomic_write
 
     st = job.settings
     rel = explanation_file(shard)

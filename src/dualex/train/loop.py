@@ -243,7 +243,7 @@ def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from dualex.viz._io import atomic_write
+    from dualex.io import atomic_write
 
     table = pa.Table.from_pylist(rows)
     atomic_write(path, lambda tmp: pq.write_table(table, tmp))
@@ -313,7 +313,7 @@ def finetune(
 
     mapping = parse_relabel(cfg.relabel)
     if isinstance(model, str):
-        from dualex.cli import resolve_model
+        from dualex.cli_args import resolve_model
 
         tr = trainable_from(resolve_model(model), spec, copy_module=False)
     else:
@@ -506,7 +506,7 @@ def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4
     from dualex.train.families import trainable_from
 
     if isinstance(model, str):
-        from dualex.cli import resolve_model
+        from dualex.cli_args import resolve_model
 
         tr = trainable_from(resolve_model(model), model, copy_module=False)
     else:

@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+import dualex.train.diagnostics as dg
 from dualex.data.types import Sample
 from dualex.evaluate.analysis import GROUNDING_METRICS, MISMATCH_METRICS, group_table
-from dualex.train import diagnostics as dg
 
 __all__ = ["GLOBAL_METRICS", "Monitor", "contrastive_loss", "kept", "recall_at"]
 

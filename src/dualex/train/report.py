@@ -15,7 +15,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from dualex.viz._io import atomic_write
+from dualex.io import atomic_write
 
 __all__ = ["class_ranking", "write_report", "write_timeline_png"]
 
