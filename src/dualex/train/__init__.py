@@ -8,6 +8,21 @@
 See :func:`dualex.train.loop.finetune` and docs/finetuning.md.
 """
 
-from dualex.train.loop import FinetuneConfig, FinetuneResult, finetune, measure
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "measure"]
+
+if TYPE_CHECKING:  # pragma: no cover
+    from dualex.train.loop import FinetuneConfig, FinetuneResult, finetune, measure
+
+
+def __getattr__(name: str) -> Any:
+    """Import the loop (and torch) on first use, so ``dualex --help`` stays light."""
+    if name in __all__:
+        value = getattr(import_module("dualex.train.loop"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'dualex.train' has no attribute {name!r}")
