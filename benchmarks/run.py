@@ -33,22 +33,6 @@ CAPTION = "a white husky dog lying in the snow next to a red sled"
 WORDS = ["a", "photo", "of", "the", "dog", "cat", "red", "blue", "car", "on", "in", "grass", "snow", "sled", "white", "big", "small", "two"]
 
 
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        pass
-
-
 def _images(n: int, seed: int = 0):
     import numpy as np
     from PIL import Image
@@ -114,6 +98,7 @@ def build(family: str, arch: str):
 
 def worker(row: dict) -> dict:
     import torch
+    from benchmarks.agreement_exclip import _reset_peak, _rss_mb
 
     import dualex
 

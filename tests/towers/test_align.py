@@ -30,8 +30,7 @@ def _processor(size: int = 32, crop: int | None = None):
     )
 
 
-@pytest.fixture(scope="module")
-def align():
+def tiny_align_model():
     """A random AlignModel: 2-layer BERT (width 32), 3 EfficientNet blocks, 32 px input."""
     from transformers import AlignConfig, AlignModel
 
@@ -61,8 +60,13 @@ def align():
         projection_dim=8,
     )
     torch.manual_seed(0)
-    model = AlignModel(cfg).eval()
-    return dualex.wrap(model, tokenizer=tok, image_processor=_processor(), name="tiny-align")
+    return AlignModel(cfg).eval()
+
+
+@pytest.fixture(scope="module")
+def align():
+    model = tiny_align_model()
+    return dualex.wrap(model, tokenizer=_tokenizer(), image_processor=_processor(), name="tiny-align")
 
 
 @pytest.mark.parametrize(("layer", "grid"), [(0, (16, 16)), (2, (8, 8)), (3, (4, 4))])

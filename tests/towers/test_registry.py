@@ -180,47 +180,15 @@ def _build_bert(tmp_path):
 def test_align_object_equals_hf_spec(tmp_path):
     from transformers import AlignProcessor
 
-    from tests.towers.test_align import _processor, _tokenizer
+    from tests.towers.test_align import _processor, _tokenizer, tiny_align_model
 
-    m, tok, proc = _tiny_align(), _tokenizer(), _processor()
+    m, tok, proc = tiny_align_model(), _tokenizer(), _processor()
     wrapped = dualex.wrap(m, AlignProcessor(image_processor=proc, tokenizer=tok))
     for part in (m, tok, proc):
         part.save_pretrained(tmp_path)
     loaded = dualex.load(f"hf:{tmp_path}")
     assert type(loaded.tower_b).__name__ == "AlignImageTower"
     _same(wrapped, loaded, text="a red circle", atol=1e-6)
-
-
-def _tiny_align():
-    from transformers import AlignConfig, AlignModel
-
-    from tests.towers.test_align import _tokenizer
-
-    cfg = AlignConfig(
-        text_config=dict(
-            vocab_size=_tokenizer().vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-            max_position_embeddings=32,
-        ),
-        vision_config=dict(
-            image_size=32,
-            width_coefficient=0.25,
-            depth_coefficient=0.5,
-            in_channels=[32, 16, 24],
-            out_channels=[16, 24, 32],
-            kernel_sizes=[3, 3, 5],
-            strides=[1, 2, 2],
-            num_block_repeats=[1, 2, 2],
-            expand_ratios=[1, 2, 2],
-            hidden_dim=32,
-        ),
-        projection_dim=8,
-    )
-    torch.manual_seed(0)
-    return AlignModel(cfg)
 
 
 def test_custom_dual_encoder_passes_through_and_unknown_objects_are_refused():
