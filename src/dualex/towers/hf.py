@@ -409,6 +409,14 @@ def wrap_hf(
     )
 
 
+def processor_parts(processor: Any, tokenizer: Any, image_processor: Any) -> tuple[Any, Any]:
+    """``(tokenizer, image_processor)``: the given ones, else those of a transformers processor."""
+    if processor is not None:
+        tokenizer = tokenizer or getattr(processor, "tokenizer", None)
+        image_processor = image_processor or getattr(processor, "image_processor", None)
+    return tokenizer, image_processor
+
+
 def _wrap(
     obj: Any,
     processor: Any = None,
@@ -419,10 +427,8 @@ def _wrap(
     name: str | None = None,
     **kwargs: Any,
 ) -> DualEncoder:
-    if processor is not None:
-        tokenizer = tokenizer or getattr(processor, "tokenizer", None)
-        image_processor = image_processor or getattr(processor, "image_processor", None)
-    return wrap_hf(obj, tokenizer, image_processor, name=name, **kwargs)
+    tok, proc = processor_parts(processor, tokenizer, image_processor)
+    return wrap_hf(obj, tok, proc, name=name, **kwargs)
 
 
 def load_hf(path: str, **kwargs: Any) -> DualEncoder:
@@ -453,8 +459,7 @@ def load_hf(path: str, **kwargs: Any) -> DualEncoder:
             f"cannot load {spec!r} with transformers ({str(err).splitlines()[0]}); pass a local "
             "folder saved with save_pretrained, or a hub id when online"
         ) from err
-    extra = {} if type(model).__name__ == "AlignModel" else {"weights": "pretrained"}
-    return wrap(model, processor, name=spec, **extra)
+    return wrap(model, processor, name=spec, weights="pretrained")
 
 
 def _can_wrap(obj: Any) -> bool:

@@ -17,7 +17,7 @@ from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
 from dualex.towers.base import HookTower, TowerInput
 from dualex.towers.clip_common import FeatureMapMixin, image_reference_pixels
-from dualex.towers.hf import _features
+from dualex.towers.hf import _features, processor_parts
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
     hf_id_positions,
@@ -199,7 +199,8 @@ def wrap_align(
     image_processor: Any = None,
     *,
     name: str | None = None,
-) -> Any:
+    weights: str = "unknown",
+) -> DualEncoder:
     """Wrap a transformers ``AlignModel`` as a :class:`dualex.DualEncoder`.
 
     Args:
@@ -207,6 +208,7 @@ def wrap_align(
         tokenizer: Its fast BERT tokenizer.
         image_processor: Its ``EfficientNetImageProcessor``.
         name: Display name.
+        weights: Where the weights come from (``"pretrained"``, ``"random"``, ``"unknown"``).
 
     Raises:
         UnknownModelError: if the tokenizer or image processor is missing.
@@ -223,6 +225,7 @@ def wrap_align(
         logit_scale=read_scale(model, "temperature", inverse=True),
         name=name or f"hf:{getattr(model.config, '_name_or_path', '') or 'AlignModel'}",
         module=model,
+        weights=weights,
     )
 
 
@@ -236,10 +239,8 @@ def _wrap(
     name: str | None = None,
     **kwargs: Any,
 ) -> DualEncoder:
-    if processor is not None:
-        tokenizer = tokenizer or getattr(processor, "tokenizer", None)
-        image_processor = image_processor or getattr(processor, "image_processor", None)
-    return wrap_align(obj, tokenizer, image_processor, name=name)
+    tok, proc = processor_parts(processor, tokenizer, image_processor)
+    return wrap_align(obj, tok, proc, name=name, **kwargs)
 
 
 FAMILY = Family(
