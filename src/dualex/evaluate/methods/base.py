@@ -130,7 +130,9 @@ class Method:
     families: tuple[str, ...] = ()
     text_input: str = "given"
 
-    def __call__(self, model: Any, image: Any, texts: Sequence[str], **options: Any) -> list[Attribution]:
+    def __call__(
+        self, model: Any, image: Any, texts: Sequence[str], **options: Any
+    ) -> list[Attribution]:
         """Run the method; see :attr:`run`."""
         if not texts:
             raise SettingError(f"{self.name}: pass at least one text")

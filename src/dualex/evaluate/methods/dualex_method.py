@@ -111,7 +111,9 @@ METHODS = {
         name="dualex-span",
         order=2,
         summary="dualex with each phrase explained as the whole text",
-        run=lambda model, image, texts, **kw: run_dualex(model, image, texts, name="dualex-span", **kw),
+        run=lambda model, image, texts, **kw: run_dualex(
+            model, image, texts, name="dualex-span", **kw
+        ),
     ),
 }
 """The two names this module defines."""
