@@ -298,8 +298,10 @@ class HFImageTower(HookTower):
 
     def _process(self, image: Any) -> dict[str, Tensor]:
         out = self.processor(images=image, return_tensors="pt")
-        keys = ("pixel_values", "pixel_attention_mask", "spatial_shapes") if self.naflex else (
-            "pixel_values",
+        keys = (
+            ("pixel_values", "pixel_attention_mask", "spatial_shapes")
+            if self.naflex
+            else ("pixel_values",)
         )
         data = {k: out[k] for k in keys}
         data["pixel_values"] = data["pixel_values"].to(dtype=self._dtype())
@@ -331,7 +333,9 @@ class HFImageTower(HookTower):
             gh, gw = (int(v) for v in data["spatial_shapes"][0])
             total = int(data["pixel_values"].shape[1])
             geo = Geometry.resize(image.size, (gw * self.patch, gh * self.patch))
-            pos = ImagePositions(grid=(gh, gw), prefix=0, geometry=geo, suffix_count=total - gh * gw)
+            pos = ImagePositions(
+                grid=(gh, gw), prefix=0, geometry=geo, suffix_count=total - gh * gw
+            )
             return TowerInput(data=data, positions=pos, raw=image)
         pixels = data["pixel_values"]
         h_in, w_in = pixels.shape[-2:]
@@ -437,17 +441,17 @@ def load_hf(path: str, **kwargs: Any) -> DualEncoder:
     Raises:
         UnknownModelError: if transformers cannot load it (offline and not cached, ...).
     """
-    import os
     from pathlib import Path
 
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
+    from dualex.hub import local_only
     from dualex.model import wrap
 
     spec = f"hf:{path}"
     local = Path(path).expanduser()
     source = str(local) if local.exists() else path
-    only_local = os.environ.get("HF_HUB_OFFLINE") == "1" or local.exists()
+    only_local = local.exists() or local_only()
     try:
         config = AutoConfig.from_pretrained(source, local_files_only=only_local)
         model = AutoModel.from_pretrained(

@@ -19,6 +19,7 @@ import difflib
 import os
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,7 @@ from torch import Tensor, nn
 from dualex.encoder import DualEncoder, read_scale
 from dualex.engine.lastblock import LastBlock
 from dualex.errors import UnknownModelError
+from dualex.hub import hf_host, reachable
 from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
@@ -170,7 +172,10 @@ def _openclip_text_tower(model: nn.Module, tokenizer: Any, reference: Any) -> Cl
 
 def _vit_last_block(visual: nn.Module) -> Any:
     """The fast-path declaration of a VisionTransformer read at its CLS token, or None."""
-    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
+    if (
+        getattr(visual, "attn_pool", None) is not None
+        or getattr(visual, "pool_type", "tok") != "tok"
+    ):
         return None
     block = unwrap(visual.transformer.resblocks[-1])
 
@@ -453,8 +458,13 @@ def load_openclip(
             if cfg.get("quick_gelu") and "force_quick_gelu" not in model_kwargs:
                 kwargs["force_quick_gelu"] = True
             if weights is None:
-                if os.environ.get("HF_HUB_OFFLINE") == "1":
-                    raise UnknownModelError(_missing_weights(arch, tag, looked))
+                host = _download_host(cfg)
+                if os.environ.get("HF_HUB_OFFLINE") == "1" or not reachable(host):
+                    # fail now, not after the hub client's minute of retries
+                    raise UnknownModelError(
+                        _missing_weights(arch, tag, looked)
+                        + ("" if host is None else f" ({host} cannot be reached from here)")
+                    )
                 weights = tag  # let open_clip download it
     elif not schema:
         warn_random(
@@ -485,6 +495,14 @@ def load_openclip(
         image_reference=image_reference,
         weights="pretrained" if tag else "random",
     )
+
+
+def _download_host(cfg: dict[str, Any]) -> str | None:
+    """Host open_clip would download a pretrained config's weights from."""
+    if cfg.get("hf_hub"):
+        return hf_host()
+    url = cfg.get("url") or ""
+    return urlparse(url).hostname if url else None
 
 
 def _missing_weights(arch: str, tag: str, looked: list[str]) -> str:
@@ -525,7 +543,9 @@ FAMILY = Family(
     summary="open_clip models (CLIP, CustomTextCLIP: ViT, timm ViT, ModifiedResNet towers) with "
     "their preprocess and tokenizer",
     prefixes=("openclip",),
-    spec_forms={"openclip:<arch>[/<pretrained>]": "an open_clip model via create_model_and_transforms"},
+    spec_forms={
+        "openclip:<arch>[/<pretrained>]": "an open_clip model via create_model_and_transforms"
+    },
     can_wrap=_can_wrap,
     wrap=_wrap,
     load=lambda rest, **kw: load_openclip(rest, **kw),

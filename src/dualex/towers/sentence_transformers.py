@@ -9,7 +9,6 @@ the transpose of that of ``(b, a)``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -210,11 +209,11 @@ def load_st(spec: str, *, device: str = "cpu", reference: Any = "pad", **kwargs:
             f"{str(local)!r} is not a sentence-transformers model folder (no modules.json or "
             "config.json); pass a folder saved with SentenceTransformer.save or a hub id"
         )
-    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    from dualex.hub import local_only
+
+    offline = local.exists() or local_only()
     try:
-        model = SentenceTransformer(
-            source, device=device, local_files_only=offline or local.exists(), **kwargs
-        )
+        model = SentenceTransformer(source, device=device, local_files_only=offline, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:
         raise UnknownModelError(
             f"cannot load 'st:{spec}' with sentence-transformers ({str(err).splitlines()[0][:200]});"
