@@ -89,6 +89,8 @@ def test_api_caption_corpus(builtin, corpus, name):
     messages = " ".join(str(w.message) for w in warned)
     if name == "long":
         assert ex.matrix.shape[0] == 32 and "were dropped" in messages
+        dropped = ex.text_positions.dropped
+        assert dropped > 0 and f"{dropped} token(s) were dropped" in messages
     elif name == "emoji":
         assert "3 of 3 caption tokens" in messages and "unknown" in messages
     elif name == "plain":

@@ -175,6 +175,12 @@ def test_bad_inputs_raise_dualex_errors(clip64, image, tmp_path):
     ):
         long = dualex.explain(clip64, " ".join(["red"] * 40), image, layers=2, steps=2)
     assert long.matrix.shape[0] == 32  # truncated to the context, as the model sees it
+    assert long.text_positions.dropped == 10  # recorded, and kept through save / load
+    assert dualex.Explanation.load(long.save(tmp_path / "long.dualex")).text_positions.dropped == 10
+    assert dualex.explain(clip64, "red", image, layers=2, steps=2).text_positions.dropped == 0
+    from dualex.viz.report import pair_data
+
+    assert pair_data(long, None, 64)["dropped"] == [10, 0]  # the report's summary table shows it
     bad = tmp_path / "not-an-image.png"
     bad.write_text("hello")
     with pytest.raises(InvalidInputError, match="cannot read"):

@@ -309,7 +309,11 @@ class HookTower(Tower):
     # -- the session ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def _gates(self) -> Iterator[Any]:
-        with ad_safe(), model_guard(self.guarded()), gated(self.original_blocks(), self.root()) as d:
+        with (
+            ad_safe(),
+            model_guard(self.guarded()),
+            gated(self.original_blocks(), self.root()) as d,
+        ):
             yield d
 
     @contextlib.contextmanager

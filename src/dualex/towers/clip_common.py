@@ -189,9 +189,10 @@ class BPETextCodec:
         """
         text = check_text(text)
         n = self._count(text)
-        warn_truncated(n, self.context_length, stacklevel=3)  # the tokenizer keeps EOT last
+        dropped = warn_truncated(n, self.context_length, stacklevel=3)  # EOT is kept last
         ids = torch.as_tensor(self._tokenize(text)).reshape(1, -1).long()
-        return ids, self.describe(ids, text)
+        pos = self.describe(ids, text)
+        return ids, replace(pos, dropped=dropped) if dropped else pos
 
     def describe(self, ids: Tensor, text: str | None = None) -> TextPositions:
         """Positions of ids ``[1, T]``: of ``text`` when given, else of the decoded ids.
@@ -293,12 +294,8 @@ class ClipTextTower(HookTower):
         if self.trim:
             end = next((i for i in range(1, len(pos)) if pos.special[i]), len(pos) - 1)
             n = end + 1
-            pos = TextPositions(
-                text=pos.text,
-                tokens=pos.tokens[:n],
-                offsets=pos.offsets[:n],
-                special=pos.special[:n],
-                source=pos.source,
+            pos = replace(
+                pos, tokens=pos.tokens[:n], offsets=pos.offsets[:n], special=pos.special[:n]
             )
         return TowerInput(data={"input_ids": ids}, positions=pos, raw=x)
 

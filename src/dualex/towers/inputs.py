@@ -529,7 +529,9 @@ def tokenize_text(
     unknown = warn_unknown_tokens(
         ids, getattr(tokenizer, "unk_token_id", None), special=flags, pieces=tokens, stacklevel=3
     )
-    positions = TextPositions(text=text, tokens=tokens, offsets=offs, special=flags)
+    positions = TextPositions(
+        text=text, tokens=tokens, offsets=offs, special=flags, dropped=dropped
+    )
     return TokenizedText(ids=ids, mask=mask, positions=positions, dropped=dropped, unknown=unknown)
 
 
@@ -696,7 +698,9 @@ def id_tensor(x: Tensor, max_length: int | None = None, length: int | None = Non
     if x.dim() == 2 and x.shape[0] == 1:
         x = x[0]
     if x.dim() != 1 or x.shape[0] == 0:
-        raise InvalidInputError(f"token ids must have shape {want} (one text), got {tuple(x.shape)}")
+        raise InvalidInputError(
+            f"token ids must have shape {want} (one text), got {tuple(x.shape)}"
+        )
     if length is not None and x.shape[0] != length:
         raise InvalidInputError(
             f"this text tower takes exactly {length} token ids ([{length}] or [B, {length}], "

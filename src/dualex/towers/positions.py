@@ -37,7 +37,6 @@ def check_box(box: Any) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
-
 @dataclass(frozen=True)
 class Geometry:
     """Affine map between model-input pixels and original-image pixels.
@@ -132,6 +131,8 @@ class TextPositions:
         source: ``"text"`` (tokenised by dualex; offsets index the given text) or
             ``"token ids"`` (given as a tensor; ``text`` is the decoded ids and token indices are
             the tensor's own positions).
+        dropped: Tokens cut off the end because the text was longer than the model's context
+            (the model saw, and the explanation covers, only the rest; ``0``: none).
     """
 
     text: str
@@ -139,6 +140,7 @@ class TextPositions:
     offsets: list[tuple[int, int] | None]
     special: list[bool]
     source: str = "text"
+    dropped: int = 0
     kind: str = field(default="text", init=False)
 
     def __len__(self) -> int:
@@ -231,6 +233,7 @@ class TextPositions:
             "offsets": [list(o) if o is not None else None for o in self.offsets],
             "special": self.special,
             "source": self.source,
+            "dropped": self.dropped,
         }
 
     @classmethod
@@ -241,6 +244,7 @@ class TextPositions:
             offsets=[tuple(o) if o is not None else None for o in d["offsets"]],
             special=list(d["special"]),
             source=str(d.get("source", "text")),
+            dropped=int(d.get("dropped", 0)),
         )
 
 

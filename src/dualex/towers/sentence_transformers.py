@@ -9,6 +9,7 @@ the transpose of that of ``(b, a)``.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ from dualex.towers.inputs import (
     text_reference_ids,
     tokenize_with_offsets,
 )
-from dualex.towers.positions import TextPositions
 from dualex.towers.registry import Family, TowerDescription, type_is
 
 __all__ = ["SentenceTransformerTower", "load_st", "wrap_st"]
@@ -115,7 +115,7 @@ class SentenceTransformerTower(HookTower):
             tokens = [
                 text[o[0] : o[1]] if o else t for o, t in zip(pos.offsets, pos.tokens, strict=True)
             ]
-            pos = TextPositions(text=text, tokens=tokens, offsets=pos.offsets, special=pos.special)
+            pos = replace(pos, text=text, tokens=tokens)
         data = {"input_ids": ids, "attention_mask": mask}
         if self.token_types:
             data["token_type_ids"] = torch.zeros_like(ids)

@@ -221,7 +221,9 @@ _GATE_LOCK = threading.Lock()
 _GATES: dict[tuple[int, ...], tuple[int, _Dispatch, Callable[[], None]]] = {}
 
 
-def _install_gates(blocks: list[nn.Module], root: nn.Module, dispatch: _Dispatch) -> Callable[[], None]:
+def _install_gates(
+    blocks: list[nn.Module], root: nn.Module, dispatch: _Dispatch
+) -> Callable[[], None]:
     wanted = {id(b): i for i, b in enumerate(blocks)}
     places = [
         (parent, key, child)

@@ -98,6 +98,7 @@ def _common(ex: Any, name: str | None, fallback: str) -> dict[str, Any]:
         "layers": list(ex.layers),
         "model": ex.model,
         "weights": str(getattr(ex, "weights", "unknown")),
+        "dropped": [int(getattr(pos, "dropped", 0)) for pos in (ex.a, ex.b)],
         "columns": list(modality_names(ex)),
         "top": [[a, b, v] for a, b, v in strongest_interactions(ex, 8)],
     }

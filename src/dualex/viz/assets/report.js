@@ -526,6 +526,8 @@
       ["layers", p.layers.join(", ")],
       ["model", p.model],
       ["weights", p.weights === "random" ? "random (not a trained model)" : p.weights],
+      ["tokens dropped", (p.dropped || [0, 0]).some(function (d) { return d > 0; })
+        ? (p.dropped || [0, 0]).join(", ") + " (past the model's context; not explained)" : "none"],
       ["matrix", p.matrix.shape.join(" \u00d7 ") +
         (isText(p) ? "  (tokens A \u00d7 tokens B)" : "  (grid " + p.grid.join("\u00d7") + ")")],
     ];
