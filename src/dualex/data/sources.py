@@ -8,6 +8,12 @@ Specs:
     ``synthetic:seed=S,n=N,domain=D``  the synthetic world (optional ``image_size=64``,
                                        ``start=0`` and any ``WorldConfig`` field; lists are
                                        joined by ``+``: ``shapes=circle+star``).
+    ``synthetic-grid:seed=S,n=N[,domain=D,tile=64]``
+                                       2×2 grids of one-object synthetic scenes (FIxLIP's
+                                       pointing game; :mod:`dualex.data.grid`).
+    ``grid:FOLDER[,n=N,seed=S,tile=224]``
+                                       2×2 grids of a folder with one sub-folder of images per
+                                       class (ImageNet layout).
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from dualex.errors import SettingError
 
 __all__ = ["DataSource", "parse_data_spec"]
 
-KINDS = ("coco", "flickr30k", "hnc", "synthetic")
+KINDS = ("coco", "flickr30k", "hnc", "synthetic", "synthetic-grid", "grid")
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,13 @@ class DataSource:
 
         if self.kind == "synthetic":
             _synthetic_args(self.options, self.spec)
+            return self
+        if self.kind in ("synthetic-grid", "grid"):
+            _grid_args(self.kind, self.options, self.spec)
+            if self.kind == "grid":
+                from dualex.data.grid import folder_classes
+
+                folder_classes(self.args[0])
             return self
 
         def need(path: str, what: str, folder: bool) -> None:
@@ -100,6 +113,14 @@ class DataSource:
             from dualex.data.hnc import load_hnc
 
             return load_hnc(self.args[0], self.args[1])
+        if self.kind == "synthetic-grid":
+            from dualex.data.grid import iter_synthetic_grids
+
+            return iter_synthetic_grids(**_grid_args(self.kind, self.options, self.spec))
+        if self.kind == "grid":
+            from dualex.data.grid import iter_folder_grids
+
+            return iter_folder_grids(self.args[0], **_grid_args(self.kind, self.options, self.spec))
         from dualex.data.synthetic import iter_samples
 
         n, seed, domain, opts = _synthetic_args(self.options, self.spec)
@@ -109,6 +130,8 @@ class DataSource:
     def total(self) -> int | None:
         """Number of samples, when known without reading the data (synthetic: ``n`` × captions
         per image)."""
+        if self.kind in ("synthetic-grid", "grid"):
+            return int(_grid_args(self.kind, self.options, self.spec)["n"])
         if self.kind != "synthetic":
             return None
         n, _, _, opts = _synthetic_args(self.options, self.spec)
@@ -167,6 +190,46 @@ def _synthetic_args(options: dict[str, Any], spec: str) -> tuple[int, int, str, 
     return n, seed, domain, opts
 
 
+def _grid_args(kind: str, options: dict[str, Any], spec: str) -> dict[str, Any]:
+    """Keyword arguments of a grid source's iterator, all checked.
+
+    Raises:
+        SettingError: naming the option and what it accepts.
+    """
+    from dualex.data.synthetic import DOMAINS
+
+    allowed = {"n", "seed", "tile", "start"} | ({"domain"} if kind == "synthetic-grid" else set())
+    bad = sorted(set(options) - allowed)
+    if bad:
+        raise SettingError(
+            f"unknown option(s) {', '.join(bad)} in --data {spec!r}; use {', '.join(sorted(allowed))}"
+        )
+    out: dict[str, Any] = {"n": 100, "seed": 0, "tile": 64 if kind == "synthetic-grid" else 224}
+    for key in ("n", "seed", "tile", "start"):
+        if key in options:
+            v = options[key]
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise SettingError(
+                    f"{key}={v!r} in --data {spec!r} is not an integer; pass e.g. {key}=10"
+                )
+            out[key] = v
+    if out["n"] < 1:
+        raise SettingError(f"n={out['n']} in --data {spec!r}: pass a positive number of grids")
+    if out["tile"] < 16:
+        raise SettingError(f"tile={out['tile']} in --data {spec!r}: pass a tile of >= 16 pixels")
+    if out.get("start", 0) < 0:
+        raise SettingError(f"start={out['start']} in --data {spec!r}: pass start >= 0")
+    if kind == "synthetic-grid":
+        domain = str(options.get("domain", "plain"))
+        if domain not in (*DOMAINS, "mixed"):
+            raise SettingError(
+                f"domain={domain!r} in --data {spec!r} is unknown; choose from "
+                f"{', '.join((*DOMAINS, 'mixed'))}"
+            )
+        out["domain"] = domain
+    return out
+
+
 def _value(text: str) -> Any:
     for cast in (int, float):
         try:
@@ -174,6 +237,16 @@ def _value(text: str) -> Any:
         except ValueError:
             pass
     return text
+
+
+def _key_values(parts: list[str], spec: str) -> dict[str, Any]:
+    options: dict[str, Any] = {}
+    for p in parts:
+        key, eq, val = p.partition("=")
+        if not eq:
+            raise SettingError(f"cannot read {p!r} in --data {spec!r}; pass key=value pairs")
+        options[key.strip()] = _value(val.strip())
+    return options
 
 
 def parse_data_spec(spec: str) -> DataSource:
@@ -186,19 +259,17 @@ def parse_data_spec(spec: str) -> DataSource:
     kind = kind.strip().lower()
     usage = (
         "use coco:IMAGES,ANN_DIR | flickr30k:ROOT[,SPLIT] | hnc:JSON,IMAGES | "
-        "synthetic:seed=S,n=N,domain=D"
+        "synthetic:seed=S,n=N,domain=D | synthetic-grid:seed=S,n=N | grid:FOLDER[,n=N]"
     )
-    if kind not in KINDS or (not sep and kind != "synthetic"):
+    if kind not in KINDS or (not sep and kind not in ("synthetic", "synthetic-grid")):
         raise SettingError(f"cannot read --data {spec!r}; {usage}")
     parts = [p.strip() for p in rest.split(",") if p.strip()] if rest else []
-    if kind == "synthetic":
-        options: dict[str, Any] = {}
-        for p in parts:
-            key, eq, val = p.partition("=")
-            if not eq:
-                raise SettingError(f"cannot read {p!r} in --data {spec!r}; pass key=value pairs")
-            options[key.strip()] = _value(val.strip())
-        return DataSource(kind, (), options, spec)
+    if kind == "grid":
+        if not parts or "=" in parts[0]:
+            raise SettingError(f"--data {spec!r} names no folder; {usage}")
+        return DataSource(kind, (parts[0],), _key_values(parts[1:], spec), spec)
+    if kind in ("synthetic", "synthetic-grid"):
+        return DataSource(kind, (), _key_values(parts, spec), spec)
     need = {"coco": (2,), "flickr30k": (1, 2), "hnc": (2,)}[kind]
     if len(parts) not in need:
         raise SettingError(f"--data {spec!r} has {len(parts)} path(s); {usage}")

@@ -26,7 +26,7 @@ SYNTHETIC_SCHEME = "synthetic:"
 """Prefix of an :class:`ImageRef` path that names a synthetic scene (JSON recipe follows)."""
 
 
-RENDERERS = {SYNTHETIC_SCHEME: "dualex.data.synthetic"}
+RENDERERS = {SYNTHETIC_SCHEME: "dualex.data.synthetic", "grid:": "dualex.data.grid"}
 """Reference schemes of generated images and the module whose ``render_reference(recipe)``
 renders one (looked up by name: the generator imports this module, not the other way round)."""
 
@@ -112,8 +112,6 @@ class ImageRef:
 
     def __repr__(self) -> str:
         return f"ImageRef({self.path!r}{', loaded' if self.loaded else ''})"
-
-
 
 
 @dataclass(frozen=True)
