@@ -198,7 +198,9 @@ class Explanation:
         }
         from dualex.io import atomic_write
 
-        atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata={"dualex": json.dumps(meta)}))
+        atomic_write(
+            path, lambda tmp: save_file(tensors, tmp, metadata={"dualex": json.dumps(meta)})
+        )
         return path
 
     @classmethod

@@ -68,7 +68,9 @@ def test_report_picks_pairs_by_the_requested_order(explained):
     )[:2]
     lowest = pick(rows, 3, "lowest-score")
     assert [r["score"] for r in lowest] == sorted(r["score"] for r in rows)[:3]
-    res = CliRunner().invoke(app, ["report", str(explained), "--limit", "2", "--sort", "lowest-score"])
+    res = CliRunner().invoke(
+        app, ["report", str(explained), "--limit", "2", "--sort", "lowest-score"]
+    )
     assert res.exit_code == 0, res.output
     html = (explained / "report.html").read_text()
     chosen = {r["pair_id"] for r in lowest[:2]}

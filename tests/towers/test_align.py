@@ -66,7 +66,9 @@ def tiny_align_model():
 @pytest.fixture(scope="module")
 def align():
     model = tiny_align_model()
-    return dualex.wrap(model, tokenizer=_tokenizer(), image_processor=_processor(), name="tiny-align")
+    return dualex.wrap(
+        model, tokenizer=_tokenizer(), image_processor=_processor(), name="tiny-align"
+    )
 
 
 @pytest.mark.parametrize(("layer", "grid"), [(0, (16, 16)), (2, (8, 8)), (3, (4, 4))])

@@ -34,9 +34,12 @@ def test_every_family_module_declares_its_towers_as_data():
     from dualex.model import spec_forms
 
     forms = spec_forms()
-    assert {"builtin", "hf:<id-or-path>", "openclip:<arch>[/<pretrained>]", "st:<id-or-path>"} <= set(
-        forms
-    )
+    assert {
+        "builtin",
+        "hf:<id-or-path>",
+        "openclip:<arch>[/<pretrained>]",
+        "st:<id-or-path>",
+    } <= set(forms)
 
 
 def test_hf_clip_object_equals_hf_spec(tmp_path):
@@ -196,7 +199,9 @@ def test_custom_dual_encoder_passes_through_and_unknown_objects_are_refused():
 
     model = mixing_model()
     assert dualex.wrap(model) is model
-    with pytest.raises(UnknownModelError, match=r"cannot wrap a torch\.nn.*Linear.*hf: transformers"):
+    with pytest.raises(
+        UnknownModelError, match=r"cannot wrap a torch\.nn.*Linear.*hf: transformers"
+    ):
         dualex.wrap(torch.nn.Linear(2, 2))
     with pytest.raises(UnknownModelError, match=r"unknown model spec.*openclip:<arch>"):
         dualex.load("nope:thing")

@@ -81,7 +81,9 @@ def test_nothing_changes_when_explain_raises_midway(model, image):
     before, switches = _state(m), _switches()
     with pytest.raises(dualex.DualexError, match="reference hidden state has shape"):
         # the text side has been projected, the image reference fails inside the session
-        dualex.explain(model, "a red circle", image, layers=1, steps=2, reference=(None, torch.zeros(3, 3)))
+        dualex.explain(
+            model, "a red circle", image, layers=1, steps=2, reference=(None, torch.zeros(3, 3))
+        )
     _assert_unchanged(before, _state(m))
     with pytest.raises(dualex.DualexError, match="projection mode"):
         dualex.explain(model, "a red circle", image, layers=1, steps=2, mode="sideways")

@@ -31,6 +31,12 @@ RENDERERS = {SYNTHETIC_SCHEME: "dualex.data.synthetic", "grid:": "dualex.data.gr
 renders one (looked up by name: the generator imports this module, not the other way round)."""
 
 
+def is_generated(path: str) -> bool:
+    """Whether an image path is the recipe of a generated image (a :data:`RENDERERS` scheme),
+    not a file."""
+    return path.startswith(tuple(RENDERERS))
+
+
 class ImageRef:
     """A lazy reference to one image: decoded by :meth:`open`, not when it is created.
 

@@ -201,7 +201,9 @@ def last_block_projection(
     # nodes of inputs in batches of `chunk` (input, node) pairs: [B·n, E, S]
     per_node = torch.cat(
         [
-            last_block_node(blk, points[i : i + chunk], deltas[i : i + chunk], node_rows[i : i + chunk])
+            last_block_node(
+                blk, points[i : i + chunk], deltas[i : i + chunk], node_rows[i : i + chunk]
+            )
             for i in range(0, B * n, chunk)
         ]
     )

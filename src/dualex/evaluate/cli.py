@@ -1,9 +1,13 @@
-"""``dualex eval``: grounding, mismatch, per-class comparison and the Shapley cross-check.
+"""``dualex eval``: grounding, mismatch, the grid pointing game, faithfulness, per-class
+comparison and the Shapley cross-check.
 
 Examples:
     dualex eval grounding --model builtin --data synthetic:seed=901,n=300,domain=plain \\
         --methods dualex,ig,gae,maskclip,gradeclip,random --out runs/plain
     dualex eval mismatch --model builtin --data synthetic:seed=901,n=200 --out runs/mm
+    dualex eval grid --model builtin --data synthetic-grid:seed=5,n=80 \\
+        --methods dualex,banzhaf,gae,gradeclip,legrad,random --out runs/grid
+    dualex eval faithfulness --model builtin --data synthetic:seed=901,n=20 --out runs/faith
     dualex eval compare runs/a runs/b --out runs/cmp --names a,b
     dualex eval shapley --model builtin --data synthetic:seed=901,n=20 --out runs/shap
 """
@@ -27,7 +31,11 @@ _MODEL = typer.Option("--model", help="Model spec (builtin, hf:PATH, random-clip
 _DATA = typer.Option(
     "--data",
     help="coco:IMAGES,ANN_DIR | flickr30k:ROOT[,SPLIT] | hnc:JSON,IMAGES | "
-    "synthetic:seed=S,n=N,domain=D",
+    "synthetic:seed=S,n=N,domain=D | synthetic-grid:seed=S,n=N | grid:FOLDER[,n=N]",
+)
+_METHODS_HELP = (
+    "Comma-separated: dualex, dualex-span, banzhaf, ig, gae, maskclip, gradeclip, surgery, "
+    "legrad, random."
 )
 _OUT = typer.Option("--out", help="Output folder (re-running it resumes).")
 _BACKEND = typer.Option(
@@ -122,9 +130,7 @@ def grounding(
     data: Annotated[str, _DATA] = "synthetic:seed=901,n=100,domain=plain",
     methods: Annotated[
         str,
-        typer.Option(
-            "--methods", help="Comma-separated: dualex,ig,gae,maskclip,gradeclip,surgery,random."
-        ),
+        typer.Option("--methods", help=_METHODS_HELP),
     ] = "dualex,ig,gae,maskclip,gradeclip,random",
     out: Annotated[Path, _OUT] = Path("runs/grounding"),
     limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
@@ -150,9 +156,9 @@ def grounding(
     """Evaluate every mention with every method; writes rows.parquet, summary/per_class tables
     (Markdown + CSV) and summary.png. Re-running the same command resumes."""
     from dualex.cli_args import parse_layers
-    from dualex.evaluate.grounding import EvalSettings
     from dualex.evaluate.report import write_grounding_tables
     from dualex.evaluate.runs import run_grounding
+    from dualex.evaluate.tasks import EvalSettings
 
     settings = EvalSettings(
         methods=tuple(m.strip() for m in methods.split(",") if m.strip()),
@@ -195,9 +201,9 @@ def mismatch(
 ) -> None:
     """Hard negatives: the mismatched span's interaction vs matched spans and the positive caption."""
     from dualex.cli_args import parse_layers
-    from dualex.evaluate.grounding import EvalSettings
     from dualex.evaluate.report import write_mismatch_tables
     from dualex.evaluate.runs import run_mismatch
+    from dualex.evaluate.tasks import EvalSettings
 
     settings = EvalSettings(
         methods=("dualex",),
@@ -217,6 +223,146 @@ def mismatch(
 
     typer.echo(f"wrote {path} and tables in {out}")
     typer.echo(to_markdown(tables["mismatch"], MISMATCH_METRICS))
+
+
+def _methods(text: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+@eval_app.command()
+def grid(
+    model: Annotated[str, _MODEL] = "builtin",
+    data: Annotated[str, _DATA] = "synthetic-grid:seed=5,n=80",
+    methods: Annotated[str, typer.Option("--methods", help=_METHODS_HELP)] = (
+        "dualex,banzhaf,ig,gae,gradeclip,legrad,random"
+    ),
+    out: Annotated[Path, _OUT] = Path("runs/grid"),
+    text: Annotated[
+        str,
+        typer.Option(
+            "--text",
+            help="First-order methods' text: caption (FIxLIP's setting), span (each phrase "
+            "alone, as <method>-span) or both.",
+        ),
+    ] = "both",
+    budget: Annotated[
+        int, typer.Option("--budget", help="banzhaf: coalitions sampled per explanation.")
+    ] = 1024,
+    limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="dualex layer(s).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="dualex quadrature nodes.")] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
+    ] = 8,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    backend: Annotated[str, _BACKEND] = "local",
+    workers: Annotated[int, _WORKERS] = 1,
+) -> None:
+    """FIxLIP's pointing game on 2×2 grids: mass and sign ratio per method and number of
+    objects; writes rows.parquet and summary.{md,csv}. Re-running the same command resumes."""
+    from dualex.cli_args import parse_layers
+    from dualex.evaluate.analysis import to_markdown
+    from dualex.evaluate.report import write_grid_tables
+    from dualex.evaluate.runs import run_task
+    from dualex.evaluate.tasks import EvalSettings
+
+    settings = EvalSettings(
+        methods=_methods(methods),
+        text=text,
+        layers=parse_layers(layers),
+        steps=steps,
+        batch=batch,
+        limit=limit,
+        budget=budget,
+    )
+    _check_budget(settings)
+    encoder = _prepare(model, data, backend, threads, steps, limit)
+    path = run_task(
+        "grid",
+        encoder,
+        None,
+        out,
+        settings,
+        data=data,
+        backend=backend,
+        workers=workers,
+        threads=threads,
+    )
+    _write_meta(out, "grid", model=model, data=data, settings=settings)
+    tables = write_grid_tables(out)
+    typer.echo(f"wrote {path} and summary.csv in {out}")
+    typer.echo(to_markdown(tables["summary"], ("mass_ratio", "sign_ratio", "seconds")))
+
+
+@eval_app.command()
+def faithfulness(
+    model: Annotated[str, _MODEL] = "builtin",
+    data: Annotated[str, _DATA] = "synthetic:seed=901,n=20,domain=plain",
+    methods: Annotated[str, typer.Option("--methods", help=_METHODS_HELP)] = (
+        "dualex,banzhaf,ig,gae,gradeclip,legrad,random"
+    ),
+    out: Annotated[Path, _OUT] = Path("runs/faithfulness"),
+    coalitions: Annotated[
+        int, typer.Option("--coalitions", help="Coalitions per sample and size law.")
+    ] = 128,
+    budget: Annotated[
+        int, typer.Option("--budget", help="banzhaf: coalitions sampled per explanation.")
+    ] = 1024,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the sampled coalitions.")] = 0,
+    limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
+    layers: Annotated[str | None, typer.Option("--layers", help="dualex layer(s).")] = None,
+    steps: Annotated[int | None, typer.Option("--steps", help="dualex quadrature nodes.")] = None,
+    batch: Annotated[
+        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
+    ] = 8,
+    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    backend: Annotated[str, _BACKEND] = "local",
+    workers: Annotated[int, _WORKERS] = 1,
+) -> None:
+    """R² of each method's prediction of the masked model on sampled coalitions (plain and
+    size-weighted) and insertion / deletion AUC; writes rows.parquet and summary.{md,csv}."""
+    from dualex.cli_args import parse_layers
+    from dualex.evaluate.analysis import to_markdown
+    from dualex.evaluate.report import write_faithfulness_tables
+    from dualex.evaluate.runs import run_task
+    from dualex.evaluate.tasks import EvalSettings
+    from dualex.evaluate.tasks.faithfulness import METRICS
+
+    settings = EvalSettings(
+        methods=_methods(methods),
+        layers=parse_layers(layers),
+        steps=steps,
+        batch=batch,
+        limit=limit,
+        budget=budget,
+        coalitions=coalitions,
+        seed=seed,
+    )
+    _check_budget(settings)
+    encoder = _prepare(model, data, backend, threads, steps, limit)
+    path = run_task(
+        "faithfulness",
+        encoder,
+        None,
+        out,
+        settings,
+        data=data,
+        backend=backend,
+        workers=workers,
+        threads=threads,
+    )
+    _write_meta(out, "faithfulness", model=model, data=data, settings=settings)
+    tables = write_faithfulness_tables(out)
+    typer.echo(f"wrote {path} and summary.csv in {out}")
+    typer.echo(to_markdown(tables["summary"], METRICS))
+
+
+def _check_budget(settings: Any) -> None:
+    """Refuse a bad ``--budget`` before anything is written (only when banzhaf runs)."""
+    if "banzhaf" in settings.methods:
+        from dualex.evaluate.methods.banzhaf import check_budget
+
+        check_budget(settings.budget)
 
 
 @eval_app.command()

@@ -31,9 +31,11 @@ from dualex.towers.positions import ImagePositions
 __all__ = [
     "box_mask",
     "energy_in_box",
+    "mass_ratio",
     "mismatch",
     "patch_centres",
     "pointing_game",
+    "sign_ratio",
     "text_energy",
     "text_pointing",
 ]
@@ -91,6 +93,45 @@ def pointing_game(heatmap: Tensor | np.ndarray, boxes: Sequence[Box], pos: Image
         raise InvalidInputError(f"map of shape {m.shape} does not match the grid {pos.grid}")
     peak = int(np.argmax(m.reshape(-1)))
     return float(box_mask(pos, boxes).reshape(-1)[peak])
+
+
+def mass_ratio(values: Tensor | np.ndarray, inside: np.ndarray) -> float:
+    """FIxLIP's mass ratio: the share of the map's absolute mass that has the right sign.
+
+    ``(Σ_{j∈Q} max(v_j, 0) + Σ_{j∉Q} max(−v_j, 0)) / Σ_j |v_j|``: positive values inside the
+    target region ``Q`` and negative values outside it count as right.
+
+    Args:
+        values: ``[rows, cols]`` (or flat) map.
+        inside: ``bool`` of the same shape: the target region.
+
+    Returns:
+        A value in ``[0, 1]``; NaN for an all-zero map.
+    """
+    v, q = _np(values).reshape(-1), np.asarray(inside, dtype=bool).reshape(-1)
+    if v.shape != q.shape:
+        raise InvalidInputError(f"map of {v.size} values and region of {q.size} do not match")
+    total = np.abs(v).sum()
+    if not total > 0:
+        return float("nan")
+    right = np.clip(v[q], 0, None).sum() + np.clip(-v[~q], 0, None).sum()
+    return float(right / total)
+
+
+def sign_ratio(values: Tensor | np.ndarray, inside: np.ndarray) -> float:
+    """FIxLIP's sign ratio: the share of entries with the right sign (positive inside the target
+    region, negative outside; zeros count as wrong).
+
+    Args:
+        values: ``[rows, cols]`` (or flat) map.
+        inside: ``bool`` of the same shape: the target region.
+    """
+    v, q = _np(values).reshape(-1), np.asarray(inside, dtype=bool).reshape(-1)
+    if v.shape != q.shape:
+        raise InvalidInputError(f"map of {v.size} values and region of {q.size} do not match")
+    if v.size == 0:
+        return float("nan")
+    return float(((v > 0) & q).sum() + ((v < 0) & ~q).sum()) / v.size
 
 
 def energy_in_box(heatmap: Tensor | np.ndarray, boxes: Sequence[Box], pos: ImagePositions) -> float:

@@ -17,7 +17,14 @@ from dualex.evaluate.analysis import (
 )
 from dualex.io import atomic_write
 
-__all__ = ["compare_dirs", "read_rows", "write_grounding_tables", "write_mismatch_tables"]
+__all__ = [
+    "compare_dirs",
+    "read_rows",
+    "write_faithfulness_tables",
+    "write_grid_tables",
+    "write_grounding_tables",
+    "write_mismatch_tables",
+]
 
 
 def read_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -114,6 +121,40 @@ def write_mismatch_tables(out_dir: str | os.PathLike[str]) -> dict[str, list[dic
         "Mean summed interactions of the mismatched span, matched spans, positive span",
     )
     return {"mismatch": by_kind, "values": values}
+
+
+def write_grid_tables(out_dir: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """``summary.{md,csv}`` of a grid run: one row per method × number of objects with
+    ``method, objects, n, mass_ratio, sign_ratio`` (and intervals, pointing, seconds)."""
+    from dualex.evaluate.tasks.grid import summary as grid_summary
+
+    out = Path(out_dir)
+    table = grid_summary(read_rows(out))
+    _write(
+        out,
+        "summary",
+        table,
+        ("mass_ratio", "sign_ratio", "pointing", "seconds"),
+        "Pointing game on 2×2 grids by method and number of objects (mean [95% bootstrap CI])",
+    )
+    return {"summary": table}
+
+
+def write_faithfulness_tables(out_dir: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
+    """``summary.{md,csv}`` of a faithfulness run: one row per method."""
+    from dualex.evaluate.tasks.faithfulness import METRICS
+    from dualex.evaluate.tasks.faithfulness import summary as faith_summary
+
+    out = Path(out_dir)
+    table = faith_summary(read_rows(out))
+    _write(
+        out,
+        "summary",
+        table,
+        (*METRICS, "seconds"),
+        "Faithfulness by method: R² on sampled coalitions, insertion / deletion (mean [95% CI])",
+    )
+    return {"summary": table}
 
 
 def compare_dirs(

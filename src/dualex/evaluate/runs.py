@@ -1,8 +1,9 @@
-"""Grounding and mismatch evaluations as dataset jobs (:mod:`dualex.scale`).
+"""Evaluations as dataset jobs (:mod:`dualex.scale`).
 
-:func:`run_grounding` and :func:`run_mismatch` hand the row functions of
-:mod:`dualex.evaluate.grounding` to a job: rows keyed by ``(method, sample_id, mention)`` (or
-``negative``), one Parquet part per finished shard, resumable, locally or on Ray.
+:func:`run_task` hands a task of :mod:`dualex.evaluate.tasks` (grounding, mismatch, grid,
+faithfulness) to a job: rows keyed by the task's key, one Parquet part per finished shard,
+resumable, locally or on Ray. :func:`run_grounding` and :func:`run_mismatch` are the two
+classic tasks under their own names.
 """
 
 from __future__ import annotations
@@ -14,9 +15,9 @@ from typing import Any
 
 from dualex.data.types import Sample
 from dualex.errors import SettingError
-from dualex.evaluate.grounding import EvalSettings
+from dualex.evaluate.tasks import EvalSettings
 
-__all__ = ["run_grounding", "run_mismatch"]
+__all__ = ["run_grounding", "run_mismatch", "run_task"]
 
 
 def _run(
@@ -38,6 +39,11 @@ def _run(
     spec = (
         model if isinstance(model, str) else str(getattr(model, "name", "") or type(model).__name__)
     )
+    extra: dict[str, Any] = {}
+    if "banzhaf" in settings.methods:
+        extra["budget"] = settings.budget
+    if task == "faithfulness":
+        extra.update(coalitions=settings.coalitions, seed=settings.seed)
     job = Job(
         model=spec,
         data=data if data is not None else "<in-process samples>",
@@ -49,6 +55,7 @@ def _run(
             "steps": settings.steps,
             "shard_size": settings.batch,
             "limit": settings.limit,
+            **extra,
         },
     )
     result = run_job(
@@ -64,6 +71,33 @@ def _run(
     )
     raise_on_failures(result)
     return result.rows
+
+
+def run_task(
+    task: str,
+    model: Any,
+    samples: Iterable[Sample] | None,
+    out_dir: str | os.PathLike[str],
+    settings: EvalSettings,
+    *,
+    progress: bool = True,
+    data: str | None = None,
+    backend: str = "local",
+    workers: int = 1,
+    threads: int | None = None,
+) -> Path:
+    """Run evaluation task ``task`` on every sample; resumable (see :func:`run_grounding`).
+
+    Args:
+        task: ``grounding``, ``mismatch``, ``grid`` or ``faithfulness``.
+
+    Returns:
+        Path of ``rows.parquet``.
+    """
+    from dualex.evaluate.tasks import get
+
+    get(task)
+    return _run(model, samples, out_dir, settings, task, progress, data, backend, workers, threads)
 
 
 def run_grounding(

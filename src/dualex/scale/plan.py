@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dualex.data.types import SYNTHETIC_SCHEME, ImageRef, Mention, Negative, Sample
+from dualex.data.types import ImageRef, Mention, Negative, Sample, is_generated
 
 __all__ = ["Plan", "from_record", "make_plan", "to_record"]
 
@@ -33,7 +33,7 @@ def to_record(idx: int, sample: Sample) -> dict[str, Any]:
     path = None
     if ref is not None:
         # file paths become absolute: workers (and a later report) may run in another folder
-        path = ref.path if ref.path.startswith(SYNTHETIC_SCHEME) else os.path.abspath(ref.path)
+        path = ref.path if is_generated(ref.path) else os.path.abspath(ref.path)
     return {
         "idx": int(idx),
         "image": path,

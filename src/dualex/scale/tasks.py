@@ -1,7 +1,8 @@
-"""The tasks a dataset job runs, one shard at a time: ``grounding``, ``mismatch``, ``explain``.
+"""The tasks a dataset job runs, one shard at a time: the evaluation tasks and ``explain``.
 
-A task turns a shard's samples (grouped by image) into rows. ``grounding`` and ``mismatch`` are
-:func:`dualex.evaluate.grounding.grounding_rows` / ``mismatch_rows``; ``explain`` explains every
+A task turns a shard's samples (grouped by image) into rows. The evaluation tasks
+(``grounding``, ``mismatch``, ``grid``, ``faithfulness``) are the row functions of
+:mod:`dualex.evaluate.tasks`; ``explain`` explains every
 caption with its image and writes the explanations of the shard to one safetensors file
 (``explanations/shard-NNNNNN.safetensors``: one ``[S_text, S_image]`` tensor per pair, keyed by
 pair id, and one metadata entry ``dualex`` = JSON ``{"format", "pairs": {pair id: positions,
@@ -72,8 +73,8 @@ def _layers(value: Any) -> int | tuple[int, int] | None:
 
 
 def eval_settings(job: Any) -> Any:
-    """The :class:`~dualex.evaluate.grounding.EvalSettings` of a grounding / mismatch job."""
-    from dualex.evaluate.grounding import EvalSettings
+    """The :class:`~dualex.evaluate.tasks.EvalSettings` of an evaluation job."""
+    from dualex.evaluate.tasks import EvalSettings
 
     st = job.settings
     return EvalSettings(
@@ -83,28 +84,26 @@ def eval_settings(job: Any) -> Any:
         steps=st.get("steps"),
         batch=int(st.get("shard_size", 8)),
         limit=st.get("limit"),
+        budget=int(st.get("budget", 1024)),
+        coalitions=int(st.get("coalitions", 128)),
+        seed=int(st.get("seed", 0)),
     )
 
 
-def _grounding(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[dict[str, Any]]:
-    from dualex.evaluate.grounding import grounding_rows
+def _evaluation(name: str) -> Callable[..., list[dict[str, Any]]]:
+    """The shard function of evaluation task ``name`` (:mod:`dualex.evaluate.tasks`)."""
 
-    settings = eval_settings(job)
-    rows: list[dict[str, Any]] = []
-    for group in image_groups(samples):
-        rows.extend(grounding_rows(model, group, settings))
-        _release(group)
-    return rows
+    def rows(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[dict[str, Any]]:
+        from dualex.evaluate.tasks import get
 
+        _key, row_fn = get(name).load()
+        settings = eval_settings(job)
+        found: list[dict[str, Any]] = []
+        for group in image_groups(samples):
+            found.extend(row_fn(model, group, settings))
+            _release(group)
+        return found
 
-def _mismatch(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[dict[str, Any]]:
-    from dualex.evaluate.grounding import mismatch_rows
-
-    settings = eval_settings(job)
-    rows: list[dict[str, Any]] = []
-    for group in image_groups(samples):
-        rows.extend(mismatch_rows(model, group, settings))
-        _release(group)
     return rows
 
 
@@ -187,9 +186,9 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
 
 
 def _abs(path: str) -> str:
-    from dualex.data.types import SYNTHETIC_SCHEME
+    from dualex.data.types import is_generated
 
-    if not path or path.startswith(SYNTHETIC_SCHEME):
+    if not path or is_generated(path):
         return path
     return str(Path(path).absolute())
 
@@ -198,10 +197,12 @@ TASKS: dict[str, Task] = {}
 
 
 def _register() -> None:
-    from dualex.evaluate.grounding import GROUNDING_KEY, METHODS, MISMATCH_KEY
+    from dualex.evaluate.methods import METHODS
+    from dualex.evaluate.tasks import EVAL_TASKS
 
-    TASKS["grounding"] = Task("grounding", GROUNDING_KEY, ("idx",), _grounding, METHODS)
-    TASKS["mismatch"] = Task("mismatch", MISMATCH_KEY, ("idx",), _mismatch, ("dualex",))
+    for name, task in EVAL_TASKS.items():
+        key, _ = task.load()
+        TASKS[name] = Task(name, key, ("idx",), _evaluation(name), task.methods or tuple(METHODS))
     TASKS["explain"] = Task(
         "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex",), table="index.parquet"
     )

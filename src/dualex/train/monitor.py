@@ -230,7 +230,9 @@ class Monitor:
         return [_row(step, "global", "", k, v, NAN, NAN, n) for k, v in values.items()]
 
     def _grounding_rows(self, trainable: Any, step: int) -> list[dict[str, Any]]:
-        from dualex.evaluate.grounding import EvalSettings, grounding_rows, mismatch_rows
+        from dualex.evaluate.tasks import EvalSettings
+        from dualex.evaluate.tasks.grounding import grounding_rows
+        from dualex.evaluate.tasks.mismatch import mismatch_rows
 
         if not self.chosen:
             return []
