@@ -7,9 +7,9 @@ import math
 import pytest
 
 from dualex.data.synthetic import generate
-from dualex.evaluate.tasks import EvalSettings
 from dualex.evaluate.report import read_rows, write_grounding_tables, write_mismatch_tables
 from dualex.evaluate.runs import run_grounding, run_mismatch
+from dualex.evaluate.tasks import EvalSettings
 
 METHODS = ("dualex", "dualex-span", "gae", "random")
 
