@@ -357,7 +357,8 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
             _atomic_save({k: v.cpu() for k, v in init.items()}, init_path)
 
     monitor = Monitor(eval_samples, cfg.monitor_mentions, cfg.monitor_nodes or None,
-                      batch=max(cfg.batch, 64), seed=cfg.seed)  # fmt: skip
+                      batch=max(cfg.batch, 64), seed=cfg.seed,
+                      folder=out / "monitor")  # fmt: skip
     start, state = 0, {"eval_every": cfg.eval_every, "train_s": 0.0, "monitor_s": 0.0,
                        "picks": []}  # fmt: skip
     train_log: list[dict[str, Any]] = []

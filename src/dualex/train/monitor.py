@@ -149,6 +149,9 @@ class Monitor:
         nodes: Quadrature nodes of the explanations (``None``: dualex's adaptive default).
         batch: Batch size of the embedding passes.
         seed: Seed of the bootstrap intervals and the separability split.
+        folder: Where each step's grounding and mismatch runs keep their rows
+            (``step-NNNNNN/grounding``, ``.../mismatch``: dataset jobs of :mod:`dualex.scale`,
+            so a resumed training reuses a finished step's rows); ``None``: a temporary folder.
     """
 
     def __init__(
@@ -158,8 +161,10 @@ class Monitor:
         nodes: int | None = 4,
         batch: int = 64,
         seed: int = 0,
+        folder: str | Path | None = None,
     ) -> None:
         self.samples, self.nodes, self.batch, self.seed = samples, nodes, batch, seed
+        self.folder = None if folder is None else Path(folder)
         chosen: list[tuple[int, Sample]] = []
         count = 0
         for i, s in enumerate(samples):
@@ -229,25 +234,41 @@ class Monitor:
         n = len(txt)
         return [_row(step, "global", "", k, v, NAN, NAN, n) for k, v in values.items()]
 
+    def _task_rows(
+        self, enc: Any, task: str, samples: list[Sample], folder: Path
+    ) -> list[dict[str, Any]]:
+        """Rows of one evaluation task over ``samples``, run as a dataset job (local runner)."""
+        import pyarrow.parquet as pq
+
+        from dualex.scale import Job, run_job
+
+        job = Job(
+            model=str(enc.name),
+            data="<monitor samples>",
+            task=task,
+            methods=("dualex",),
+            settings={"steps": self.nodes, "layers": None, "text": "span", "shard_size": 8},
+        )
+        result = run_job(job, folder, samples=samples, model=enc, progress=False)
+        if not result.rows.is_file():
+            return []
+        return [r for r in pq.read_table(result.rows).to_pylist() if not r["error"]]
+
     def _grounding_rows(self, trainable: Any, step: int) -> list[dict[str, Any]]:
-        from dualex.evaluate.tasks import EvalSettings
-        from dualex.evaluate.tasks.grounding import grounding_rows
-        from dualex.evaluate.tasks.mismatch import mismatch_rows
+        import tempfile
 
         if not self.chosen:
             return []
         enc = trainable.wrap()
-        settings = EvalSettings(methods=("dualex",), steps=self.nodes)
-        g_rows: list[dict[str, Any]] = []
-        m_rows: list[dict[str, Any]] = []
-        for group in _image_groups(self.chosen):
-            # the caption is explained once; word mentions are extra slices of it
-            got = grounding_rows(enc, [(i, _with_words(s)) for i, s in group], settings)
-            g_rows += got
-            if any(s.negatives for _, s in group):
-                m_rows += mismatch_rows(enc, group, settings)
-        g_rows = [r for r in g_rows if not r["error"]]
-        m_rows = [r for r in m_rows if not r["error"]]
+        # the caption is explained once; word mentions are extra slices of it
+        g_samples = [_with_words(s) for _, s in self.chosen]
+        m_samples = [s for _, s in self.chosen if s.negatives]
+        with tempfile.TemporaryDirectory(prefix="dualex-monitor-") as tmp:
+            base = (self.folder if self.folder is not None else Path(tmp)) / f"step-{step:06d}"
+            g_rows = self._task_rows(enc, "grounding", g_samples, base / "grounding")
+            m_rows = (
+                self._task_rows(enc, "mismatch", m_samples, base / "mismatch") if m_samples else []
+            )
         phrases = [r for r in g_rows if ":" not in r["label"]]
         words = [dict(r, label=r["label"].partition(":")[2]) for r in g_rows
                  if r["label"].startswith("word:")]  # fmt: skip
