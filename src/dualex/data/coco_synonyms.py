@@ -9,7 +9,14 @@ a caption span and a category's boxes rather than a complete one.
 
 from __future__ import annotations
 
-__all__ = ["COCO_SYNONYMS", "word_forms"]
+__all__ = [
+    "COCO_GROUPS",
+    "COCO_SYNONYMS",
+    "COMPOUND_HEADS",
+    "MODIFIER_HEADS",
+    "SINGULAR_ONLY",
+    "word_forms",
+]
 
 COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
     "person": (
@@ -44,15 +51,92 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
         "worker",
         "chef",
         "someone",
+        "baker",
+        "male",
+        "female",
+        "teenager",
+        "teen",
+        "youngster",
+        "infant",
+        "umpire",
+        "referee",
+        "athlete",
+        "spectator",
+        "pedestrian",
+        "passenger",
+        "tourist",
+        "driver",
+        "conductor",
+        "officer",
+        "cop",
+        "soldier",
+        "businessman",
+        "businesswoman",
+        "fireman",
+        "firefighter",
+        "fisherman",
+        "farmer",
+        "vendor",
+        "customer",
+        "shopper",
+        "waiter",
+        "waitress",
+        "student",
+        "teacher",
+        "doctor",
+        "nurse",
+        "cowboy",
+        "cyclist",
+        "bicyclist",
+        "biker",
+        "motorcyclist",
+        "skater",
+        "bride",
+        "groom",
+        "mother",
+        "father",
+        "mom",
+        "dad",
+        "son",
+        "daughter",
+        "brother",
+        "sister",
+        "husband",
+        "wife",
+        "friend",
+        "crowd",
     ),
     "bicycle": ("bicycle", "bike", "cycle"),
-    "car": ("car", "automobile", "sedan", "taxi", "cab", "suv"),
+    "car": ("car", "automobile", "sedan", "taxi", "cab", "suv", "jeep", "minivan", "limousine"),
     "motorcycle": ("motorcycle", "motorbike", "motor bike", "scooter", "moped"),
-    "airplane": ("airplane", "plane", "jet", "aircraft", "airliner", "aeroplane", "jetliner"),
-    "bus": ("bus", "buses", "double decker", "trolley"),
-    "train": ("train", "locomotive", "tram", "subway"),
-    "truck": ("truck", "pickup", "lorry", "van"),
-    "boat": ("boat", "ship", "sailboat", "kayak", "canoe", "yacht", "ferry", "raft"),
+    "airplane": (
+        "airplane",
+        "plane",
+        "jet",
+        "aircraft",
+        "airliner",
+        "aeroplane",
+        "jetliner",
+        "biplane",
+    ),
+    "bus": ("bus", "buses", "double decker", "trolley", "minibus"),
+    "train": ("train", "locomotive", "tram", "subway", "streetcar", "train car"),
+    "truck": ("truck", "pickup", "lorry", "van", "firetruck", "truck bed"),
+    "boat": (
+        "boat",
+        "ship",
+        "sailboat",
+        "kayak",
+        "canoe",
+        "yacht",
+        "ferry",
+        "raft",
+        "speedboat",
+        "tugboat",
+        "rowboat",
+        "barge",
+        "vessel",
+    ),
     "traffic light": ("traffic light", "stop light", "stoplight", "traffic signal"),
     "fire hydrant": ("fire hydrant", "hydrant"),
     "stop sign": ("stop sign",),
@@ -72,12 +156,47 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
         "eagle",
         "crow",
         "chicken",
+        "sparrow",
+        "pelican",
+        "heron",
+        "hawk",
+        "finch",
+        "penguin",
+        "flamingo",
+        "rooster",
+        "hen",
     ),
-    "cat": ("cat", "kitten", "kitty"),
-    "dog": ("dog", "puppy", "pup", "doggy"),
-    "horse": ("horse", "pony", "foal"),
-    "sheep": ("sheep", "lamb", "ram"),
-    "cow": ("cow", "cattle", "calf", "bull", "calves", "ox", "oxen"),
+    "cat": ("cat", "kitten", "kitty", "tabby", "feline"),
+    "dog": (
+        "dog",
+        "puppy",
+        "pup",
+        "doggy",
+        "poodle",
+        "terrier",
+        "retriever",
+        "labrador",
+        "bulldog",
+        "beagle",
+        "dachshund",
+        "chihuahua",
+        "collie",
+        "german shepherd",
+        "pit bull",
+        "husky",
+        "pug",
+        "corgi",
+        "dalmatian",
+        "greyhound",
+        "spaniel",
+        "sheepdog",
+        "hound",
+        "mutt",
+        "canine",
+    ),
+    "horse": ("horse", "pony", "foal", "stallion", "mare", "colt"),
+    "sheep": ("sheep", "lamb", "ram", "ewe"),
+    "cow": ("cow", "cattle", "calf", "bull", "calves", "ox", "oxen", "heifer"),
     "elephant": ("elephant",),
     "bear": ("bear", "polar bear", "grizzly"),
     "zebra": ("zebra",),
@@ -87,7 +206,7 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
     "handbag": ("handbag", "purse", "hand bag"),
     "tie": ("tie", "necktie", "bow tie"),
     "suitcase": ("suitcase", "luggage", "suit case"),
-    "frisbee": ("frisbee",),
+    "frisbee": ("frisbee", "frisbie", "frizbee"),
     "skis": ("skis", "ski"),
     "snowboard": ("snowboard", "snow board"),
     "sports ball": (
@@ -103,11 +222,11 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
     "baseball bat": ("baseball bat", "bat"),
     "baseball glove": ("baseball glove", "glove", "mitt"),
     "skateboard": ("skateboard", "skate board"),
-    "surfboard": ("surfboard", "surf board"),
+    "surfboard": ("surfboard", "surf board", "boogie board", "bodyboard"),
     "tennis racket": ("tennis racket", "racket", "racquet"),
     "bottle": ("bottle",),
-    "wine glass": ("wine glass", "wineglass"),
-    "cup": ("cup", "mug"),
+    "wine glass": ("wine glass", "wineglass", "champagne glass"),
+    "cup": ("cup", "mug", "teacup"),
     "fork": ("fork",),
     "knife": ("knife", "knives"),
     "spoon": ("spoon",),
@@ -116,25 +235,33 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
     "apple": ("apple",),
     "sandwich": ("sandwich", "burger", "hamburger", "sub"),
     "orange": ("orange",),
-    "broccoli": ("broccoli",),
+    "broccoli": ("broccoli", "brocolli", "brocoli"),
     "carrot": ("carrot",),
     "hot dog": ("hot dog", "hotdog"),
-    "pizza": ("pizza",),
+    "pizza": ("pizza", "pizza pie"),
     "donut": ("donut", "doughnut"),
-    "cake": ("cake", "cupcake"),
-    "chair": ("chair", "stool"),
-    "couch": ("couch", "sofa"),
+    "cake": ("cake", "cupcake", "cheesecake"),
+    "chair": ("chair", "stool", "armchair"),
+    "couch": ("couch", "sofa", "loveseat"),
     "potted plant": ("potted plant", "plant", "houseplant"),
     "bed": ("bed",),
     "dining table": ("dining table", "table", "desk"),
-    "toilet": ("toilet",),
-    "tv": ("tv", "television", "monitor", "tv screen"),
-    "laptop": ("laptop", "computer", "notebook"),
+    "toilet": ("toilet", "toilet bowl"),
+    "tv": ("tv", "television", "monitor", "tv screen", "screen"),
+    "laptop": ("laptop", "computer", "notebook", "laptop screen"),
     "mouse": ("computer mouse", "mouse"),
     "remote": ("remote", "controller", "remote control"),
     "keyboard": ("keyboard",),
-    "cell phone": ("cell phone", "phone", "cellphone", "smartphone", "mobile phone"),
-    "microwave": ("microwave",),
+    "cell phone": (
+        "cell phone",
+        "phone",
+        "cellphone",
+        "smartphone",
+        "mobile phone",
+        "iphone",
+        "phone screen",
+    ),
+    "microwave": ("microwave", "microwave oven"),
     "oven": ("oven", "stove"),
     "toaster": ("toaster",),
     "sink": ("sink",),
@@ -149,6 +276,57 @@ COCO_SYNONYMS: dict[str, tuple[str, ...]] = {
 }
 """COCO category name -> caption words/phrases (singular) that name it."""
 
+COCO_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "vehicle": (("vehicle",), ("car", "truck", "bus", "motorcycle")),
+    "glass": (("glass",), ("wine glass", "cup")),
+    "fruit": (("fruit",), ("apple", "orange", "banana")),
+    "appliance": (("appliance",), ("refrigerator", "oven", "microwave", "toaster")),
+    "animal": (
+        ("animal",),
+        ("bird", "cat", "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe"),
+    ),
+    "pastry": (("pastry", "dessert"), ("donut", "cake")),
+    "utensil": (("utensil", "silverware", "cutlery"), ("fork", "knife", "spoon")),
+}
+"""Generic word groups: name -> (caption words, the categories they may name).
+
+A generic word is a mention only in an image that has a box of one of its categories; it links
+to the boxes of every such category, labelled with that category when there is one and with the
+group name otherwise. ``"glass"`` alone could be a material or, as ``"glasses"``, eyewear, so
+it is matched in the singular only (see :data:`SINGULAR_ONLY`) and not before a head noun
+(``"glass door"``, see :data:`COMPOUND_HEADS`)."""
+
+SINGULAR_ONLY = frozenset({"glass"})
+"""Entries that are matched without their plural (``"glasses"`` are mostly spectacles)."""
+
+_HEADS = (
+    # places and grounds
+    "game", "match", "field", "court", "pitch", "diamond", "stadium", "arena", "park", "rink",
+    "track", "tracks", "lane", "path", "trail", "station", "stop", "depot", "terminal",
+    "platform", "lot", "garage", "shelter", "ramp", "lift", "slope", "resort", "lodge", "area",
+    "yard", "bridge", "dock", "marina", "tower", "room", "shop", "store", "market",
+    "restaurant", "parlor", "place", "stand", "stall", "booth", "cart", "house", "cage",
+    "feeder", "bath", "nest",
+    # groups and events
+    "team", "league", "club", "crowd", "race", "show", "trick", "trip", "golf",
+    # things worn or carried
+    "uniform", "jersey", "shirt", "jacket", "vest", "suit", "cap", "hat", "helmet", "goggles",
+    "boots", "shoes", "gear", "equipment", "outfit", "costume", "bag", "box", "case",
+    "leash", "collar", "stroller", "trailer",
+    # tools, containers and other objects
+    "pole", "rack", "net", "hoop", "cutter", "pan", "tray", "holder", "block", "shelf",
+    "shelves", "sign", "cone", "logo", "magnet", "toy", "paper", "tissue",
+    # food that is not the thing itself
+    "food", "juice", "pie", "bread", "bun", "salad", "soup", "tree",
+)  # fmt: skip
+
+_VERB_PLURALS = frozenset(
+    {"stands", "stops", "lifts", "parks", "fields", "shops", "stores", "signs", "trails",
+     "stalls", "towers", "docks", "blocks", "nests", "coaches", "places", "races", "shows",
+     "matches", "pitches"}
+)  # fmt: skip
+"""Plurals of heads that are also common third-person verbs (``"a giraffe towers over"``)."""
+
 _IRREGULAR = {
     "person": ("people", "persons"),
     "man": ("men",),
@@ -156,26 +334,41 @@ _IRREGULAR = {
     "child": ("children",),
     "mouse": ("mice",),
     "knife": ("knives",),
+    "wife": ("wives",),
+    "shelf": ("shelves",),
     "sheep": ("sheep",),
     "skis": ("skis",),
     "scissors": ("scissors",),
+    "goggles": ("goggles",),
     "calf": ("calves",),
     "ox": ("oxen",),
     "goose": ("geese",),
 }
 
+_NOT_MAN = frozenset({"human", "german", "shaman", "caiman"})
+
 
 def word_forms(word: str) -> tuple[str, ...]:
     """The singular and plural forms of a (possibly multi-word) entry; the last word inflects.
 
+    Args:
+        word: A lower-case entry (``"dog"``, ``"teddy bear"``, ``"policeman"``).
+
+    Returns:
+        The entry, then its plural form(s).
+
     Example:
         >>> word_forms("teddy bear")
         ('teddy bear', 'teddy bears')
+        >>> word_forms("policeman")
+        ('policeman', 'policemen')
     """
     head, _, last = word.rpartition(" ")
     prefix = f"{head} " if head else ""
     if last in _IRREGULAR:
         plurals = _IRREGULAR[last]
+    elif last.endswith("man") and last not in _NOT_MAN:
+        plurals = (last[:-3] + "men",)
     elif last.endswith(("s", "x", "z", "ch", "sh")):
         plurals = (last + "es",)
     elif last.endswith("y") and len(last) > 1 and last[-2] not in "aeiou":
@@ -184,3 +377,22 @@ def word_forms(word: str) -> tuple[str, ...]:
         plurals = (last + "s",)
     forms = [word] + [prefix + p for p in plurals if prefix + p != word]
     return tuple(dict.fromkeys(forms))
+
+
+COMPOUND_HEADS = frozenset(
+    f for h in _HEADS for f in word_forms(h) if f not in _VERB_PLURALS
+) | frozenset(_HEADS)
+"""Nouns that head a compound whose modifier names a *different* thing: in ``"baseball
+field"``, ``"pizza box"`` or ``"bus stop"`` the first word is not a mention. (Any word of the
+synonym table or :data:`COCO_GROUPS` heads a compound too: ``"baseball player"``, ``"baby
+giraffe"``.) Plurals that are also common verbs are left out, so ``"a bus stops"`` keeps its
+bus. Parts of the thing (``"car door"``, ``"pizza slice"``) are not heads: the part lies in the
+thing's box."""
+
+_GLASS_HEADS = ("door", "window", "wall", "building", "top", "jar", "roof", "ceiling", "front",
+                "panel", "pane", "display", "cabinet")  # fmt: skip
+
+MODIFIER_HEADS: dict[str, frozenset[str]] = {
+    "glass": frozenset(f for h in _GLASS_HEADS for f in word_forms(h)),
+}
+"""Extra heads for one entry: ``"glass"`` as a material (``"a glass door"``)."""
