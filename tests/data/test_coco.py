@@ -145,3 +145,111 @@ def test_synthetic_export_round_trip(tmp_path):
     for orig, got in zip(samples, loaded, strict=True):
         want = {m.label for m in orig.mentions}
         assert {m.label for m in got.mentions} == want, orig.caption
+
+
+def _said(caption, boxes):
+    return [(caption[slice(*m.span)], m.label) for m in find_mentions(caption, boxes)]
+
+
+BALL = {"person": [(0, 0, 9, 9)], "sports ball": [(5, 5, 6, 6)]}
+
+
+@pytest.mark.parametrize(
+    ("caption", "want"),
+    [
+        # a ball word modifying a following noun is not a ball
+        ("A baseball player throwing a pitch", [("player", "person")]),
+        ("a baseball pitcher is throwing the ball", [("pitcher", "person"), ("ball", "sports ball")]),
+        ("A batter at the plate during a baseball game.", [("batter", "person")]),
+        ("the Camden baseball team", []),
+        ("a baseball field at night", []),
+        ("a man in a baseball cap", [("man", "person")]),
+        ("a football stadium", []),
+        ("the ball boy", [("boy", "person")]),
+        # a longer phrase of a category without a box still owns its words
+        ("a man holding a baseball bat", [("man", "person")]),
+        ("a catcher with a baseball glove", [("catcher", "person")]),
+        # true hits stay
+        ("A batter prepares to hit a baseball that has just been thrown.",
+         [("batter", "person"), ("baseball", "sports ball")]),
+        ("A pitcher throws a baseball to a batter.",
+         [("pitcher", "person"), ("baseball", "sports ball"), ("batter", "person")]),
+        ("a man kicks the ball", [("man", "person"), ("ball", "sports ball")]),
+        ("two baseballs, one ball", [("baseballs", "sports ball"), ("ball", "sports ball")]),
+        ("a tennis ball on the court", [("tennis ball", "sports ball")]),
+        # a plural is never a modifier
+        ("footballs stand in a row", [("footballs", "sports ball")]),
+        # words of one thing join into one mention
+        ("A male tennis player reaching up", [("male tennis player", "person")]),
+    ],
+)  # fmt: skip
+def test_modifiers_are_not_mentions(caption, want):
+    assert _said(caption, BALL) == want
+
+
+def test_compound_rule_on_other_categories():
+    boxes = {
+        "pizza": [(0, 0, 1, 1)],
+        "dog": [(0, 0, 2, 2)],
+        "giraffe": [(0, 0, 3, 3)],
+        "person": [(0, 0, 4, 4)],
+        "bus": [(0, 0, 5, 5)],
+        "train": [(0, 0, 6, 6)],
+    }
+    assert _said("a pizza box on a table", boxes) == []
+    assert _said("a pizza pie and a pizza", boxes) == [("pizza pie", "pizza"), ("pizza", "pizza")]
+    assert _said("a hot dog on a plate", boxes) == [], "no dog inside 'hot dog'"
+    assert _said("a baby giraffe", boxes) == [("giraffe", "giraffe")], "the baby is the giraffe"
+    assert _said("people at the bus stop", boxes) == [("people", "person")]
+    assert _said("the bus stops at the corner", boxes) == [("bus", "bus")], "'stops' as a verb"
+    assert _said("trains on the train tracks", boxes) == [("trains", "train")]
+    assert _said("a pit bull dog", boxes) == [("pit bull dog", "dog")]
+    assert _said("a dog, a pizza", boxes) == [("dog", "dog"), ("pizza", "pizza")]
+
+
+def test_new_synonyms():
+    boxes = {"dog": [(0, 0, 1, 1)], "person": [(1, 1, 2, 2)]}
+    assert _said("A black poodle is leashed to a fire hydrant.", boxes) == [("poodle", "dog")]
+    assert _said("A baker is working in the kitchen", boxes) == [("baker", "person")]
+    assert _said("a male is wearing white", boxes) == [("male", "person")]
+    assert _said("two firemen and a policeman", boxes) == [
+        ("firemen", "person"),
+        ("policeman", "person"),
+    ]
+    assert word_forms("policeman") == ("policeman", "policemen")
+    assert word_forms("german") == ("german", "germans")
+
+
+def test_generic_words_link_to_the_categories_present():
+    car, bus, truck = (0, 0, 1, 1), (2, 2, 3, 3), (4, 4, 5, 5)
+    caption = "a number of vehicles driving down a road"
+    (m,) = find_mentions(caption, {"car": [car], "bus": [bus], "person": [(9, 9, 10, 10)]})
+    assert (caption[slice(*m.span)], m.label, m.boxes) == ("vehicles", "vehicle", (car, bus))
+    (m,) = find_mentions(caption, {"truck": [truck]})
+    assert (m.label, m.boxes) == ("truck", (truck,)), "one category present: its own label"
+    assert find_mentions(caption, {"person": [car]}) == [], "no vehicle box: no mention"
+
+
+@pytest.mark.parametrize(
+    ("caption", "boxes", "want"),
+    [
+        ("a glass and a plate", {"cup": [(0, 0, 1, 1)]}, [("glass", "cup")]),
+        ("a glass and a plate", {"wine glass": [(0, 0, 1, 1)]}, [("glass", "wine glass")]),
+        ("a glass and a plate", {"wine glass": [(0, 0, 1, 1)], "cup": [(1, 1, 2, 2)]},
+         [("glass", "glass")]),
+        ("a glass and a plate", {"dining table": [(0, 0, 1, 1)]}, []),
+        ("a sliding glass door", {"cup": [(0, 0, 1, 1)]}, []),
+        ("a glass bowl", {"cup": [(0, 0, 1, 1)], "bowl": [(1, 1, 2, 2)]}, [("bowl", "bowl")]),
+        ("a man wearing glasses", {"cup": [(0, 0, 1, 1)], "person": [(1, 1, 2, 2)]},
+         [("man", "person")]),
+        ("two wine glasses", {"cup": [(0, 0, 1, 1)]}, []),
+    ],
+)  # fmt: skip
+def test_glass_only_where_a_glass_or_cup_box_exists(caption, boxes, want):
+    assert _said(caption, boxes) == want
+
+
+def test_other_class_names_still_match_themselves():
+    boxes = {"fence": [(0, 0, 1, 1)], "man": [(1, 1, 2, 2)], "glass": [(2, 2, 3, 3)]}
+    assert _said("two men by a glass fence", boxes) == [("men", "man"), ("fence", "fence")]
+    assert _said("a man holds a glass", boxes) == [("man", "man"), ("glass", "glass")]

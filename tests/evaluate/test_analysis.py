@@ -30,3 +30,23 @@ def test_group_table_sorted_worst_first_and_compare():
     md = to_markdown(t, ("pointing",))
     assert "| d | c | 1 | 0.000 [0.000, 0.000] |" in md
     assert to_csv(t).splitlines()[0].startswith("method,label,n,pointing")
+
+
+def test_group_table_n_counts_finite_values_of_the_primary_metric():
+    nan = float("nan")
+    rows = [  # mismatch-style rows: below_matched is NaN when a negative has no matched mention
+        {"method": "dualex", "kind": "attr", "below_matched": 1.0, "below_positive": 1.0},
+        {"method": "dualex", "kind": "attr", "below_matched": nan, "below_positive": 0.0},
+        {"method": "dualex", "kind": "attr", "below_matched": None, "below_positive": 1.0},
+        {"method": "dualex", "kind": "attr", "below_matched": 0.0, "below_positive": 1.0},
+        {"method": "dualex", "kind": "rel", "below_matched": nan, "below_positive": 1.0},
+    ]
+    metrics = ("below_matched", "below_positive")
+    attr, rel = group_table(rows, ("method", "kind"), metrics)
+    assert attr["n"] == 2, "rows without a finite primary value are not counted"
+    assert attr["below_matched"] == 0.5 and attr["below_positive"] == 0.75
+    assert rel["n"] == 0 and math.isnan(rel["below_matched"]) and rel["below_positive"] == 1.0
+    assert "| dualex | rel | 0 | — |" in to_markdown([attr, rel], metrics)
+    # the grounding tables keep their meaning: every non-error row has a pointing value
+    g = [{"method": "m", "pointing": 1.0, "text_pointing": nan}] * 3
+    assert group_table(g, ("method",), ("pointing", "text_pointing"))[0]["n"] == 3

@@ -3,7 +3,19 @@
 A *mention* is a caption word or phrase that names a COCO category (its name, a synonym from
 :data:`~dualex.data.coco_synonyms.COCO_SYNONYMS`, or their plurals), linked to every box of that
 category in the image. Only categories with at least one (non-crowd) instance in the image give
-mentions; overlapping matches keep the longest (``"teddy bear"`` beats ``"bear"``).
+mentions. A generic word of :data:`~dualex.data.coco_synonyms.COCO_GROUPS` (``"vehicles"``,
+``"a glass"``) links to the boxes of the group's categories that the image has.
+
+Matching reads the caption as a sequence of table phrases, present in the image or not:
+
+* Overlapping phrases keep the longest: ``"teddy bear"`` beats ``"bear"``, and ``"hot dog"``
+  is no dog even in an image without a hot dog.
+* A singular phrase directly followed by a phrase of a *different* thing, or by a compound head
+  (:data:`~dualex.data.coco_synonyms.COMPOUND_HEADS`), is a modifier, not a mention:
+  ``"baseball player"``, ``"baseball game"``, ``"pizza box"``, ``"baby giraffe"``. A plural is
+  never a modifier (``"dogs stand"``), and ``"a baseball"`` / ``"the ball"`` stay mentions.
+* A phrase directly followed by another phrase of the same thing joins it into one mention
+  (``"male tennis player"``, ``"laptop computer"``).
 
 Files: ``captions_<split>.json`` and ``instances_<split>.json`` (the official layout, read with
 pycocotools); boxes are COCO ``[x, y, w, h]`` and become ``(x0, y0, x1, y1)``.
@@ -17,26 +29,152 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dualex.data.coco_synonyms import COCO_SYNONYMS, word_forms
+from dualex.data.coco_synonyms import (
+    COCO_GROUPS,
+    COCO_SYNONYMS,
+    COMPOUND_HEADS,
+    MODIFIER_HEADS,
+    SINGULAR_ONLY,
+    word_forms,
+)
 from dualex.data.types import Box, ImageRef, Mention, Sample
 from dualex.errors import FileFormatError
 
 __all__ = ["find_annotation_files", "find_mentions", "load_coco"]
 
 
-def _pattern(phrase: str) -> re.Pattern[str]:
-    words = [re.escape(w) for w in phrase.split()]
-    return re.compile(r"(?<![\w-])" + r"[\s-]+".join(words) + r"(?![\w-])", re.IGNORECASE)
+@dataclass(frozen=True)
+class _Word:
+    """What a lexicon phrase names: categories (or extra class names), maybe as a group."""
+
+    owners: frozenset[str]
+    group: str | None = None  # the COCO_GROUPS name of a generic word
+    plural: bool = False
+
+
+@dataclass(frozen=True)
+class _Hit:
+    start: int
+    end: int
+    form: str
+    word: _Word
+
+
+_TOKEN = re.compile(r"\w+")
+_GAP = re.compile(r"[\s-]+")  # what may separate the words of one phrase
+_SPACE = re.compile(r"\s+")  # what separates a modifier from its head
+
+
+@functools.cache
+def _lexicon() -> tuple[dict[str, _Word], int]:
+    """Every form of every table phrase (all 80 categories and the groups); longest in words."""
+    plurals = {f for es in COCO_SYNONYMS.values() for e in es for f in word_forms(e)[1:]}
+    lex: dict[str, _Word] = {}
+    for name, entries in COCO_SYNONYMS.items():
+        for entry in entries:
+            for form in word_forms(entry.lower()):
+                old = lex.get(form)
+                owners = (old.owners if old else frozenset()) | {name}
+                lex[form] = _Word(owners, None, form in plurals)
+    for group, (words, cats) in COCO_GROUPS.items():
+        for w in words:
+            forms = (w,) if w in SINGULAR_ONLY else word_forms(w)
+            for k, form in enumerate(forms):
+                lex.setdefault(form, _Word(frozenset(cats), group, k > 0))
+    return lex, max(len(f.split()) for f in lex)
+
+
+def _extras(names: tuple[str, ...]) -> dict[str, _Word]:
+    """Lexicon entries of class names outside the COCO table (they match themselves)."""
+    base, _ = _lexicon()
+    out: dict[str, _Word] = {}
+    for name in names:
+        for k, form in enumerate(word_forms(name.lower())):
+            old = out.get(form) or base.get(form)
+            owners = {name} | (old.owners if old is not None and old.group is None else set())
+            out[form] = _Word(frozenset(owners), None, k > 0 or bool(old and old.plural))
+    return out
+
+
+def _hits(caption: str, extra: Mapping[str, _Word], longest: int) -> list[_Hit]:
+    """Non-overlapping lexicon phrases of the caption (longest first), in caption order."""
+    base, _ = _lexicon()
+    toks = [(m.start(), m.end()) for m in _TOKEN.finditer(caption)]
+    found: list[_Hit] = []
+    for i, (a, _) in enumerate(toks):
+        if a > 0 and caption[a - 1] == "-":
+            continue
+        for n in range(1, min(longest, len(toks) - i) + 1):
+            b = toks[i + n - 1][1]
+            if b < len(caption) and caption[b] == "-":
+                continue
+            gaps = [caption[toks[k][1] : toks[k + 1][0]] for k in range(i, i + n - 1)]
+            if not all(_GAP.fullmatch(g) for g in gaps):
+                break
+            form = " ".join(caption[x:y] for x, y in toks[i : i + n]).lower()
+            word = extra.get(form) or base.get(form)
+            if word is not None:
+                found.append(_Hit(a, b, form, word))
+    found.sort(key=lambda h: (-(h.end - h.start), h.start))
+    taken: list[_Hit] = []
+    for h in found:
+        if all(h.end <= t.start or h.start >= t.end for t in taken):
+            taken.append(h)
+    return sorted(taken, key=lambda h: h.start)
+
+
+def _next_word(caption: str, end: int) -> str | None:
+    m = _SPACE.match(caption, end)
+    if m is None:
+        return None
+    w = _TOKEN.match(caption, m.end())
+    return w.group(0).lower() if w else None
+
+
+def _compounds(caption: str, hits: list[_Hit]) -> list[_Hit]:
+    """Drop modifiers (a singular phrase before a different thing or a head); join same things."""
+    kept: list[_Hit] = []  # reversed caption order
+    nxt: _Hit | None = None  # the phrase to the right, kept or not
+    for h in reversed(hits):
+        adjacent = nxt is not None and bool(_SPACE.fullmatch(caption[h.end : nxt.start]))
+        cur: _Hit | None = h
+        if h.word.plural:
+            pass
+        elif adjacent:
+            assert nxt is not None
+            same = h.word.owners & nxt.word.owners
+            if same and kept and kept[-1] is nxt:
+                group = nxt.word.group if h.word.group and nxt.word.group else None
+                cur = replace(nxt, start=h.start, word=replace(nxt.word, owners=same, group=group))
+                kept.pop()
+            else:
+                cur = None  # "baseball player": the player is another thing
+        else:
+            w = _next_word(caption, h.end)
+            if w is not None and (w in COMPOUND_HEADS or w in MODIFIER_HEADS.get(h.form, ())):
+                cur = None  # "baseball game", "glass door"
+        if cur is not None:
+            kept.append(cur)
+        nxt = cur if cur is not None else h
+    return kept[::-1]
 
 
 def find_mentions(caption: str, boxes_by_class: Mapping[str, Sequence[Box]]) -> list[Mention]:
     """Caption spans that name one of the given classes, linked to that class's boxes.
+
+    The rules are the module's: longest phrase wins an overlap (whether or not its category is
+    in the image), a singular phrase that modifies a following different thing or compound head
+    is no mention, adjacent phrases of one thing join, and a generic word links to the boxes of
+    its group's categories that are present (labelled with the category if there is one, else
+    with the group name, e.g. ``"vehicle"``).
 
     Args:
         caption: The caption.
@@ -44,25 +182,32 @@ def find_mentions(caption: str, boxes_by_class: Mapping[str, Sequence[Box]]) -> 
             COCO table use their synonyms; other names match themselves (and plurals).
 
     Returns:
-        Non-overlapping mentions in caption order (longest match wins an overlap).
+        Non-overlapping mentions in caption order.
+
+    Example:
+        >>> boxes = {"person": [(0, 0, 5, 9)], "sports ball": [(6, 1, 7, 2)]}
+        >>> [(m.label, m.span) for m in find_mentions("a baseball player hits a baseball", boxes)]
+        [('person', (11, 17)), ('sports ball', (25, 33))]
     """
-    found: list[tuple[int, int, str]] = []
-    for name, boxes in boxes_by_class.items():
-        if not boxes:
-            continue
-        for entry in COCO_SYNONYMS.get(name, (name,)):
-            for form in word_forms(entry.lower()):
-                for m in _pattern(form).finditer(caption):
-                    found.append((m.start(), m.end(), name))
-    found.sort(key=lambda t: (-(t[1] - t[0]), t[0]))
-    taken: list[tuple[int, int, str]] = []
-    for a, b, name in found:
-        if all(b <= x or a >= y for x, y, _ in taken):
-            taken.append((a, b, name))
-    taken.sort()
-    return [
-        Mention(span=(a, b), boxes=tuple(boxes_by_class[name]), label=name) for a, b, name in taken
-    ]
+    _, longest = _lexicon()
+    extra = _extras(tuple(n for n in boxes_by_class if n not in COCO_SYNONYMS))
+    longest = max([longest, *(len(f.split()) for f in extra)])
+    out: list[Mention] = []
+    for h in _compounds(caption, _hits(caption, extra, longest)):
+        if h.word.group is not None:
+            present = [c for c in COCO_GROUPS[h.word.group][1] if c in h.word.owners]
+            present = [c for c in present if boxes_by_class.get(c)]
+            if not present:
+                continue
+            label = present[0] if len(present) == 1 else h.word.group
+            boxes = tuple(b for c in present for b in boxes_by_class[c])
+        else:
+            names = [n for n, bx in boxes_by_class.items() if bx and n in h.word.owners]
+            if not names:
+                continue
+            label, boxes = names[0], tuple(boxes_by_class[names[0]])
+        out.append(Mention(span=(h.start, h.end), boxes=boxes, label=label))
+    return out
 
 
 def find_annotation_files(ann_dir: str | os.PathLike[str]) -> tuple[Path, Path]:

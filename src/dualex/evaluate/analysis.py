@@ -60,12 +60,22 @@ def group_table(
 ) -> list[dict[str, Any]]:
     """One row per group with ``n`` and, per metric, ``<m>``, ``<m>_lo``, ``<m>_hi``.
 
+    ``n`` is the number of the group's rows with a finite value of the *primary* metric (the
+    first of ``metrics``): the sample behind that metric's mean and interval. Rows where it is
+    missing or NaN (a negative without a matched mention, a method without a text-side score)
+    are not counted. Each mean/interval is over its own metric's finite values, so another
+    metric of the same group may rest on more or fewer rows than ``n``. A group whose rows have
+    no finite primary value still appears, with ``n == 0``.
+
     Args:
         rows: Input rows.
         by: Grouping keys (e.g. ``("method",)`` or ``("method", "label")``).
-        metrics: Metric columns.
+        metrics: Metric columns; the first is the primary metric that ``n`` counts.
         sort_by: Metric to sort by, ascending (worst first); ``None``: by the keys.
         seed: Bootstrap seed.
+
+    Returns:
+        The table rows: the ``by`` keys, ``n``, then ``<m>``, ``<m>_lo``, ``<m>_hi`` per metric.
     """
     groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
@@ -73,10 +83,12 @@ def group_table(
     out = []
     for key, rs in groups.items():
         row: dict[str, Any] = dict(zip(by, key, strict=True))
-        row["n"] = len(rs)
-        for m in metrics:
-            mean, lo, hi, _ = bootstrap_ci([r.get(m) for r in rs], seed=seed)
+        row["n"] = 0
+        for i, m in enumerate(metrics):
+            mean, lo, hi, n = bootstrap_ci([r.get(m) for r in rs], seed=seed)
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = mean, lo, hi
+            if i == 0:
+                row["n"] = n  # finite values of the primary metric, not len(rs)
         out.append(row)
     if sort_by is None:
         out.sort(key=lambda r: tuple(str(r[k]) for k in by))
