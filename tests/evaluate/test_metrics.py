@@ -84,3 +84,22 @@ def test_shift_span():
     assert mt.shift_span((0, 1), neg, "a red big circle and a star") == (0, 1)
     assert mt.shift_span((6, 16), neg, "") == (7, 17)
     assert mt.shift_span((2, 16), neg, "") is None
+
+
+def test_mass_and_sign_ratio_on_hand_made_maps():
+    inside = np.zeros((4, 4), dtype=bool)
+    inside[:2, :2] = True  # the top-left quadrant
+    m = np.zeros((4, 4))
+    m[0, 0], m[1, 1] = 3.0, 1.0  # right: positive inside
+    m[3, 3] = -2.0  # right: negative outside
+    m[0, 3] = 2.0  # wrong: positive outside
+    m[1, 0] = -2.0  # wrong: negative inside
+    assert mt.mass_ratio(m, inside) == pytest.approx((3 + 1 + 2) / 10)
+    assert mt.sign_ratio(m, inside) == pytest.approx(3 / 16)  # zeros count as wrong
+    assert mt.mass_ratio(torch.from_numpy(m), inside) == pytest.approx(0.6)
+    perfect = np.where(inside, 1.0, -1.0)
+    assert mt.mass_ratio(perfect, inside) == 1.0 and mt.sign_ratio(perfect, inside) == 1.0
+    assert mt.mass_ratio(-perfect, inside) == 0.0 and mt.sign_ratio(-perfect, inside) == 0.0
+    assert math.isnan(mt.mass_ratio(np.zeros((4, 4)), inside))
+    with pytest.raises(mt.InvalidInputError, match="do not match"):
+        mt.mass_ratio(np.zeros(5), inside)
