@@ -298,10 +298,8 @@ class HFImageTower(HookTower):
 
     def _process(self, image: Any) -> dict[str, Tensor]:
         out = self.processor(images=image, return_tensors="pt")
-        keys = (
-            ("pixel_values", "pixel_attention_mask", "spatial_shapes")
-            if self.naflex
-            else ("pixel_values",)
+        keys = ("pixel_values", "pixel_attention_mask", "spatial_shapes") if self.naflex else (
+            "pixel_values",
         )
         data = {k: out[k] for k in keys}
         data["pixel_values"] = data["pixel_values"].to(dtype=self._dtype())
@@ -333,9 +331,7 @@ class HFImageTower(HookTower):
             gh, gw = (int(v) for v in data["spatial_shapes"][0])
             total = int(data["pixel_values"].shape[1])
             geo = Geometry.resize(image.size, (gw * self.patch, gh * self.patch))
-            pos = ImagePositions(
-                grid=(gh, gw), prefix=0, geometry=geo, suffix_count=total - gh * gw
-            )
+            pos = ImagePositions(grid=(gh, gw), prefix=0, geometry=geo, suffix_count=total - gh * gw)
             return TowerInput(data=data, positions=pos, raw=image)
         pixels = data["pixel_values"]
         h_in, w_in = pixels.shape[-2:]

@@ -170,10 +170,7 @@ def _openclip_text_tower(model: nn.Module, tokenizer: Any, reference: Any) -> Cl
 
 def _vit_last_block(visual: nn.Module) -> Any:
     """The fast-path declaration of a VisionTransformer read at its CLS token, or None."""
-    if (
-        getattr(visual, "attn_pool", None) is not None
-        or getattr(visual, "pool_type", "tok") != "tok"
-    ):
+    if getattr(visual, "attn_pool", None) is not None or getattr(visual, "pool_type", "tok") != "tok":
         return None
     block = unwrap(visual.transformer.resblocks[-1])
 
@@ -528,9 +525,7 @@ FAMILY = Family(
     summary="open_clip models (CLIP, CustomTextCLIP: ViT, timm ViT, ModifiedResNet towers) with "
     "their preprocess and tokenizer",
     prefixes=("openclip",),
-    spec_forms={
-        "openclip:<arch>[/<pretrained>]": "an open_clip model via create_model_and_transforms"
-    },
+    spec_forms={"openclip:<arch>[/<pretrained>]": "an open_clip model via create_model_and_transforms"},
     can_wrap=_can_wrap,
     wrap=_wrap,
     load=lambda rest, **kw: load_openclip(rest, **kw),
