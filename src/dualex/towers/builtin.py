@@ -5,6 +5,7 @@ Its towers are the ``hf`` family's; this module only declares the spec.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from dualex.towers.registry import Family
@@ -23,3 +24,13 @@ FAMILY = Family(
     spec_forms={"builtin": "the small CLIP-style model shipped inside dualex (offline)"},
     load=_load,
 )
+
+
+def _vision_access(model: Any) -> Any:
+    """The builtin model is an HF ``CLIPModel``: the ``hf`` family's access."""
+    from dualex.towers.hf import vision_access
+
+    return vision_access(model)
+
+
+FAMILY = replace(FAMILY, vision_access=_vision_access)

@@ -484,3 +484,143 @@ FAMILY = Family(
     towers=TOWERS,
     requires=("transformers",),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# attention access (dualex.towers.access) for attention-based first-order methods; kept apart
+# from the towers above (its imports are here so this section stays self-contained)
+# ---------------------------------------------------------------------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+from dualex.towers.access import (  # noqa: E402
+    Attention,
+    VisionAccess,
+    VisionAccessError,
+    check_mha,
+    merge_heads,
+    mha_attention,
+    mha_merge,
+    softmax_probs,
+    split_heads,
+)
+
+
+class HFVisionAccess(VisionAccess):
+    """CLIP (CLS readout), SigLIP and SigLIP-2 (attention-pool readout) vision towers.
+
+    SigLIP-2 (NaFlex) images are patch sequences with a per-image grid and padding. The padded
+    patches are masked out of every attention (as keys) and of the pool, so they cannot change
+    the real patches' states: :meth:`prepare` keeps the real patches only and returns them
+    re-assembled as an ordinary image ``[1, 3, rows·p, cols·p]``, and :meth:`stem` cuts it back
+    into the processor's patch order and resizes the position embeddings to that grid (no
+    padding, no mask), so every method treats NaFlex pixels like any other ViT's.
+
+    Args:
+        model: A :class:`dualex.DualEncoder` made by :func:`wrap_hf` (or the builtin model).
+
+    Raises:
+        VisionAccessError: for a tower that is not a transformers vision tower, or a SigLIP
+            vision model without its pooling head.
+    """
+
+    def __init__(self, model: Any) -> None:
+        tb = model.tower_b
+        if not isinstance(tb, HFImageTower):
+            raise VisionAccessError(f"{model.name!r} has no transformers vision tower")
+        m = tb.model
+        self.hf, self.vm, self.naflex = m, m.vision_model, tb.naflex
+        kind = "hf-siglip2" if tb.naflex else f"hf-{tb.family}"
+        super().__init__(
+            model,
+            resolve(m, TOWERS["image"].blocks),
+            kind=kind,
+            prefix=1 if tb.family == "clip" else 0,
+            patch=(tb.patch, tb.patch),
+            dtype=next(m.parameters()).dtype,
+        )
+        if tb.family == "siglip":
+            if getattr(self.vm, "head", None) is None:
+                raise VisionAccessError(f"{kind}: this vision model has no pooling head")
+            self.pooling = "attention-pool"
+            self.mha = check_mha(self.vm.head.attention, f"{kind} pooling head")
+
+    def prepare(self, image: Any) -> tuple[Tensor, ImagePositions]:
+        if not self.naflex:
+            return super().prepare(image)
+        inp = self.model.tower_b.prepare(image)
+        rows, cols = inp.positions.grid
+        n, p = rows * cols, self.patch[0]
+        mask = inp.data["pixel_attention_mask"][0]
+        if not bool(mask[:n].all()) or bool(mask[n:].any()):
+            raise VisionAccessError("SigLIP-2 input: its patch mask does not match its grid")
+        patches = inp.data["pixel_values"][0, :n].to(self.dtype)  # [n, p·p·3], (pr, pc, c)
+        img = patches.reshape(rows, cols, p, p, -1).permute(4, 0, 2, 1, 3)
+        return img.reshape(1, -1, rows * p, cols * p), inp.positions
+
+    def stem(self, pixels: Tensor) -> Tensor:
+        emb = self.vm.embeddings
+        if self.naflex:
+            B, C, H, W = pixels.shape
+            p = self.patch[0]
+            rows, cols = H // p, W // p
+            x = pixels.reshape(B, C, rows, p, cols, p).permute(0, 2, 4, 3, 5, 1)
+            shapes = torch.tensor([[rows, cols]] * B, device=pixels.device)
+            return emb(x.reshape(B, rows * cols, p * p * C), shapes)
+        x = emb(pixels)
+        pre = getattr(self.vm, "pre_layrnorm", None)  # CLIP only
+        return pre(x) if pre is not None else x
+
+    def norm1(self, block: nn.Module, x: Tensor) -> Tensor:
+        return block.layer_norm1(x)
+
+    def attention(self, block: nn.Module, y: Tensor) -> Attention:
+        a = block.self_attn
+        h = int(a.num_heads)
+        q, k, v = (split_heads(f(y), h) for f in (a.q_proj, a.k_proj, a.v_proj))
+        return Attention(q=q, k=k, v=v, probs=softmax_probs(q, k, float(a.scale)))
+
+    def merge(self, block: nn.Module, o: Tensor) -> Tensor:
+        return block.self_attn.out_proj(merge_heads(o))
+
+    def mlp(self, block: nn.Module, x: Tensor) -> Tensor:
+        return block.mlp(block.layer_norm2(x))
+
+    def project(self, pooled: Tensor) -> Tensor:
+        if self.pooling == "attention-pool":
+            return pooled  # SigLIP's embedding is the pool's output
+        return self.hf.visual_projection(self.vm.post_layernorm(pooled))
+
+    def pool_attention(self, x: Tensor) -> Attention:
+        if self.pooling != "attention-pool":
+            return super().pool_attention(x)
+        y = self.vm.post_layernorm(x)
+        probe = self.vm.head.probe.expand(y.shape[0], -1, -1).to(y.dtype)
+        return mha_attention(self.mha, probe, y)
+
+    def pool_values(self, tokens: Tensor) -> Tensor:
+        if self.pooling != "attention-pool":
+            return super().pool_values(tokens)
+        y = self.vm.post_layernorm(tokens).unsqueeze(1)  # [N, 1, D]
+        return mha_attention(self.mha, y, y).v  # [N, heads, 1, hd]
+
+    def pool_finish(self, o: Tensor) -> Tensor:
+        if self.pooling != "attention-pool":
+            return super().pool_finish(o)
+        head = self.vm.head
+        z = mha_merge(self.mha, o)
+        z = z + head.mlp(head.layernorm(z))
+        return z[:, 0]
+
+
+def vision_access(model: Any) -> HFVisionAccess:
+    """The :class:`~dualex.towers.access.VisionAccess` of a transformers CLIP / SigLIP /
+    SigLIP-2 vision tower (CLIP: CLS readout; SigLIP, SigLIP-2: attention pool).
+
+    Args:
+        model: A :class:`dualex.DualEncoder` made by :func:`wrap_hf` (or the builtin model).
+    """
+    return HFVisionAccess(model)
+
+
+FAMILY = replace(FAMILY, vision_access=vision_access)

@@ -446,3 +446,70 @@ FAMILY = Family(
     towers=TOWERS,
     requires=("clip-anytorch",),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# attention access (dualex.towers.access) for attention-based first-order methods; kept apart
+# from the towers above (its imports are here so this section stays self-contained)
+# ---------------------------------------------------------------------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+from torch import Tensor  # noqa: E402
+
+from dualex.towers.access import MHABlockAccess, VisionAccessError  # noqa: E402
+
+
+class OpenAIViTAccess(MHABlockAccess):
+    """The clip package's ``VisionTransformer`` (sequence-first ``nn.MultiheadAttention`` blocks;
+    q, k, v are computed here from ``in_proj_weight`` on batch-first states). The package's
+    LayerNorm runs in float32 whatever the model's dtype, so the manual forward matches the
+    model to float32 precision.
+
+    Args:
+        model: A :class:`dualex.DualEncoder` made by :func:`wrap_openai` with a ViT image tower.
+    """
+
+    def __init__(self, model: Any) -> None:
+        v = model.module.visual
+        self.visual = v
+        p = v.conv1.kernel_size
+        super().__init__(
+            model,
+            v.transformer.resblocks,
+            kind="openai-vit",
+            prefix=1,
+            patch=(int(p[0]), int(p[1])),
+            dtype=v.conv1.weight.dtype,
+        )
+        self.check_blocks()
+
+    def stem(self, pixels: Tensor) -> Tensor:
+        v = self.visual
+        x = v.conv1(pixels.to(self.dtype))  # [B, width, rows, cols]
+        B, W = x.shape[:2]
+        x = x.reshape(B, W, -1).permute(0, 2, 1)
+        cls = v.class_embedding.to(x.dtype).expand(B, 1, W)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        return v.ln_pre(x)
+
+    def project(self, pooled: Tensor) -> Tensor:
+        return self.visual.ln_post(pooled) @ self.visual.proj
+
+
+def vision_access(model: Any) -> OpenAIViTAccess:
+    """The :class:`~dualex.towers.access.VisionAccess` of an OpenAI clip ViT image tower.
+
+    Raises:
+        VisionAccessError: for a ModifiedResNet image tower (a CNN has no attention blocks).
+    """
+    visual = model.module.visual
+    if not (hasattr(visual, "transformer") and hasattr(visual, "class_embedding")):
+        raise VisionAccessError(
+            f"{model.name!r}: its image tower ({type(visual).__name__}) is not a ViT; attention "
+            "access needs the clip package's VisionTransformer"
+        )
+    return OpenAIViTAccess(model)
+
+
+FAMILY = replace(FAMILY, vision_access=vision_access)

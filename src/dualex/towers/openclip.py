@@ -552,3 +552,218 @@ FAMILY = Family(
     towers=TOWERS,
     requires=("open_clip_torch",),
 )
+
+
+# ---------------------------------------------------------------------------------------------
+# attention access (dualex.towers.access) for attention-based first-order methods; kept apart
+# from the towers above (its imports are here so this section stays self-contained)
+# ---------------------------------------------------------------------------------------------
+
+from dataclasses import replace  # noqa: E402
+
+from dualex.towers.access import (  # noqa: E402
+    Attention,
+    MHABlockAccess,
+    VisionAccess,
+    VisionAccessError,
+    merge_heads,
+    softmax_probs,
+)
+
+
+class OpenClipViTAccess(MHABlockAccess):
+    """open_clip's ``VisionTransformer`` read at its CLS token (``pool_type="tok"``, no
+    attentional pooler).
+
+    Args:
+        model: A :class:`dualex.DualEncoder` made by :func:`wrap_openclip`.
+
+    Raises:
+        VisionAccessError: for an attentional pooler (CoCa) or average pooling, or blocks that are
+            not CLIP residual attention blocks.
+    """
+
+    def __init__(self, model: Any) -> None:
+        v = model.module.visual
+        self.visual = v
+        if getattr(v, "attn_pool", None) is not None or getattr(v, "pool_type", "tok") != "tok":
+            raise VisionAccessError(
+                "openclip-vit: attention access supports ViTs read at the CLS token "
+                f"(pool_type 'tok', no attentional pooler), not pool_type "
+                f"{getattr(v, 'pool_type', '?')!r}"
+            )
+        p = v.conv1.kernel_size
+        super().__init__(
+            model,
+            v.transformer.resblocks,
+            kind="openclip-vit",
+            prefix=1,
+            patch=(int(p[0]), int(p[1])),
+            dtype=v.conv1.weight.dtype,
+        )
+        self.check_blocks()
+
+    def stem(self, pixels: Tensor) -> Tensor:
+        v = self.visual
+        x = v.conv1(pixels.to(self.dtype))  # [B, width, rows, cols]
+        B, W = x.shape[:2]
+        x = x.reshape(B, W, -1).permute(0, 2, 1)
+        cls = v.class_embedding.to(x.dtype).expand(B, 1, W)
+        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
+        return v.ln_pre(v.patch_dropout(x))
+
+    def project(self, pooled: Tensor) -> Tensor:
+        return project_rows(self.visual.ln_post(pooled), self.visual.proj)
+
+
+class TimmViTAccess(VisionAccess):
+    """A timm ``VisionTransformer`` trunk inside open_clip's ``TimmModel`` (SigLIP in open_clip:
+    ``global_pool="map"``, an ``AttentionPoolLatent`` head; or a CLS-token trunk).
+
+    The trunk's final norm is applied inside :meth:`pool_attention` / :meth:`pool_values` (the
+    attention pool) or :meth:`project` (CLS); :meth:`project` then runs the trunk's ``fc_norm``
+    and head and open_clip's own head (projection).
+
+    Args:
+        model: A :class:`dualex.DualEncoder` made by :func:`wrap_openclip`.
+
+    Raises:
+        VisionAccessError: for blocks other than timm's pre-norm ``Block`` with a fused-qkv
+            ``Attention`` (no gate, no RoPE), a pool with position embeddings, or a pooling other
+            than the attention pool or the CLS token.
+    """
+
+    def __init__(self, model: Any) -> None:
+        visual = model.module.visual
+        trunk = visual.trunk
+        self.visual, self.trunk = visual, trunk
+        p = trunk.patch_embed.patch_size
+        p = (p, p) if isinstance(p, int) else tuple(p)
+        super().__init__(
+            model,
+            trunk.blocks,
+            kind="openclip-timm",
+            prefix=int(getattr(trunk, "num_prefix_tokens", 0)),
+            patch=(int(p[0]), int(p[1])),
+            dtype=next(trunk.parameters()).dtype,
+        )
+        for i, b in enumerate(self.blocks):
+            a = getattr(b, "attn", None)
+            ok = all(hasattr(b, n) for n in ("norm1", "norm2", "mlp")) and hasattr(a, "qkv")
+            if not ok or getattr(a, "gate", None) is not None or hasattr(b, "rope"):
+                raise VisionAccessError(
+                    f"openclip-timm: block {i} ({type(b).__name__}) is not a pre-norm timm Block "
+                    "with a fused-qkv Attention"
+                )
+        self.ap = getattr(trunk, "attn_pool", None)
+        if self.ap is not None:
+            if getattr(self.ap, "pos_embed", None) is not None or self.ap.pool not in (
+                "token",
+                "avg",
+            ):
+                raise VisionAccessError(
+                    "openclip-timm: attention pools with position embeddings or without a "
+                    "token/avg readout are not supported"
+                )
+            self.pooling = "attention-pool"
+            self.pool_prefix = bool(getattr(trunk, "pool_include_prefix", False))
+        elif getattr(trunk, "global_pool", "") == "token" and self.prefix >= 1:
+            self.pooling = "cls"
+        else:
+            raise VisionAccessError(
+                "openclip-timm: attention access supports an attention-pool ('map') or CLS "
+                f"('token') readout, not global_pool {getattr(trunk, 'global_pool', '?')!r}"
+            )
+
+    def stem(self, pixels: Tensor) -> Tensor:
+        t = self.trunk
+        x = t._pos_embed(t.patch_embed(pixels.to(self.dtype)))
+        return t.norm_pre(t.patch_drop(x))
+
+    def norm1(self, block: nn.Module, x: Tensor) -> Tensor:
+        return block.norm1(x)
+
+    def attention(self, block: nn.Module, y: Tensor) -> Attention:
+        a = block.attn
+        B, N, _ = y.shape
+        h = int(a.num_heads)
+        qkv = a.qkv(y).reshape(B, N, 3, h, -1).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = a.q_norm(q), a.k_norm(k)
+        return Attention(q=q, k=k, v=v, probs=softmax_probs(q, k, float(a.scale)))
+
+    def merge(self, block: nn.Module, o: Tensor) -> Tensor:
+        a = block.attn
+        x = merge_heads(o)
+        norm = getattr(a, "norm", None)
+        x = a.proj(norm(x) if norm is not None else x)
+        return block.ls1(x)
+
+    def mlp(self, block: nn.Module, x: Tensor) -> Tensor:
+        return block.ls2(block.mlp(block.norm2(x)))
+
+    def project(self, pooled: Tensor) -> Tensor:
+        t = self.trunk
+        if self.pooling == "cls":
+            pooled = t.norm(pooled)
+        return self.visual.head(t.head(t.head_drop(t.fc_norm(pooled))))
+
+    def _kv(self, tokens: Tensor) -> tuple[Tensor, Tensor]:
+        ap = self.ap
+        B, N, _ = tokens.shape
+        kv = ap.kv(tokens).reshape(B, N, 2, ap.num_heads, ap.head_dim).permute(2, 0, 3, 1, 4)
+        k, v = kv.unbind(0)
+        return ap.k_norm(k), v
+
+    def pool_attention(self, x: Tensor) -> Attention:
+        if self.pooling != "attention-pool":
+            return super().pool_attention(x)
+        ap = self.ap
+        first = 0 if self.pool_prefix else self.prefix
+        tokens = self.trunk.norm(x)[:, first:]
+        B = tokens.shape[0]
+        latent = ap.latent.expand(B, -1, -1).to(tokens.dtype)
+        q = ap.q(latent).reshape(B, ap.latent_len, ap.num_heads, ap.head_dim).transpose(1, 2)
+        q = ap.q_norm(q)
+        k, v = self._kv(tokens)
+        return Attention(q=q, k=k, v=v, probs=softmax_probs(q, k, float(ap.scale)), first_key=first)
+
+    def pool_values(self, tokens: Tensor) -> Tensor:
+        if self.pooling != "attention-pool":
+            return super().pool_values(tokens)
+        v = self._kv(self.trunk.norm(tokens).unsqueeze(1))[1]  # [N, heads, 1, hd]
+        return v.expand(-1, -1, self.ap.latent_len, -1)
+
+    def pool_finish(self, o: Tensor) -> Tensor:
+        if self.pooling != "attention-pool":
+            return super().pool_finish(o)
+        ap = self.ap
+        z = ap.proj_drop(ap.proj(merge_heads(o)))
+        if ap.mlp is not None:
+            z = z + ap.mlp(ap.norm(z))
+        return z[:, 0] if ap.pool == "token" else z.mean(1)
+
+
+def vision_access(model: Any) -> VisionAccess:
+    """The :class:`~dualex.towers.access.VisionAccess` of an open_clip image tower.
+
+    Args:
+        model: A :class:`dualex.DualEncoder` made by :func:`wrap_openclip`.
+
+    Raises:
+        VisionAccessError: for a ModifiedResNet (a CNN has no attention blocks to open) or an
+            unsupported ViT variant.
+    """
+    visual = model.module.visual
+    if hasattr(visual, "transformer") and hasattr(visual, "conv1"):
+        return OpenClipViTAccess(model)
+    trunk = getattr(visual, "trunk", None)
+    if trunk is not None and hasattr(trunk, "blocks") and hasattr(trunk, "patch_embed"):
+        return TimmViTAccess(model)
+    raise VisionAccessError(
+        f"{model.name!r}: its image tower ({type(visual).__name__}) is not a ViT; attention "
+        "access needs open_clip's VisionTransformer or a timm ViT trunk"
+    )
+
+
+FAMILY = replace(FAMILY, vision_access=vision_access)

@@ -70,6 +70,9 @@ class Family:
         load: ``(rest_of_spec, **kwargs) -> DualEncoder`` or ``None`` if the family has no spec.
         towers: Declarative description of each tower variant (``"text"``, ``"image-vit"``...).
         requires: Python packages the family needs, for messages.
+        vision_access: ``DualEncoder -> VisionAccess`` opening the family's ViT image tower up
+            for attention-based methods (:mod:`dualex.towers.access`; it raises
+            ``VisionAccessError`` for towers it cannot open, e.g. CNNs), or ``None``.
     """
 
     name: str
@@ -81,6 +84,7 @@ class Family:
     load: Callable[..., Any] | None = None
     towers: dict[str, TowerDescription] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
+    vision_access: Callable[[Any], Any] | None = None
 
 
 FAMILY_MODULES = (
