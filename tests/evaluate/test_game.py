@@ -183,3 +183,31 @@ def test_text_text_models_and_bad_input_raise(clip64, image):
         g.value(np.ones((2, 3), bool))
     with pytest.raises(SettingError, match="text_absent"):
         PairGame(clip64, image, CAPTION, text_absent="drop")
+
+
+def test_naflex_patch_rows_and_align_feature_map_cells():
+    from tests.conftest import random_image
+    from tests.towers.test_align import _processor, _tokenizer, tiny_align_model
+    from tests.towers.test_registry import _tiny_siglip2
+
+    m, tok, proc = _tiny_siglip2()
+    naflex = dualex.wrap(m, tokenizer=tok, image_processor=proc)
+    wide = random_image(w=100, h=30, seed=4)  # a 2 x 7 grid and 2 padding rows
+    g = PairGame(naflex, wide, CAPTION)
+    pos = g.image_positions
+    assert pos.suffix_count > 0 and g.n_image == pos.grid[0] * pos.grid[1]
+    px = g._image_batch(torch.tensor([[False] + [True] * (g.n_image - 1)]))["pixel_values"][0]
+    orig = g._image_data["pixel_values"][0]
+    assert torch.equal(px[0], torch.zeros_like(px[0])) and torch.equal(px[1:], orig[1:])
+    px = g._image_batch(torch.zeros(1, g.n_image, dtype=torch.bool))["pixel_values"][0]
+    assert torch.equal(px[-2:], orig[-2:]), "padding rows are left as they are"
+    full = g.value(np.ones((1, g.n_players), bool))[0]
+    assert full == pytest.approx(dualex.explain(naflex, CAPTION, wide).score, abs=1e-5)
+
+    align = dualex.wrap(tiny_align_model(), tokenizer=_tokenizer(), image_processor=_processor())
+    image = random_image()
+    g = PairGame(align, image, CAPTION)
+    assert g.image_positions.grid == align.tower_b.prepare(image).positions.grid
+    assert bool(g._region_masks.sum(0).eq(1).all()), "the cells tile the input exactly once"
+    full = g.value(np.ones((1, g.n_players), bool))[0]
+    assert full == pytest.approx(dualex.explain(align, CAPTION, image).score, abs=1e-5)
