@@ -35,8 +35,9 @@ A side with ``2^n ≤`` its share of the budget is enumerated: every coalition, 
 ``w = p^|S| (1 − p)^(n−|S|)``, ``x̃ = s − p`` (exact expectations). Otherwise its coalitions are
 sampled i.i.d., ``w = 1/K`` and ``x̃ = (s − s̄) · K/(K − 1)`` (centred by the sample mean): centring
 removes each side's main effect from the other's noise, and the factor ``K/(K − 1)`` makes it
-exactly unbiased (it equals centring each sample by the leave-one-out mean of the others, which
-is independent of it). Each factor is unbiased and the sides are independent, so ``I``,
+exactly unbiased: ``Σ_a (s_a − s̄) g_a / (K − 1) = Σ_a (g_a − ḡ_{−a}) x_a / K`` with ``ḡ_{−a}``
+the mean of the other samples' values, which is independent of sample ``a``, and
+``E[x_a] = 0``. Each factor is unbiased and the sides are independent, so ``I``,
 ``b_text``, ``b_image`` and ``e`` are unbiased; when both sides are enumerated they are exact.
 
 **Budget.** ``budget`` counts model evaluations for the sampled coalitions: tower forward passes,
