@@ -1,9 +1,10 @@
 """Cross-check of dualex's interactions with Shapley interactions computed by shapiq.
 
-The game: players are the caption's words and a ``g × g`` grid of image regions (groups of
-patches); the value of a coalition is the model's similarity when every word outside it is
-replaced by the reference token (id 0, the exCLIP reference's filler) and every region outside
-it by the reference image (all zeros in normalised pixel space, the dataset-mean colour). The
+The game (a :class:`dualex.evaluate.game.PairGame`): players are the caption's words and a
+``g × g`` grid of image regions (groups of patches); the value of a coalition is the model's
+similarity when every word outside it is replaced by the text reference's filler token (CLIP: id
+0, the exCLIP reference's filler) and every region outside it by the reference image (all zeros
+in normalised pixel space, the dataset-mean colour). The
 pairwise (word, region) Shapley interactions (k-SII of order 2, whose pairs equal SII) are
 computed exactly when the game is small (``n ≤ exact_max`` players) and by shapiq's
 KernelSHAPIQ approximator otherwise. dualex's matrix is aggregated to the same words × regions
@@ -24,10 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor
 
 from dualex.errors import InvalidInputError, SettingError
+from dualex.evaluate.game import PairGame, all_coalitions
+from dualex.evaluate.game import region_groups as game_regions
 
 __all__ = [
     "CrossCheck",
@@ -62,15 +64,9 @@ def word_groups(text: Any) -> tuple[list[str], list[list[int]]]:
 
 
 def region_groups(grid: tuple[int, int], g: int = 4, prefix: int = 0) -> list[list[int]]:
-    """Patch positions (matrix columns) of a ``g × g`` partition of the grid, row-major."""
-    rows, cols = grid
-    r_parts = np.array_split(np.arange(rows), min(g, rows))
-    c_parts = np.array_split(np.arange(cols), min(g, cols))
-    return [
-        [prefix + int(r) * cols + int(c) for r in rp for c in cp]
-        for rp in r_parts
-        for cp in c_parts
-    ]
+    """Patch positions (matrix columns) of a ``g × g`` partition of the grid, row-major (the
+    regions of :func:`dualex.evaluate.game.region_groups`, shifted by the prefix)."""
+    return [[prefix + k for k in group] for group in game_regions(tuple(grid), (g, g))]
 
 
 def aggregate(
@@ -224,14 +220,14 @@ def clip_crosscheck(
     batch: int = 512,
     seed: int = 0,
 ) -> CrossCheck:
-    """Shapley cross-check of one caption–image pair of an HF CLIP model (see module docstring).
+    """Shapley cross-check of one caption–image pair (see module docstring).
 
     dualex runs with the game's own references by default (``"pad"``: every word replaced by
-    token 0 in place; ``"zeros"``: the mean image), so the empty coalition is exactly dualex's
-    reference input and the grand coalition its input.
+    the filler token in place; ``"zeros"``: the mean image), so the empty coalition is exactly
+    dualex's reference input and the grand coalition its input.
 
     Args:
-        model: A dualex-wrapped HF CLIPModel.
+        model: An image–text dual encoder (any model :func:`dualex.wrap` accepts).
         caption: The caption.
         image: The image.
         grid: Regions per side (``grid × grid`` image players).
@@ -250,59 +246,33 @@ def clip_crosscheck(
         A :class:`CrossCheck`.
     """
     import dualex
-    from dualex.evaluate.baselines._clip import ClipVision
 
-    cv = ClipVision(model)
+    model = dualex.wrap(model)
     aggs: dict[str, np.ndarray] = {}
     words: list[str] = []
     regions: list[list[int]] = []
     for layer in layers:
-        ex = dualex.explain(
-            cv.model, caption, image, layers=layer, steps=steps, reference=reference
-        )
+        ex = dualex.explain(model, caption, image, layers=layer, steps=steps, reference=reference)
         m, text, pos = ex.text_image()
         words, w_rows = word_groups(text)
         regions = region_groups(pos.grid, grid, prefix=pos.prefix)
         aggs[f"L{ex.layers[1]}"] = aggregate(m, w_rows, regions)
 
-    t_inp = cv.text_tower.prepare(caption)
-    ids = t_inp.data["input_ids"]
-    mask = t_inp.data.get("attention_mask")
-    pixels, _ = cv.prepare(image)
-    patch = cv.image_tower.patch
-    cols = pos.grid[1]
-    pix_masks = torch.zeros(len(regions), *pixels.shape[-2:], dtype=torch.bool)
-    for r, group in enumerate(regions):
-        for p in group:
-            i, j = divmod(p - pos.prefix, cols)
-            pix_masks[r, i * patch : (i + 1) * patch, j * patch : (j + 1) * patch] = True
-    nw = len(words)
-
-    def value(coalitions: np.ndarray) -> np.ndarray:
-        out = []
-        for start in range(0, len(coalitions), batch):
-            c = torch.from_numpy(coalitions[start : start + batch])
-            B = len(c)
-            tid = ids.repeat(B, 1)
-            for w, rows in enumerate(w_rows):
-                off = ~c[:, w]
-                for r in rows:
-                    tid[off, r] = 0
-            keep = (c[:, nw:].to(torch.float64) @ pix_masks.flatten(1).to(torch.float64)) > 0
-            px = pixels.repeat(B, 1, 1, 1) * keep.view(B, 1, *pixels.shape[-2:]).to(pixels.dtype)
-            with torch.no_grad():
-                data = {"input_ids": tid}
-                if mask is not None:
-                    data["attention_mask"] = mask.repeat(B, 1)
-                et = cv.text_tower.encode(data).double()
-                ei = cv.image_tower.encode({"pixel_values": px}).double()
-            out.append(((et * ei).sum(1) / et.norm(dim=1) / ei.norm(dim=1)).numpy())
-        return np.concatenate(out)
-
+    game = PairGame(
+        model,
+        image,
+        caption,
+        grid=(grid, grid),
+        batch_size=batch,
+        image_reference="zeros",
+        text_groups=w_rows,
+    )
+    nw = game.n_text
+    value = game.value
     nr = len(regions)
     if method == "factorised" and (1 << (nw + nr)) <= FACTORISED_MAX:
         shap, exact = (
-            factorised_sii(_value_table(cv, ids, mask, w_rows, pixels, pix_masks, batch)),
+            factorised_sii(game.value_table(all_coalitions(nw), all_coalitions(nr))),
             True,
         )
     elif method in ("factorised", "shapiq"):
@@ -322,40 +292,3 @@ def clip_crosscheck(
         self_spearman=self_rho,
         grid=grid,
     )
-
-
-def _value_table(
-    cv: Any,
-    ids: Tensor,
-    mask: Tensor | None,
-    w_rows: Sequence[Sequence[int]],
-    pixels: Tensor,
-    pix_masks: Tensor,
-    batch: int,
-) -> np.ndarray:
-    """``[2^words, 2^regions]`` cosines of every text coalition with every image coalition."""
-    nw, nr = len(w_rows), len(pix_masks)
-    emb_t = []
-    for start in range(0, 1 << nw, batch):
-        ts = torch.arange(start, min(start + batch, 1 << nw))
-        tid = ids.repeat(len(ts), 1)
-        for w, rows in enumerate(w_rows):
-            off = (ts >> w) & 1 == 0
-            for r in rows:
-                tid[off, r] = 0
-        data = {"input_ids": tid}
-        if mask is not None:
-            data["attention_mask"] = mask.repeat(len(ts), 1)
-        with torch.no_grad():
-            emb_t.append(cv.text_tower.encode(data).double())
-    emb_i = []
-    flat = pix_masks.flatten(1).to(torch.float64)
-    for start in range(0, 1 << nr, batch):
-        rs = torch.arange(start, min(start + batch, 1 << nr))
-        bits = ((rs[:, None] >> torch.arange(nr)[None, :]) & 1).to(torch.float64)
-        keep = (bits @ flat > 0).view(len(rs), 1, *pixels.shape[-2:]).to(pixels.dtype)
-        with torch.no_grad():
-            emb_i.append(cv.image_tower.encode({"pixel_values": pixels * keep}).double())
-    et, ei = torch.cat(emb_t), torch.cat(emb_i)
-    et, ei = et / et.norm(dim=1, keepdim=True), ei / ei.norm(dim=1, keepdim=True)
-    return (et @ ei.T).numpy()
