@@ -92,6 +92,7 @@ __all__ = [
     "BanzhafTerms",
     "Design",
     "banzhaf",
+    "check_budget",
     "cross_banzhaf",
     "design",
     "estimate",
@@ -265,6 +266,12 @@ def estimate(
     dt, di = design(n_text, k_t, p, rng), design(n_image, k_i, p, rng)
     table = torch.as_tensor(np.asarray(value_table(dt.coalitions, di.coalitions)))
     return cross_banzhaf(dt, di, table, torch.eye(len(di.weights), dtype=torch.float64), p)
+
+
+def check_budget(budget: Any) -> None:
+    """Refuse a budget outside ``[MIN_BUDGET, MAX_BUDGET]`` (a :class:`SettingError` naming the
+    bounds), e.g. before a run writes anything."""
+    _check(budget, 0.5)
 
 
 def _check(budget: Any, p: Any) -> None:
