@@ -104,7 +104,12 @@ def r_squared(y: np.ndarray, yhat: np.ndarray, fit: bool = False) -> float:
 
 def _player_terms(attr: Any, game: Any) -> tuple[float, np.ndarray, np.ndarray, np.ndarray] | None:
     """Player-level ``(constant, text [n_t], image [n_i], pairs [n_t, n_i])`` of a second-order
-    attribution with coalition terms, else ``None``."""
+    attribution with coalition terms, else ``None``.
+
+    Positions that are not players (special tokens, CLS, padding) are always present: their
+    terms, and their interactions with the players, fold into the constant and the players'
+    first-order terms.
+    """
     extra = attr.extra
     if attr.matrix is None or "constant" not in extra or attr.units != "score":
         return None
@@ -112,12 +117,16 @@ def _player_terms(attr: Any, game: Any) -> tuple[float, np.ndarray, np.ndarray, 
     m = attr.matrix.detach().double().cpu().numpy()
     ft = np.asarray(extra["first_order_text"], dtype=np.float64).reshape(-1)
     fi = np.asarray(extra["first_order_image"], dtype=np.float64).reshape(-1)
-    tp = list(game.text_players)
+    tp = [int(i) for i in game.text_players]
     groups = [[prefix + int(j) for j in g] for g in game.image_players]
-    a = ft[tp]
-    b = np.array([fi[g].sum() for g in groups])
+    fixed_t = sorted(set(range(m.shape[0])) - set(tp))
+    fixed_i = sorted(set(range(m.shape[1])) - {j for g in groups for j in g})
+    c = float(extra["constant"]) + ft[fixed_t].sum() + fi[fixed_i].sum()
+    c += m[np.ix_(fixed_t, fixed_i)].sum()
+    a = ft[tp] + m[np.ix_(tp, fixed_i)].sum(1)
+    b = np.array([fi[g].sum() + m[np.ix_(fixed_t, g)].sum() for g in groups])
     pairs = np.stack([m[tp][:, g].sum(1) for g in groups], axis=1)
-    return float(extra["constant"]), a, b, pairs
+    return float(c), a, b, pairs
 
 
 def _image_scores(attr: Any, game: Any) -> np.ndarray:
