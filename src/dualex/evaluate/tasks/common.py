@@ -9,7 +9,7 @@ caption or the mention's phrase, as the variant says.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +22,7 @@ __all__ = [
     "EvalSettings",
     "Variant",
     "base_row",
+    "each_mention",
     "mention_attributions",
     "n_objects",
     "variants",
@@ -196,3 +197,29 @@ def mention_attributions(
     for key, a in zip(keys, found, strict=True):
         out[key] = (a, None)
     return out
+
+
+def each_mention(
+    model: Any,
+    group: Sequence[tuple[int, Sample]],
+    settings: EvalSettings,
+    skip: Any,
+) -> Iterator[tuple[Variant, int, Sample, int, Found]]:
+    """Every (variant, mention) of a group that ``skip`` does not rule out, with its attribution.
+
+    Yields:
+        ``(variant, stream index, sample, mention index, (attribution or error, span))`` in
+        variant, then sample, then mention order.
+    """
+    for variant in variants(settings):
+        wanted = {
+            (j, k)
+            for j, (i, s) in enumerate(group)
+            for k in range(len(s.mentions))
+            if not skip(variant.label, base_row(s, i)["sample_id"], k)
+        }
+        if not wanted:
+            continue
+        found = mention_attributions(model, group, variant, settings, wanted)
+        for (j, k), item in sorted(found.items(), key=lambda kv: kv[0]):
+            yield variant, group[j][0], group[j][1], k, item

@@ -24,8 +24,7 @@ from dualex.evaluate.tasks.common import (
     NAN,
     EvalSettings,
     base_row,
-    mention_attributions,
-    variants,
+    each_mention,
 )
 
 __all__ = ["KEY", "METRICS", "grid_rows", "summary"]
@@ -61,54 +60,43 @@ def grid_rows(
     if not group:
         return rows
     image_pos = model.tower_b.prepare(group[0][1].image).positions
-    for variant in variants(settings):
-        wanted = {
-            (j, k)
-            for j, (i, s) in enumerate(group)
-            for k in range(len(s.mentions))
-            if not skip(variant.label, base_row(s, i)["sample_id"], k)
-        }
-        if not wanted:
-            continue
-        found = mention_attributions(model, group, variant, settings, wanted)
-        for (j, k), (attr, span) in sorted(found.items()):
-            idx, s = group[j]
-            base = base_row(s, idx)
-            mention = s.mentions[k]
-            row = dict(
-                base,
-                method=variant.label,
-                mention=k,
-                label=mention.label,
-                phrase=s.caption[slice(*mention.span)],
-                text_input=variant.text_input,
-                objects=base["n_objects"],
-                mass_ratio=NAN,
-                sign_ratio=NAN,
-                pointing=NAN,
-                seconds=NAN,
-                steps=-1,
-                score=NAN,
-                completeness=NAN,
-                error="",
+    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, skip):
+        base = base_row(s, idx)
+        mention = s.mentions[k]
+        row = dict(
+            base,
+            method=variant.label,
+            mention=k,
+            label=mention.label,
+            phrase=s.caption[slice(*mention.span)],
+            text_input=variant.text_input,
+            objects=base["n_objects"],
+            mass_ratio=NAN,
+            sign_ratio=NAN,
+            pointing=NAN,
+            seconds=NAN,
+            steps=-1,
+            score=NAN,
+            completeness=NAN,
+            error="",
+        )
+        try:
+            if isinstance(attr, DualexError):
+                raise attr
+            hm = attr.map_for(span)
+            inside = mt.box_mask(image_pos, list(mention.boxes))
+            row.update(
+                mass_ratio=mt.mass_ratio(hm, inside),
+                sign_ratio=mt.sign_ratio(hm, inside),
+                pointing=mt.pointing_game(hm, list(mention.boxes), image_pos),
+                seconds=attr.seconds,
+                steps=attr.steps,
+                score=attr.score,
+                completeness=attr.completeness,
             )
-            try:
-                if isinstance(attr, DualexError):
-                    raise attr
-                hm = attr.map_for(span)
-                inside = mt.box_mask(image_pos, list(mention.boxes))
-                row.update(
-                    mass_ratio=mt.mass_ratio(hm, inside),
-                    sign_ratio=mt.sign_ratio(hm, inside),
-                    pointing=mt.pointing_game(hm, list(mention.boxes), image_pos),
-                    seconds=attr.seconds,
-                    steps=attr.steps,
-                    score=attr.score,
-                    completeness=attr.completeness,
-                )
-            except DualexError as err:
-                row["error"] = str(err)
-            rows.append(row)
+        except DualexError as err:
+            row["error"] = str(err)
+        rows.append(row)
     return rows
 
 

@@ -20,8 +20,7 @@ from dualex.evaluate.tasks.common import (
     NAN,
     EvalSettings,
     base_row,
-    mention_attributions,
-    variants,
+    each_mention,
 )
 
 __all__ = ["KEY", "grounding_rows"]
@@ -60,64 +59,53 @@ def grounding_rows(
     if not group:
         return rows
     image_pos = model.tower_b.prepare(group[0][1].image).positions
-    for variant in variants(settings):
-        wanted = {
-            (j, k)
-            for j, (i, s) in enumerate(group)
-            for k in range(len(s.mentions))
-            if not skip(variant.label, base_row(s, i)["sample_id"], k)
-        }
-        if not wanted:
-            continue
-        found = mention_attributions(model, group, variant, settings, wanted)
-        for (j, k), (attr, span) in sorted(found.items()):
-            idx, s = group[j]
-            base = base_row(s, idx)
-            mention = s.mentions[k]
-            boxes = mt.mention_targets(mention)
-            mask = mt.box_mask(image_pos, boxes)
-            row = dict(
-                base,
-                method=variant.label,
-                mention=k,
-                label=mention.label,
-                phrase=s.caption[slice(*mention.span)],
-                text_input=variant.text_input,
-                n_boxes=len(boxes),
-                pointing=NAN,
-                energy=NAN,
-                text_pointing=NAN,
-                text_energy=NAN,
-                steps=-1,
-                completeness=NAN,
-                score=NAN,
-                error="",
+    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, skip):
+        base = base_row(s, idx)
+        mention = s.mentions[k]
+        boxes = mt.mention_targets(mention)
+        mask = mt.box_mask(image_pos, boxes)
+        row = dict(
+            base,
+            method=variant.label,
+            mention=k,
+            label=mention.label,
+            phrase=s.caption[slice(*mention.span)],
+            text_input=variant.text_input,
+            n_boxes=len(boxes),
+            pointing=NAN,
+            energy=NAN,
+            text_pointing=NAN,
+            text_energy=NAN,
+            steps=-1,
+            completeness=NAN,
+            score=NAN,
+            error="",
+        )
+        try:
+            if isinstance(attr, DualexError):
+                raise attr
+            if not mask.any():
+                raise SettingError("no patch of the model's crop lies in the boxes")
+            hm = attr.map_for(span)
+            row["pointing"] = mt.pointing_game(hm, boxes, image_pos)
+            row["energy"] = mt.energy_in_box(hm, boxes, image_pos)
+            row.update(
+                steps=attr.steps,
+                completeness=attr.completeness,
+                score=attr.score,
             )
-            try:
-                if isinstance(attr, DualexError):
-                    raise attr
-                if not mask.any():
-                    raise SettingError("no patch of the model's crop lies in the boxes")
-                hm = attr.map_for(span)
-                row["pointing"] = mt.pointing_game(hm, boxes, image_pos)
-                row["energy"] = mt.energy_in_box(hm, boxes, image_pos)
-                row.update(
-                    steps=attr.steps,
-                    completeness=attr.completeness,
-                    score=attr.score,
-                )
-                scores, span_idx, special = None, None, None
-                if attr.matrix is not None and span is not None:
-                    scores = attr.scores_for(_cols(image_pos, mask))
-                    span_idx, special = attr.rows(span), attr.text.special
-                elif variant.method == "random":
-                    text = model.tower_a.prepare(s.caption).positions
-                    span_idx, special = text.span_indices(mention.span), text.special
-                    scores = torch.from_numpy(random_scores(len(text), f"{base['sample_id']}/{k}"))
-                if scores is not None:
-                    row["text_pointing"] = mt.text_pointing(scores, span_idx, special)
-                    row["text_energy"] = mt.text_energy(scores, span_idx, special)
-            except DualexError as err:
-                row["error"] = str(err)
-            rows.append(row)
+            scores, span_idx, special = None, None, None
+            if attr.matrix is not None and span is not None:
+                scores = attr.scores_for(_cols(image_pos, mask))
+                span_idx, special = attr.rows(span), attr.text.special
+            elif variant.method == "random":
+                text = model.tower_a.prepare(s.caption).positions
+                span_idx, special = text.span_indices(mention.span), text.special
+                scores = torch.from_numpy(random_scores(len(text), f"{base['sample_id']}/{k}"))
+            if scores is not None:
+                row["text_pointing"] = mt.text_pointing(scores, span_idx, special)
+                row["text_energy"] = mt.text_energy(scores, span_idx, special)
+        except DualexError as err:
+            row["error"] = str(err)
+        rows.append(row)
     return rows
