@@ -247,5 +247,7 @@ def summary(rows: Iterable[dict[str, Any]], seed: int = 0) -> list[dict[str, Any
     from dualex.evaluate.analysis import group_table
 
     rows = list(rows)
-    table = group_table(rows, by=("method",), metrics=(*METRICS, "seconds"), seed=seed)
+    # n counts the first metric's finite values: r2_fit, which every method has
+    first = ("r2_fit", *[m for m in METRICS if m != "r2_fit"], "seconds")
+    table = group_table(rows, by=("method",), metrics=first, seed=seed)
     return table
