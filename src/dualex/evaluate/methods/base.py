@@ -93,6 +93,9 @@ class Attribution:
             if self.image_map is None:
                 raise SettingError(f"{self.method} returned neither a map nor a matrix")
             return self.image_map.double()
+        explanation = self.extra.get("explanation")
+        if explanation is not None and span is not None:  # dualex: the explanation's own map
+            return explanation.image_map(span).double()
         cols = self.image.patch_slice
         return self.matrix[self.rows(span)].sum(0)[cols].reshape(self.image.grid).double()
 
