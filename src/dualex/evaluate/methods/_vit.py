@@ -34,6 +34,17 @@ def access(model: Any, method: str) -> VisionAccess:
         ) from err
 
 
+def access_check(method: str) -> Any:
+    """A ``Method.check`` that asks the model for its attention access."""
+
+    def check(model: Any) -> None:
+        import dualex
+
+        access(dualex.wrap(model), method)
+
+    return check
+
+
 def grid_map(values: Tensor, pos: ImagePositions) -> Tensor:
     """Per-patch values ``[rows · cols]`` → ``[rows, cols]`` (float64, detached, CPU)."""
     return values.detach().to("cpu").double().reshape(tuple(pos.grid))

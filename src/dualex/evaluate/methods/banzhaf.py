@@ -83,7 +83,12 @@ import torch
 
 from dualex.errors import SettingError
 from dualex.evaluate.game import PairGame, all_coalitions
-from dualex.evaluate.methods.base import Attribution, Method, UnsupportedMethodError
+from dualex.evaluate.methods.base import (
+    Attribution,
+    Method,
+    UnsupportedMethodError,
+    needs_image_tower,
+)
 
 __all__ = [
     "MAX_BUDGET",
@@ -431,5 +436,6 @@ METHOD = Method(
     summary="sampled cross-modal weighted Banzhaf interactions of tokens and image regions "
     "(FIxLIP-like; Baniecki et al. 2025); image–text models",
     run=banzhaf,
+    check=needs_image_tower("banzhaf"),
 )
 """The ``banzhaf`` method."""

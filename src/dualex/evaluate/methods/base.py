@@ -22,7 +22,13 @@ from torch import Tensor
 from dualex.errors import InvalidInputError, SettingError
 from dualex.towers.positions import ImagePositions, TextPositions
 
-__all__ = ["Attribution", "Method", "UnsupportedMethodError", "timed"]
+__all__ = [
+    "Attribution",
+    "Method",
+    "UnsupportedMethodError",
+    "needs_image_tower",
+    "timed",
+]
 
 
 class UnsupportedMethodError(InvalidInputError):
@@ -124,6 +130,8 @@ class Method:
             accepts; ``texts`` a non-empty list of strings.
         text_input: ``"caption"`` when the method explains a whole caption and tasks slice its
             phrases, ``"given"`` when it explains the text it is given as a whole.
+        check: ``check(model)`` raises :class:`UnsupportedMethodError` when the method cannot run
+            on the model (cheap: no explanation is computed); ``None``: any model.
     """
 
     name: str
@@ -132,6 +140,12 @@ class Method:
     run: Callable[..., list[Attribution]]
     families: tuple[str, ...] = ()
     text_input: str = "given"
+    check: Callable[[Any], None] | None = None
+
+    def supports(self, model: Any) -> None:
+        """Raise :class:`UnsupportedMethodError` if the method cannot run on ``model``."""
+        if self.check is not None:
+            self.check(model)
 
     def __call__(
         self, model: Any, image: Any, texts: Sequence[str], **options: Any
@@ -140,6 +154,23 @@ class Method:
         if not texts:
             raise SettingError(f"{self.name}: pass at least one text")
         return self.run(model, image, list(texts), **options)
+
+
+def needs_image_tower(name: str) -> Callable[[Any], None]:
+    """A ``check`` for methods that need an image tower (image–text models)."""
+
+    def check(model: Any) -> None:
+        import dualex
+
+        tower = dualex.wrap(model).tower_b
+        if getattr(tower, "modality", None) != "image":
+            raise UnsupportedMethodError(
+                f"{name} explains an image; {getattr(model, 'name', 'this model')!r} has no image "
+                "tower (it runs on image–text families: builtin, hf, hf-align, openclip, openai, "
+                "custom image towers)"
+            )
+
+    return check
 
 
 def timed(fn: Callable[[], list[Attribution]]) -> list[Attribution]:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from dualex.errors import SettingError
-from dualex.evaluate.methods._vit import VIT_FAMILIES, access, attributions
+from dualex.evaluate.methods._vit import VIT_FAMILIES, access, access_check, attributions
 from dualex.evaluate.methods.base import Attribution, Method, timed
 
 __all__ = ["METHOD", "gae"]
@@ -84,5 +84,6 @@ METHOD = Method(
     "al., ICCV 2021)",
     run=gae,
     families=VIT_FAMILIES,
+    check=access_check("gae"),
 )
 """The ``gae`` method."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from dualex.evaluate.methods._vit import VIT_FAMILIES, access, attributions, minmax
+from dualex.evaluate.methods._vit import VIT_FAMILIES, access, access_check, attributions, minmax
 from dualex.evaluate.methods.base import Attribution, Method, timed
 
 __all__ = ["METHOD", "grad_eclip"]
@@ -81,5 +81,6 @@ METHOD = Method(
     summary="Grad-ECLIP: gradient-weighted values of the readout query (Zhao et al., 2024)",
     run=grad_eclip,
     families=VIT_FAMILIES,
+    check=access_check("gradeclip"),
 )
 """The ``gradeclip`` method."""

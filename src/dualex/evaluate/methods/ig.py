@@ -23,7 +23,13 @@ from torch import Tensor
 
 from dualex.engine.quadrature import nodes_and_weights
 from dualex.evaluate.methods._vit import attributions
-from dualex.evaluate.methods.base import Attribution, Method, UnsupportedMethodError, timed
+from dualex.evaluate.methods.base import (
+    Attribution,
+    Method,
+    UnsupportedMethodError,
+    needs_image_tower,
+    timed,
+)
 from dualex.towers.positions import ImagePositions
 
 __all__ = ["IG_STEPS", "METHOD", "integrated_gradients", "pool_cells"]
@@ -162,5 +168,6 @@ METHOD = Method(
     "(Sundararajan et al., 2017)",
     run=integrated_gradients,
     families=IMAGE_FAMILIES,
+    check=needs_image_tower("ig"),
 )
 """The ``ig`` method."""

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from dualex.errors import SettingError
-from dualex.evaluate.methods._vit import VIT_FAMILIES, access, attributions, minmax
+from dualex.evaluate.methods._vit import VIT_FAMILIES, access, access_check, attributions, minmax
 from dualex.evaluate.methods.base import Attribution, Method, timed
 
 __all__ = ["EMPTY_PROMPT", "METHOD", "START_LAYER", "legrad", "legrad_scores"]
@@ -144,5 +144,6 @@ METHOD = Method(
     summary="LeGrad: gradients of per-layer scores w.r.t. attention (Bousselham et al., ICCV 2025)",
     run=legrad,
     families=VIT_FAMILIES,
+    check=access_check("legrad"),
 )
 """The ``legrad`` method."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from dualex.evaluate.methods._vit import VIT_FAMILIES, access, attributions
+from dualex.evaluate.methods._vit import VIT_FAMILIES, access, access_check, attributions
 from dualex.evaluate.methods.base import Attribution, Method, timed
 
 __all__ = ["METHOD", "maskclip"]
@@ -60,5 +60,6 @@ METHOD = Method(
     summary="MaskCLIP: the last block's value path read per patch (Zhou et al., ECCV 2022)",
     run=maskclip,
     families=VIT_FAMILIES,
+    check=access_check("maskclip"),
 )
 """The ``maskclip`` method."""

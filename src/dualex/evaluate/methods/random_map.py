@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from dualex.evaluate.methods.base import Attribution, Method, UnsupportedMethodError, timed
+from dualex.evaluate.methods.base import (
+    Attribution,
+    Method,
+    UnsupportedMethodError,
+    needs_image_tower,
+    timed,
+)
 
 __all__ = ["METHOD", "random_map", "random_scores"]
 
@@ -78,5 +84,6 @@ METHOD = Method(
     order=1,
     summary="uniform noise on the patch grid: the floor every method must beat",
     run=random_map,
+    check=needs_image_tower("random"),
 )
 """The ``random`` method."""

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from dualex.errors import SettingError
-from dualex.evaluate.methods._vit import VIT_FAMILIES, access, attributions, minmax
+from dualex.evaluate.methods._vit import VIT_FAMILIES, access, access_check, attributions, minmax
 from dualex.evaluate.methods.base import Attribution, Method, timed
 
 __all__ = ["METHOD", "clip_surgery"]
@@ -72,5 +72,6 @@ METHOD = Method(
     summary="CLIP Surgery: value-value attention in the last blocks (Li et al., 2023)",
     run=clip_surgery,
     families=VIT_FAMILIES,
+    check=access_check("surgery"),
 )
 """The ``surgery`` method."""
