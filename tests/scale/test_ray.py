@@ -51,6 +51,34 @@ def test_ray_rows_equal_local_rows_bit_for_bit(cluster, short_dir):
                 assert other.read_bytes() == f.read_bytes(), f"{f.name} differs"
 
 
+def test_grid_and_faithfulness_on_ray_equal_local(cluster, short_dir):
+    """The new evaluation tasks on the same runner: every column equal to the local run's
+    except ``seconds`` (wall time, the one column no two runs share)."""
+    settings = {"steps": 2, "shard_size": 2, "text": "both", "layers": None, "limit": None}
+    for task, data, extra in (
+        ("grid", "synthetic-grid:seed=3,n=4", {}),
+        ("faithfulness", "synthetic:seed=4,n=2", {"coalitions": 16, "seed": 0}),
+    ):
+        job = Job("random-clip", data, task, ("dualex", "random"), {**settings, **extra})
+        local = _local(job, short_dir / f"{task}-local")
+        ray = run_job(job, short_dir / f"{task}-ray", backend="ray", workers=2, progress=False)
+        assert not local.failed and not ray.failed
+
+        def plain(path):
+            return pq.read_table(path).drop(["seconds"]).to_pylist()
+
+        rows = plain(local.rows)
+        assert rows and not any(r["error"] for r in rows)
+        other = plain(ray.rows)
+        diff = [
+            (r["method"], r["idx"], k, r[k], o[k])
+            for r, o in zip(rows, other, strict=True)
+            for k in r
+            if r[k] != o[k] and not (r[k] != r[k] and o[k] != o[k])  # NaN equals NaN here
+        ]
+        assert len(other) == len(rows) and not diff, f"{task}: rows differ: {diff[:3]}"
+
+
 def test_a_failing_shard_on_ray(cluster, short_dir):
     samples = generate(3, seed=7)
     paths = export_coco(samples, short_dir / "coco")
