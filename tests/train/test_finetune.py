@@ -52,6 +52,11 @@ def test_three_steps_write_every_output(tmp_path):
                                       "below_matched", "prefers_positive"} <= got  # fmt: skip
     classes = {r["cls"] for r in rows if r["group"] == "class"}
     assert classes and classes <= set(dualex.data.synthetic.SHAPES)
+    # each step's grounding and mismatch ran as dataset jobs on the runner, kept per step
+    for step in range(4):
+        for task in ("grounding", "mismatch"):
+            job = json.loads((out / "monitor" / f"step-{step:06d}" / task / "job.json").read_text())
+            assert job["job"]["task"] == task and len(job["shards"]) == job["n_shards"] > 0
     for r in rows:
         if r["group"] == "class":
             assert r["n"] >= 1 and (r["lo"] <= r["value"] <= r["hi"])
