@@ -151,3 +151,43 @@ def test_gates_are_only_in_place_during_a_session(model):
         assert all(type(b).__name__ == "Gate" for b in layers)
         assert not m.training
     assert list(layers) == originals and all(type(b).__name__ != "Gate" for b in layers)
+
+
+def test_shared_switch_turns_on_once_and_restores_once_across_threads():
+    from dualex.towers.session import SharedSwitch
+
+    calls = []
+    sw = SharedSwitch(lambda: calls.append("on") or "saved", lambda s: calls.append(("off", s)))
+    inside, release = threading.Barrier(3), threading.Event()
+
+    def worker():
+        with sw():
+            inside.wait()
+            release.wait()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    inside.wait()
+    assert sw.active and calls == ["on"]
+    release.set()
+    for t in threads:
+        t.join()
+    assert not sw.active and calls == ["on", ("off", "saved")]
+    with pytest.raises(RuntimeError), sw():
+        raise RuntimeError("boom")
+    assert not sw.active and calls[-1] == ("off", "saved")  # restored after a raise too
+
+
+def test_builtin_loads_without_a_weights_bar_and_keeps_the_users_setting(capfd):
+    from transformers.utils import logging as hf_logging
+
+    before = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # a user who wants transformers' bars
+    try:
+        dualex.load("builtin")
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled()  # the user's setting, back
+    finally:
+        if not before:
+            hf_logging.disable_progress_bar()

@@ -31,8 +31,10 @@ def load_builtin(**kwargs: Any):
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     from dualex.towers.hf import wrap_hf
+    from dualex.towers.session import quiet_hf_bars
 
-    model = CLIPModel.from_pretrained(str(BUILTIN_DIR), attn_implementation="eager", **kwargs)
+    with quiet_hf_bars():  # a bar for a 2 MB file is noise; the user's setting is kept
+        model = CLIPModel.from_pretrained(str(BUILTIN_DIR), attn_implementation="eager", **kwargs)
     tok = AutoTokenizer.from_pretrained(str(BUILTIN_DIR))
     proc = CLIPImageProcessor.from_pretrained(str(BUILTIN_DIR))
     return wrap_hf(model, tok, proc, name="builtin", weights="builtin")

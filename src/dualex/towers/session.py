@@ -28,47 +28,99 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Action", "Gate", "ad_safe", "gated", "model_guard", "unwrap"]
+__all__ = [
+    "Action",
+    "Gate",
+    "SharedSwitch",
+    "ad_safe",
+    "gated",
+    "model_guard",
+    "quiet_hf_bars",
+    "unwrap",
+]
 
 # ---------------------------------------------------------------------------------------------
 # process-global switches
 # ---------------------------------------------------------------------------------------------
 
-_AD_LOCK = threading.Lock()
-_AD_DEPTH = 0
-_AD_SAVED: tuple[bool, Any] | None = None
 
+class SharedSwitch:
+    """A process-global setting that concurrent threads share: the first thread in turns it on
+    (recording the user's setting), the last one out restores it — also after an exception.
 
-@contextlib.contextmanager
-def ad_safe() -> Iterator[None]:
-    """Math SDPA backend and no MHA fast path while any thread is inside; restored by the last.
-
-    Safe for concurrent threads: the first thread in records the user's settings, the last one out
-    puts them back.
+    Args:
+        turn_on: Turns the setting on; returns what :attr:`restore` needs to undo it.
+        restore: Puts the user's setting back, given ``turn_on``'s return value.
     """
-    global _AD_DEPTH, _AD_SAVED
+
+    def __init__(self, turn_on: Callable[[], Any], restore: Callable[[Any], None]) -> None:
+        self._turn_on, self._restore = turn_on, restore
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved: Any = None
+
+    @property
+    def active(self) -> bool:
+        """Whether any thread is inside."""
+        return self._depth > 0
+
+    @contextlib.contextmanager
+    def __call__(self) -> Iterator[None]:
+        with self._lock:
+            if self._depth == 0:
+                self._saved = self._turn_on()
+            self._depth += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0:
+                    saved, self._saved = self._saved, None
+                    self._restore(saved)
+
+
+def _ad_on() -> tuple[bool, Any]:
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    with _AD_LOCK:
-        if _AD_DEPTH == 0:
-            fast = torch.backends.mha.get_fastpath_enabled()
-            kernel = sdpa_kernel(SDPBackend.MATH)
-            kernel.__enter__()
-            torch.backends.mha.set_fastpath_enabled(False)
-            _AD_SAVED = (fast, kernel)
-        _AD_DEPTH += 1
+    fast = torch.backends.mha.get_fastpath_enabled()
+    kernel = sdpa_kernel(SDPBackend.MATH)
+    kernel.__enter__()
+    torch.backends.mha.set_fastpath_enabled(False)
+    return fast, kernel
+
+
+def _ad_restore(saved: tuple[bool, Any]) -> None:
+    fast, kernel = saved
     try:
-        yield
+        kernel.__exit__(None, None, None)
     finally:
-        with _AD_LOCK:
-            _AD_DEPTH -= 1
-            if _AD_DEPTH == 0 and _AD_SAVED is not None:
-                fast, kernel = _AD_SAVED
-                _AD_SAVED = None
-                try:
-                    kernel.__exit__(None, None, None)
-                finally:
-                    torch.backends.mha.set_fastpath_enabled(fast)
+        torch.backends.mha.set_fastpath_enabled(fast)
+
+
+ad_safe = SharedSwitch(_ad_on, _ad_restore)
+"""Math SDPA backend and no MHA fast path while any thread is inside; restored by the last.
+Use as ``with ad_safe(): ...``."""
+
+
+def _bars_off() -> bool:
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    return was
+
+
+def _bars_restore(was: bool) -> None:
+    from transformers.utils import logging as hf_logging
+
+    if was:
+        hf_logging.enable_progress_bar()
+
+
+quiet_hf_bars = SharedSwitch(_bars_off, _bars_restore)
+"""transformers' progress bars off while any thread is inside (e.g. "Loading weights" of the
+2 MB built-in model); the user's setting afterwards. Use as ``with quiet_hf_bars(): ...``."""
 
 
 # ---------------------------------------------------------------------------------------------
