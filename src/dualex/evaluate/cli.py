@@ -368,7 +368,7 @@ def faithfulness(
     _write_meta(out, "faithfulness", model=model, data=data, settings=settings)
     tables = write_faithfulness_tables(out)
     typer.echo(f"wrote {path} and summary.csv in {out}")
-    typer.echo(to_markdown(tables["summary"], METRICS))
+    typer.echo(to_markdown(tables["summary"], (*METRICS, "seconds")))
 
 
 def _check_budget(settings: Any) -> None:
