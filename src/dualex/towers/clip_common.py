@@ -659,3 +659,23 @@ class ClipImageTower(FeatureMapMixin, HookTower):
         spec = self.default_reference if spec is None else spec
         ref = image_reference_pixels(inp.data["pixel_values"], inp.raw, spec, self._pixels)
         return TowerInput(data={"pixel_values": ref}, positions=inp.positions, raw=None)
+
+
+def cls_patch_tokens(visual: nn.Module, pixels: Tensor, dtype: torch.dtype) -> Tensor:
+    """The token sequence of a CLIP-style ViT before its pre-norm (OpenAI and open_clip share
+    this layout): patch embeddings of ``visual.conv1``, the class embedding first, plus the
+    positional embedding.
+
+    Args:
+        visual: The ViT (``conv1``, ``class_embedding``, ``positional_embedding``).
+        pixels: ``[B, 3, H, W]``.
+        dtype: The ViT's parameter dtype.
+
+    Returns:
+        ``[B, 1 + rows · cols, width]``.
+    """
+    x = visual.conv1(pixels.to(dtype))  # [B, width, rows, cols]
+    B, W = x.shape[:2]
+    x = x.reshape(B, W, -1).permute(0, 2, 1)
+    cls = visual.class_embedding.to(x.dtype).expand(B, 1, W)
+    return torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)

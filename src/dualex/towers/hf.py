@@ -12,6 +12,7 @@ load through it too) and the ``builtin`` spec.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -21,6 +22,17 @@ from dualex.encoder import DualEncoder, read_scale
 from dualex.engine.lastblock import LastBlock
 from dualex.engine.projection import BatchSuffixFn
 from dualex.errors import InvalidInputError, UnknownModelError
+from dualex.towers.access import (
+    Attention,
+    VisionAccess,
+    VisionAccessError,
+    check_mha,
+    merge_heads,
+    mha_attention,
+    mha_merge,
+    softmax_probs,
+    split_heads,
+)
 from dualex.towers.base import FastPath, HookTower, TowerInput
 from dualex.towers.clip_common import image_reference_pixels
 from dualex.towers.inputs import (
@@ -488,22 +500,8 @@ FAMILY = Family(
 
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
-# from the towers above (its imports are here so this section stays self-contained)
+# from the towers above.
 # ---------------------------------------------------------------------------------------------
-
-from dataclasses import replace  # noqa: E402
-
-from dualex.towers.access import (  # noqa: E402
-    Attention,
-    VisionAccess,
-    VisionAccessError,
-    check_mha,
-    merge_heads,
-    mha_attention,
-    mha_merge,
-    softmax_probs,
-    split_heads,
-)
 
 
 class HFVisionAccess(VisionAccess):

@@ -26,18 +26,21 @@ import sys
 import types
 import warnings
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
+from dualex.towers.access import MHABlockAccess, VisionAccessError
 from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
     ClipTextTower,
+    cls_patch_tokens,
     mha_last_block,
     warn_random,
 )
@@ -450,14 +453,8 @@ FAMILY = Family(
 
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
-# from the towers above (its imports are here so this section stays self-contained)
+# from the towers above.
 # ---------------------------------------------------------------------------------------------
-
-from dataclasses import replace  # noqa: E402
-
-from torch import Tensor  # noqa: E402
-
-from dualex.towers.access import MHABlockAccess, VisionAccessError  # noqa: E402
 
 
 class OpenAIViTAccess(MHABlockAccess):
@@ -486,12 +483,7 @@ class OpenAIViTAccess(MHABlockAccess):
 
     def stem(self, pixels: Tensor) -> Tensor:
         v = self.visual
-        x = v.conv1(pixels.to(self.dtype))  # [B, width, rows, cols]
-        B, W = x.shape[:2]
-        x = x.reshape(B, W, -1).permute(0, 2, 1)
-        cls = v.class_embedding.to(x.dtype).expand(B, 1, W)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        return v.ln_pre(x)
+        return v.ln_pre(cls_patch_tokens(v, pixels, self.dtype))
 
     def project(self, pooled: Tensor) -> Tensor:
         return self.visual.ln_post(pooled) @ self.visual.proj

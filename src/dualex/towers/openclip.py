@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -28,6 +29,14 @@ from dualex.encoder import DualEncoder, read_scale
 from dualex.engine.lastblock import LastBlock
 from dualex.errors import UnknownModelError
 from dualex.hub import hf_host, reachable
+from dualex.towers.access import (
+    Attention,
+    MHABlockAccess,
+    VisionAccess,
+    VisionAccessError,
+    merge_heads,
+    softmax_probs,
+)
 from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
@@ -35,6 +44,7 @@ from dualex.towers.clip_common import (
     FeatureMapMixin,
     RandomWeightsWarning,
     align_pieces,
+    cls_patch_tokens,
     image_reference_pixels,
     mha_last_block,
     project_rows,
@@ -556,19 +566,8 @@ FAMILY = Family(
 
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
-# from the towers above (its imports are here so this section stays self-contained)
+# from the towers above.
 # ---------------------------------------------------------------------------------------------
-
-from dataclasses import replace  # noqa: E402
-
-from dualex.towers.access import (  # noqa: E402
-    Attention,
-    MHABlockAccess,
-    VisionAccess,
-    VisionAccessError,
-    merge_heads,
-    softmax_probs,
-)
 
 
 class OpenClipViTAccess(MHABlockAccess):
@@ -605,12 +604,7 @@ class OpenClipViTAccess(MHABlockAccess):
 
     def stem(self, pixels: Tensor) -> Tensor:
         v = self.visual
-        x = v.conv1(pixels.to(self.dtype))  # [B, width, rows, cols]
-        B, W = x.shape[:2]
-        x = x.reshape(B, W, -1).permute(0, 2, 1)
-        cls = v.class_embedding.to(x.dtype).expand(B, 1, W)
-        x = torch.cat([cls, x], dim=1) + v.positional_embedding.to(x.dtype)
-        return v.ln_pre(v.patch_dropout(x))
+        return v.ln_pre(v.patch_dropout(cls_patch_tokens(v, pixels, self.dtype)))
 
     def project(self, pooled: Tensor) -> Tensor:
         return project_rows(self.visual.ln_post(pooled), self.visual.proj)
