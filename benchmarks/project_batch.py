@@ -42,7 +42,24 @@ def worker(model_name: str, n: int) -> dict:
 
         from dualex.models.factory import word_tokenizer
 
-        words = ["a", "photo", "of", "the", "dog", "cat", "red", "blue", "car", "on", "in", "grass", "snow", "sled", "white", "big"]
+        words = [
+            "a",
+            "photo",
+            "of",
+            "the",
+            "dog",
+            "cat",
+            "red",
+            "blue",
+            "car",
+            "on",
+            "in",
+            "grass",
+            "snow",
+            "sled",
+            "white",
+            "big",
+        ]
         tok = (
             CLIPTokenizerFast.from_pretrained(str(TOKENIZER))
             if TOKENIZER.is_dir()
@@ -59,9 +76,7 @@ def worker(model_name: str, n: int) -> dict:
         model = dualex.wrap(m, tokenizer=tok, image_processor=CLIPImageProcessor())
         rng = np.random.RandomState(0)
         texts = [" ".join(rng.choice(words, size=6 + i % 4)) for i in range(n)]
-        images = [
-            Image.fromarray((rng.rand(240, 320, 3) * 255).astype("uint8")) for _ in range(n)
-        ]
+        images = [Image.fromarray((rng.rand(240, 320, 3) * 255).astype("uint8")) for _ in range(n)]
     start = time.perf_counter()
     proj = dualex.project(model, texts=texts, images=images)
     seconds = time.perf_counter() - start
@@ -87,7 +102,15 @@ def main() -> None:
             for label in ("other", "this"):
                 env = dict(os.environ, PYTHONPATH=trees[label])
                 out = subprocess.run(
-                    [sys.executable, __file__, "--other", args.other, "--worker", model, str(args.n)],
+                    [
+                        sys.executable,
+                        __file__,
+                        "--other",
+                        args.other,
+                        "--worker",
+                        model,
+                        str(args.n),
+                    ],
                     env=env,
                     capture_output=True,
                     text=True,
@@ -96,8 +119,10 @@ def main() -> None:
                 times[label].append(json.loads(out.stdout.strip().splitlines()[-1])["seconds"])
         this, other = statistics.median(times["this"]), statistics.median(times["other"])
         rows.append((model, other, this, other / this))
-    print(f"project() of {args.n} captions x {args.n} images, torch threads "
-          f"{os.environ.get('BENCH_THREADS', '2')}, median of {args.repeats} alternating runs\n")
+    print(
+        f"project() of {args.n} captions x {args.n} images, torch threads "
+        f"{os.environ.get('BENCH_THREADS', '2')}, median of {args.repeats} alternating runs\n"
+    )
     print("| model | other (s) | this (s) | speed-up |\n|---|---|---|---|")
     for model, other, this, ratio in rows:
         print(f"| {model} | {other:.2f} | {this:.2f} | {ratio:.2f}× |")

@@ -30,7 +30,26 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 TOKENIZER = ROOT.parent / "shared" / "data" / "clip-tokenizer"
 CAPTION = "a white husky dog lying in the snow next to a red sled"
-WORDS = ["a", "photo", "of", "the", "dog", "cat", "red", "blue", "car", "on", "in", "grass", "snow", "sled", "white", "big", "small", "two"]
+WORDS = [
+    "a",
+    "photo",
+    "of",
+    "the",
+    "dog",
+    "cat",
+    "red",
+    "blue",
+    "car",
+    "on",
+    "in",
+    "grass",
+    "snow",
+    "sled",
+    "white",
+    "big",
+    "small",
+    "two",
+]
 
 
 def _images(n: int, seed: int = 0):
@@ -69,7 +88,9 @@ def build(family: str, arch: str):
             projection_dim=512,
         )
         cfg._attn_implementation = "eager"
-        return dualex.wrap(CLIPModel(cfg).eval(), tokenizer=tok, image_processor=CLIPImageProcessor())
+        return dualex.wrap(
+            CLIPModel(cfg).eval(), tokenizer=tok, image_processor=CLIPImageProcessor()
+        )
     if family == "siglip":
         from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
@@ -91,7 +112,11 @@ def build(family: str, arch: str):
         from dualex.towers.openai_clip import OPENAI_ARCHITECTURES, import_clip
 
         clip = import_clip()
-        params = {**OPENAI_ARCHITECTURES[f"ViT-B/{patch}"], "context_length": 77, "vocab_size": 49408}
+        params = {
+            **OPENAI_ARCHITECTURES[f"ViT-B/{patch}"],
+            "context_length": 77,
+            "vocab_size": 49408,
+        }
         return dualex.wrap(clip.model.CLIP(**params).float().eval())
     raise SystemExit(f"unknown family {family}")
 
@@ -134,7 +159,10 @@ def worker(row: dict) -> dict:
         "steps": list(ex.completeness.steps),
         "positions": list(ex.matrix.shape),
         "fast_path": [
-            t.fast_path([t.prepare(x)], t.check_layer(layers if not isinstance(layers, tuple) else layers[k]))
+            t.fast_path(
+                [t.prepare(x)],
+                t.check_layer(layers if not isinstance(layers, tuple) else layers[k]),
+            )
             is not None
             for k, (t, x) in enumerate(((model.tower_a, CAPTION), (model.tower_b, image)))
         ],
@@ -224,7 +252,11 @@ def table(results: list[dict], exclip: dict | None) -> str:
             f"{r['relative_error']:.1e} | {r['fast_path']} |"
         )
     if exclip:
-        lines += ["", "exclip 1.1 on the same open_clip ViT-B/32 pair (Riemann N = 10, layer 11):", ""]
+        lines += [
+            "",
+            "exclip 1.1 on the same open_clip ViT-B/32 pair (Riemann N = 10, layer 11):",
+            "",
+        ]
         if "error" in exclip:
             lines.append(f"exclip: {exclip['error']}")
         else:
