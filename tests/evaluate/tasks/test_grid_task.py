@@ -91,6 +91,7 @@ def test_cli_eval_grid_writes_the_summary_and_refuses_bad_input(tmp_path, monkey
         (["--methods", "dualex,nope"], "unknown method"),
         (["--text", "words"], "text must be"),
         (["--data", "synthetic-grid:n=-1"], "positive number"),
+        (["--methods", "banzhaf", "--budget", "3"], "out of range"),
     ]:
         code, _, err = run(monkeypatch, capsys, "eval", "grid", "--out", str(bad), *extra)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
