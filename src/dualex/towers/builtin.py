@@ -5,7 +5,6 @@ Its towers are the ``hf`` family's; this module only declares the spec.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from dualex.towers.registry import Family
@@ -17,15 +16,6 @@ def _load(rest: str, **kwargs: Any) -> Any:
     return load_builtin(**kwargs)
 
 
-FAMILY = Family(
-    name="builtin",
-    summary="the small CLIP-style model shipped inside dualex",
-    prefixes=("builtin",),
-    spec_forms={"builtin": "the small CLIP-style model shipped inside dualex (offline)"},
-    load=_load,
-)
-
-
 def _vision_access(model: Any) -> Any:
     """The builtin model is an HF ``CLIPModel``: the ``hf`` family's access."""
     from dualex.towers.hf import vision_access
@@ -33,4 +23,11 @@ def _vision_access(model: Any) -> Any:
     return vision_access(model)
 
 
-FAMILY = replace(FAMILY, vision_access=_vision_access)
+FAMILY = Family(
+    name="builtin",
+    summary="the small CLIP-style model shipped inside dualex",
+    prefixes=("builtin",),
+    spec_forms={"builtin": "the small CLIP-style model shipped inside dualex (offline)"},
+    load=_load,
+    vision_access=_vision_access,
+)

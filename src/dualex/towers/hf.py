@@ -12,7 +12,6 @@ load through it too) and the ``builtin`` spec.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from typing import Any
 
 import torch
@@ -482,22 +481,6 @@ def _can_wrap(obj: Any) -> bool:
     return type_is(obj, "transformers", "CLIPModel", "SiglipModel", "Siglip2Model")
 
 
-FAMILY = Family(
-    name="hf",
-    summary="transformers CLIPModel / SiglipModel / Siglip2Model with their processor",
-    prefixes=("hf",),
-    spec_forms={
-        "hf:<id-or-path>": "a transformers CLIPModel / SiglipModel / Siglip2Model / AlignModel "
-        "via from_pretrained"
-    },
-    can_wrap=_can_wrap,
-    wrap=_wrap,
-    load=lambda rest, **kw: load_hf(rest, **kw),
-    towers=TOWERS,
-    requires=("transformers",),
-)
-
-
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
 # from the towers above.
@@ -621,4 +604,18 @@ def vision_access(model: Any) -> HFVisionAccess:
     return HFVisionAccess(model)
 
 
-FAMILY = replace(FAMILY, vision_access=vision_access)
+FAMILY = Family(
+    name="hf",
+    summary="transformers CLIPModel / SiglipModel / Siglip2Model with their processor",
+    prefixes=("hf",),
+    spec_forms={
+        "hf:<id-or-path>": "a transformers CLIPModel / SiglipModel / Siglip2Model / AlignModel "
+        "via from_pretrained"
+    },
+    can_wrap=_can_wrap,
+    wrap=_wrap,
+    load=lambda rest, **kw: load_hf(rest, **kw),
+    towers=TOWERS,
+    requires=("transformers",),
+    vision_access=vision_access,
+)

@@ -26,7 +26,6 @@ import sys
 import types
 import warnings
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -438,19 +437,6 @@ def _wrap(
     return wrap_openai(obj, name=name or "openai", preprocess=transform, **kwargs)
 
 
-FAMILY = Family(
-    name="openai",
-    summary="models of OpenAI's clip package (clip.model.CLIP, ViT or ResNet)",
-    prefixes=("openai",),
-    spec_forms={"openai:<name>": "a model of OpenAI's clip package"},
-    can_wrap=lambda obj: type_is(obj, "clip.model", "CLIP"),
-    wrap=_wrap,
-    load=lambda rest, **kw: load_openai(rest, **kw),
-    towers=TOWERS,
-    requires=("clip-anytorch",),
-)
-
-
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
 # from the towers above.
@@ -504,4 +490,15 @@ def vision_access(model: Any) -> OpenAIViTAccess:
     return OpenAIViTAccess(model)
 
 
-FAMILY = replace(FAMILY, vision_access=vision_access)
+FAMILY = Family(
+    name="openai",
+    summary="models of OpenAI's clip package (clip.model.CLIP, ViT or ResNet)",
+    prefixes=("openai",),
+    spec_forms={"openai:<name>": "a model of OpenAI's clip package"},
+    can_wrap=lambda obj: type_is(obj, "clip.model", "CLIP"),
+    wrap=_wrap,
+    load=lambda rest, **kw: load_openai(rest, **kw),
+    towers=TOWERS,
+    requires=("clip-anytorch",),
+    vision_access=vision_access,
+)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import difflib
 import os
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -548,22 +547,6 @@ def _wrap(
     )
 
 
-FAMILY = Family(
-    name="openclip",
-    summary="open_clip models (CLIP, CustomTextCLIP: ViT, timm ViT, ModifiedResNet towers) with "
-    "their preprocess and tokenizer",
-    prefixes=("openclip",),
-    spec_forms={
-        "openclip:<arch>[/<pretrained>]": "an open_clip model via create_model_and_transforms"
-    },
-    can_wrap=_can_wrap,
-    wrap=_wrap,
-    load=lambda rest, **kw: load_openclip(rest, **kw),
-    towers=TOWERS,
-    requires=("open_clip_torch",),
-)
-
-
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
 # from the towers above.
@@ -760,4 +743,18 @@ def vision_access(model: Any) -> VisionAccess:
     )
 
 
-FAMILY = replace(FAMILY, vision_access=vision_access)
+FAMILY = Family(
+    name="openclip",
+    summary="open_clip models (CLIP, CustomTextCLIP: ViT, timm ViT, ModifiedResNet towers) with "
+    "their preprocess and tokenizer",
+    prefixes=("openclip",),
+    spec_forms={
+        "openclip:<arch>[/<pretrained>]": "an open_clip model via create_model_and_transforms"
+    },
+    can_wrap=_can_wrap,
+    wrap=_wrap,
+    load=lambda rest, **kw: load_openclip(rest, **kw),
+    towers=TOWERS,
+    requires=("open_clip_torch",),
+    vision_access=vision_access,
+)
