@@ -138,17 +138,15 @@ def _sample(
     )
 
 
-def _layout(
-    seed: int, i: int, n_classes: int
-) -> tuple[np.random.Generator, int, list[int], list[int]]:
-    """``(rng, k, quadrants, class indices)`` of grid ``i``: ``k = i % 4 + 1`` objects."""
+def _layout(seed: int, i: int, n_classes: int) -> tuple[np.random.Generator, list[int], list[int]]:
+    """``(rng, quadrants, class indices)`` of grid ``i``, which has ``i % 4 + 1`` objects."""
     rng = np.random.default_rng([int(seed), int(i), 2])
     k = i % 4 + 1
     if n_classes < k:
         raise SettingError(f"a grid of {k} objects needs {k} classes; only {n_classes} exist")
     quadrants = sorted(int(q) for q in rng.choice(4, size=k, replace=False))
     classes = [int(c) for c in rng.choice(n_classes, size=k, replace=False)]
-    return rng, k, quadrants, classes
+    return rng, quadrants, classes
 
 
 def iter_synthetic_grids(
@@ -175,7 +173,7 @@ def iter_synthetic_grids(
             f"domain={domain!r} is unknown; choose from {', '.join((*DOMAINS, 'mixed'))}"
         )
     for i in range(start, start + n):
-        rng, _k, quadrants, classes = _layout(seed, i, len(SHAPES))
+        rng, quadrants, classes = _layout(seed, i, len(SHAPES))
         tiles = [
             (
                 q,
@@ -245,7 +243,7 @@ def iter_folder_grids(
     """
     classes = folder_classes(folder)
     for i in range(start, start + n):
-        rng, _k, quadrants, picks = _layout(seed, i, len(classes))
+        rng, quadrants, picks = _layout(seed, i, len(classes))
         tiles = []
         for q, c in zip(quadrants, picks, strict=True):
             _name, phrase, files = classes[c]

@@ -289,7 +289,6 @@ def grid(
         limit=limit,
         budget=budget,
     )
-    _check_budget(settings)
     encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
     path = run_task(
         "grid",
@@ -352,7 +351,6 @@ def faithfulness(
         coalitions=coalitions,
         seed=seed,
     )
-    _check_budget(settings)
     encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
     path = run_task(
         "faithfulness",
@@ -369,14 +367,6 @@ def faithfulness(
     tables = write_faithfulness_tables(out)
     typer.echo(f"wrote {path} and summary.csv in {out}")
     typer.echo(to_markdown(tables["summary"], (*METRICS, "seconds")))
-
-
-def _check_budget(settings: Any) -> None:
-    """Refuse a bad ``--budget`` before anything is written (only when banzhaf runs)."""
-    if "banzhaf" in settings.methods:
-        from dualex.evaluate.methods.banzhaf import check_budget
-
-        check_budget(settings.budget)
 
 
 @eval_app.command()

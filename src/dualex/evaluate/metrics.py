@@ -95,6 +95,14 @@ def pointing_game(heatmap: Tensor | np.ndarray, boxes: Sequence[Box], pos: Image
     return float(box_mask(pos, boxes).reshape(-1)[peak])
 
 
+def _flat_region(values: Tensor | np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A map and its target region, both flat; they must have as many entries."""
+    v, q = _np(values).reshape(-1), np.asarray(inside, dtype=bool).reshape(-1)
+    if v.shape != q.shape:
+        raise InvalidInputError(f"map of {v.size} values and region of {q.size} do not match")
+    return v, q
+
+
 def mass_ratio(values: Tensor | np.ndarray, inside: np.ndarray) -> float:
     """FIxLIP's mass ratio: the share of the map's absolute mass that has the right sign.
 
@@ -108,9 +116,7 @@ def mass_ratio(values: Tensor | np.ndarray, inside: np.ndarray) -> float:
     Returns:
         A value in ``[0, 1]``; NaN for an all-zero map.
     """
-    v, q = _np(values).reshape(-1), np.asarray(inside, dtype=bool).reshape(-1)
-    if v.shape != q.shape:
-        raise InvalidInputError(f"map of {v.size} values and region of {q.size} do not match")
+    v, q = _flat_region(values, inside)
     total = np.abs(v).sum()
     if not total > 0:
         return float("nan")
@@ -126,9 +132,7 @@ def sign_ratio(values: Tensor | np.ndarray, inside: np.ndarray) -> float:
         values: ``[rows, cols]`` (or flat) map.
         inside: ``bool`` of the same shape: the target region.
     """
-    v, q = _np(values).reshape(-1), np.asarray(inside, dtype=bool).reshape(-1)
-    if v.shape != q.shape:
-        raise InvalidInputError(f"map of {v.size} values and region of {q.size} do not match")
+    v, q = _flat_region(values, inside)
     if v.size == 0:
         return float("nan")
     return float(((v > 0) & q).sum() + ((v < 0) & ~q).sum()) / v.size

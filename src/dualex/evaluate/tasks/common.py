@@ -74,6 +74,10 @@ class EvalSettings:
             raise SettingError("batch must be >= 1")
         if self.coalitions < 8:
             raise SettingError(f"coalitions must be >= 8, got {self.coalitions}")
+        if "banzhaf" in self.methods:  # refused here, before a run writes anything
+            from dualex.evaluate.methods.banzhaf import check_budget
+
+            check_budget(self.budget)
 
     def options(self, method: str) -> dict[str, Any]:
         """Keyword options of ``method`` taken from these settings."""

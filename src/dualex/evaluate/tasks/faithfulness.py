@@ -221,8 +221,8 @@ def faithfulness_rows(
             row = dict(empty, method=m, n_text=game.n_text, n_image=game.n_image)
             try:
                 (attr,) = get(m)(model, s.image, [s.caption], **settings.options(m))
-                pb, direct = predict(attr, game, cb)
-                ps, _ = predict(attr, game, cs)
+                pred, direct = predict(attr, game, np.concatenate([cb, cs]))
+                pb, ps = pred[:k], pred[k:]
                 order = np.argsort(-_image_scores(attr, game), kind="stable")
                 ins, dele = _curves(game, order)
                 curve = game.value(np.concatenate([ins, dele]))
