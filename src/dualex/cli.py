@@ -39,7 +39,7 @@ app = typer.Typer(
         "  dualex models"
     ),
 )
-_state = {"debug": False}
+_state = {"debug": False, "interrupted": False}
 
 REPORT_SUFFIXES = (".html", ".htm")
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
@@ -555,24 +555,73 @@ def quiet_third_party(debug: bool) -> Iterator[None]:
                 os.environ[k] = v
 
 
+INTERRUPTED = "interrupted"
+"""What an interrupted command prints (with ``dualex: `` before it)."""
+
+RESUME_HINT = "re-run the same command to resume"
+"""Added to :data:`INTERRUPTED` for the commands that resume where they stopped."""
+
+
+def resumes(argv: list[str]) -> bool:
+    """Whether the command of ``argv`` (the arguments after ``dualex``) resumes when re-run:
+    ``finetune``, every ``eval`` job and ``explain --data`` keep their finished work."""
+    words = [a for a in argv if not a.startswith("-")]
+    command = words[0] if words else ""
+    if command in ("finetune", "eval"):
+        return True
+    return command == "explain" and any(a == "--data" or a.startswith("--data=") for a in argv)
+
+
+def _on_sigint(signum: int, frame: Any) -> None:
+    _state["interrupted"] = True
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Entry point: bad input becomes one line on stderr and exit code 2 (``--debug``: traceback).
 
     Without ``--debug``, third-party warnings and progress bars are silenced and dualex's
     warnings print as one line each (see :func:`quiet_third_party`).
+
+    Ctrl-C (SIGINT) anywhere in any command ends it with one line, ``dualex: interrupted``
+    (``; re-run the same command to resume`` for the commands that resume, see :func:`resumes`)
+    and exit code 130; every output is written atomically, so nothing half-written is left.
     """
-    debug = "--debug" in sys.argv[1:]
+    import signal
+
+    argv = sys.argv[1:]
+    _state["interrupted"] = False
+    previous = signal.getsignal(signal.SIGINT)
+    handled = previous is signal.default_int_handler  # an ignored SIGINT stays ignored
+    if handled:
+        signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        _dispatch("--debug" in argv)
+    except BaseException:
+        if not _state["interrupted"]:
+            raise
+    finally:
+        if handled:
+            signal.signal(signal.SIGINT, previous)
+    if _state["interrupted"]:  # whatever the interrupted code raised or returned (typer: 130)
+        hint = f"; {RESUME_HINT}" if resumes(argv) else ""
+        print(f"dualex: {INTERRUPTED}{hint}", file=sys.stderr)
+        sys.exit(130)
+
+
+def _dispatch(debug: bool) -> None:
     try:
         with quiet_third_party(debug):
-            app(standalone_mode=False)
+            code = app(standalone_mode=False)
+        if code == 130:  # typer turns a KeyboardInterrupt into this exit code
+            _state["interrupted"] = True
     except DualexError as err:
         if _state["debug"]:
             raise
         print(f"dualex: error: {err}", file=sys.stderr)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
-        print("dualex: aborted", file=sys.stderr)
-        sys.exit(130)
+        _state["interrupted"] = True
     except typer.Exit as err:
         sys.exit(err.exit_code)
     except typer.TyperException as err:  # usage errors: missing argument, bad option value

@@ -189,24 +189,28 @@ def _save_checkpoint(out: Path, step: int, model: Any, opt: Any, sched: Any,
     tmp = ck / f".step-{step:06d}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    _atomic_save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                 tmp / "model.safetensors")  # fmt: skip
-    sd = opt.state_dict()
-    tensors = {
-        f"opt.{idx}.{key}": (val if torch.is_tensor(val) else torch.tensor(val)).detach().cpu()
-        for idx, st in sd["state"].items()
-        for key, val in st.items()
-    }
-    tensors["rng.torch"] = torch.get_rng_state()
-    if torch.cuda.is_available():
-        for i, r in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = r
-    _atomic_save(tensors, tmp / "optim.safetensors")
-    sched_sd = sched.state_dict()  # lr_lambdas: [None, ...] for plain functions
-    _atomic_json({"step": step, "param_groups": sd["param_groups"], "scheduler": sched_sd,
-                  **state}, tmp / "state.json")  # fmt: skip
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    try:  # an interrupted save leaves no half-written folder behind
+        _atomic_save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                     tmp / "model.safetensors")  # fmt: skip
+        sd = opt.state_dict()
+        tensors = {
+            f"opt.{idx}.{key}": (val if torch.is_tensor(val) else torch.tensor(val)).detach().cpu()
+            for idx, st in sd["state"].items()
+            for key, val in st.items()
+        }
+        tensors["rng.torch"] = torch.get_rng_state()
+        if torch.cuda.is_available():
+            for i, r in enumerate(torch.cuda.get_rng_state_all()):
+                tensors[f"rng.cuda.{i}"] = r
+        _atomic_save(tensors, tmp / "optim.safetensors")
+        sched_sd = sched.state_dict()  # lr_lambdas: [None, ...] for plain functions
+        _atomic_json({"step": step, "param_groups": sd["param_groups"], "scheduler": sched_sd,
+                      **state}, tmp / "state.json")  # fmt: skip
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     for old in ck.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,151 @@
+"""Ctrl-C on a real ``dualex`` process: exit 130, one line, nothing half-written, resumable.
+
+Each test starts ``python -m dualex.cli ...`` in its own process group, waits until the command
+is working (a file it writes appears, or it has spent CPU time), sends SIGINT to the whole group
+as a terminal's Ctrl-C does, and reads what the process left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from safetensors import safe_open
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+RESUME = "dualex: interrupted; re-run the same command to resume"
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    env.pop("DUALEX_MAX_PIXELS", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dualex.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def interrupt_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> tuple[int, str, str]:
+    """SIGINT the process group once ``ready()`` holds; returns (exit code, stdout, stderr)."""
+    t0 = time.monotonic()
+    while not ready():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(
+                f"finished before it could be interrupted: {proc.returncode}\n{err.decode()}"
+            )
+        if time.monotonic() - t0 > timeout:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("never became ready")
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out.decode(), err.decode()
+
+
+def last_line(err: str) -> str:
+    """The last line of stderr (a progress bar on a pipe writes ``\\r``-separated updates)."""
+    return err.replace("\r", "\n").strip().splitlines()[-1]
+
+
+def assert_clean(err: str) -> None:
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert "Aborted" not in err
+
+
+def assert_nothing_half_written(folder: Path) -> None:
+    """No temporary file is left, and every file dualex wrote reads back whole."""
+    for path in folder.rglob("*"):
+        assert ".tmp" not in path.name and not path.name.startswith("."), path
+        if path.suffix == ".parquet":
+            pq.read_table(path)
+        elif path.suffix == ".safetensors":
+            with safe_open(str(path), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118
+                    f.get_tensor(key)
+        elif path.suffix == ".json":
+            json.loads(path.read_text())
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    from PIL import Image, ImageDraw
+
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    im = Image.new("RGB", (640, 480), (30, 120, 40))
+    ImageDraw.Draw(im).ellipse((200, 140, 420, 360), fill=(220, 30, 30))
+    im.save(path)
+    return path
+
+
+def test_interrupted_single_pair_exits_130_with_one_line(tmp_path, photo):
+    out = tmp_path / "out"
+    out.mkdir()
+    # many quadrature nodes: the explanation runs long enough to be interrupted while working
+    proc = start(
+        ["explain", str(photo), "a red circle", "--steps", "1024", "--rule", "riemann",
+         "--out", str(out / "report.html")],
+        tmp_path,
+    )  # fmt: skip
+    code, stdout, err = interrupt_when(proc, lambda: cpu_seconds(proc.pid) > 4.0)
+    assert code == 130, err
+    assert err.strip() == "dualex: interrupted"  # one line: a single pair has nothing to resume
+    assert stdout == ""
+    assert list(out.iterdir()) == []  # the report was never started, so nothing is left
+
+
+@pytest.mark.slow
+def test_interrupted_dataset_run_resumes(tmp_path):
+    out = tmp_path / "run"
+    args = ["explain", "--data", "synthetic:seed=3,n=16", "--steps", "2", "--out", str(out)]
+    proc = start(args, tmp_path)
+    code, stdout, err = interrupt_when(proc, lambda: any((out / "parts").glob("*.parquet")))
+    assert code == 130, err
+    assert last_line(err) == RESUME
+    assert_clean(err)
+    assert_nothing_half_written(out)
+    done = sorted(p.name for p in (out / "parts").glob("*.parquet"))
+    assert 1 <= len(done) < 2  # interrupted between the two shards
+    mtimes = {p: (out / "parts" / p).stat().st_mtime_ns for p in done}
+
+    again = start(args, tmp_path)
+    stdout, err = (s.decode() for s in again.communicate(timeout=300))
+    assert again.returncode == 0, err
+    assert "2 shards (1 run now" in stdout  # the finished shard was kept, not run again
+    assert {p: (out / "parts" / p).stat().st_mtime_ns for p in done} == mtimes
+    assert len(pq.read_table(out / "index.parquet")) == 16
+
+
+@pytest.mark.slow
+def test_interrupted_finetune_exits_130_with_one_line(tmp_path):
+    out = tmp_path / "ft"
+    proc = start(
+        ["finetune", "--model", "builtin", "--train", "synthetic:seed=7,n=64",
+         "--eval", "synthetic:seed=8,n=8", "--out", str(out), "--steps", "100000",
+         "--batch", "8", "--monitor-mentions", "4", "--monitor-nodes", "2", "--ckpt-every", "2"],
+        tmp_path,
+    )  # fmt: skip
+    # training has started once the first checkpoint is committed
+    code, _, err = interrupt_when(
+        proc, lambda: any((out / "checkpoints").glob("step-*")), timeout=300
+    )
+    assert code == 130, err
+    assert last_line(err) == RESUME
+    assert_clean(err)
+    assert_nothing_half_written(out)
