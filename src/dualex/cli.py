@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from dualex.cli_args import (
-    RANDOM_SPECS,
     _err_console,
+    model_weights,
     parse_layers,
     resolve_model,
 )
@@ -144,7 +144,11 @@ def _summary(ex: Any, console: Console) -> None:
     with suppress(DualexError):  # two texts have no image side
         console.print("caption × whole image: ", tokens_rich(ex.text_positions, ex.text_scores()))
 
-    from dualex.viz.summary import modality_names, strongest_interactions
+    from dualex.viz.summary import modality_names, strongest_interactions, unknown_note
+
+    note = unknown_note(ex)
+    if note:  # the struck-through words of the caption above
+        console.print(f"[dim]struck through: {escape(note)}[/]", soft_wrap=True)
 
     table = Table(title="strongest interactions (by |value|)", title_justify="left")
     name_a, name_b = modality_names(ex)
@@ -153,25 +157,6 @@ def _summary(ex: Any, console: Console) -> None:
     for la, lb, v in strongest_interactions(ex, 5):
         table.add_row(escape(la), escape(lb), f"{v:+.4g}")
     console.print(table)
-
-
-def weights_of(spec: str) -> str:
-    """Where a ``--model`` spec's weights come from: ``random``, ``builtin`` or ``pretrained``.
-
-    ``random-clip``, ``builtin`` while the built-in model is missing (the CLI falls back to
-    ``random-clip``) and ``openclip:<arch>`` without a pretrained tag are random.
-    """
-    from dualex.models import builtin
-
-    key = spec.strip().lower()
-    kind, _, rest = key.partition(":")
-    if kind in RANDOM_SPECS:
-        return "random"
-    if key == "builtin":
-        return "builtin" if builtin.available() else "random"
-    if kind == "openclip" and "/" not in rest:
-        return "random"
-    return "pretrained"
 
 
 def _warn_random(ex: Any) -> None:
@@ -199,7 +184,7 @@ def _write(
     name: str,
     spans: list[str],
     boxes: list[str],
-    shared_range: bool = True,
+    shared_range: bool = False,
 ) -> Path:
     from dualex.towers.positions import TextPositions
 
@@ -294,10 +279,12 @@ def explain(
         list[str] | None,
         typer.Option(help="Box x0,y0,x1,y1 in image pixels for the figure (repeatable)."),
     ] = None,
-    per_panel_range: Annotated[
+    shared_range: Annotated[
         bool,
         typer.Option(
-            "--per-panel-range", help="Figure: give every heatmap and token strip its own range."
+            "--shared-range/--per-panel-range",
+            help="Figure: one colour range for every heatmap and one for every token strip "
+            "(default: each panel its own; every range is labelled).",
         ),
     ] = False,
     data: Annotated[
@@ -354,7 +341,6 @@ def explain(
                 "texts, use a text–text model: --model st:<path-or-id>)"
             )
         first = read_image(image, max_pixels=max_pixels)
-    weights = weights_of(model)
     with _progress(f"loading model {model}"):
         encoder = resolve_model(model)
     if not two_texts and getattr(encoder.tower_b, "modality", "image") == "text":
@@ -371,14 +357,13 @@ def explain(
                 encoder, text, first, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
             )
         )
-    known = getattr(encoder, "weights", "unknown")  # what the loader recorded, else the spec
-    ex.weights = known if known != "unknown" else weights
+    ex.weights = model_weights(encoder, model)
     _summary(ex, console)
     _warn_random(ex)
     if out is not None and kind is not None:
         name = _pair_name(ex, image.name) if two_texts else image.name
         with _progress(f"writing {out.name}"):
-            path = _write(ex, out, kind, name, span or [], box or [], not per_panel_range)
+            path = _write(ex, out, kind, name, span or [], box or [], shared_range)
         console.print(f"wrote {path}", soft_wrap=True)
 
 

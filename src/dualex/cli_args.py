@@ -13,7 +13,14 @@ from dualex.errors import SettingError, UnknownModelError
 if TYPE_CHECKING:
     from rich.console import Console
 
-__all__ = ["RANDOM_CONFIG", "RANDOM_SPECS", "parse_layers", "resolve_model"]
+__all__ = [
+    "RANDOM_CONFIG",
+    "RANDOM_SPECS",
+    "model_weights",
+    "parse_layers",
+    "resolve_model",
+    "weights_of",
+]
 
 RANDOM_SPECS = ("random", "random-clip")
 """CLI-only model specs: a randomly initialised small CLIP (``random-clip[:SEED]``)."""
@@ -91,3 +98,29 @@ def parse_layers(text: str | None) -> int | tuple[int, int] | None:
             "image towers (e.g. 11,10); negative values count from the end"
         )
     return values[0] if len(values) == 1 else (values[0], values[1])
+
+
+def weights_of(spec: str) -> str:
+    """Where a ``--model`` spec's weights come from: ``random``, ``builtin`` or ``pretrained``.
+
+    ``random-clip``, ``builtin`` while the built-in model is missing (the CLI falls back to
+    ``random-clip``) and ``openclip:<arch>`` without a pretrained tag are random.
+    """
+    from dualex.models import builtin
+
+    key = spec.strip().lower()
+    kind, _, rest = key.partition(":")
+    if kind in RANDOM_SPECS:
+        return "random"
+    if key == "builtin":
+        return "builtin" if builtin.available() else "random"
+    if kind == "openclip" and "/" not in rest:
+        return "random"
+    return "pretrained"
+
+
+def model_weights(model: Any, spec: str) -> str:
+    """Where a loaded model's weights come from: what its loader recorded
+    (``DualEncoder.weights``), else what its ``--model`` spec says (:func:`weights_of`)."""
+    known = str(getattr(model, "weights", "unknown"))
+    return known if known != "unknown" else weights_of(spec)

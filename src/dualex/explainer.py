@@ -28,7 +28,7 @@ from dualex.engine.quadrature import canonical_rule, nodes_and_weights
 from dualex.errors import InvalidInputError, SettingError
 from dualex.explanation import Explanation
 from dualex.towers.base import Tower, TowerInput
-from dualex.towers.positions import Positions
+from dualex.towers.positions import Positions, TextPositions
 
 DEFAULT_TOL = 1e-3
 """Per-tower relative quadrature error that adaptive steps aim for."""
@@ -449,10 +449,28 @@ def explain(
                 f"explain() takes one pair, but input {side} is a batch {tuple(x.shape)}; pass one "
                 "item, or use dualex.project() for batches"
             )
+    a, b = (_known(tower, x) for tower, x in ((model.tower_a, a), (model.tower_b, b)))
     with model.session():
         pa = project_one(model.tower_a, a, layer=la, steps=sa, reference=ra, **opts)
         pb = project_one(model.tower_b, b, layer=lb, steps=sb, reference=rb, **opts)
         return _combine(model, pa, pb, model.current_logit_scale() if scale else None)
+
+
+def _known(tower: Tower, x: Any) -> Any:
+    """A text input prepared and checked to hold at least one word the model knows (so a
+    caption of unknown words is refused before any work); other inputs as they are.
+
+    Raises:
+        InvalidInputError: naming the words, if the model knows none of them.
+    """
+    from dualex.towers.inputs import check_known
+
+    if getattr(tower, "modality", "") != "text" or isinstance(x, TowerInput):
+        return x
+    inp = tower.prepare(x)
+    if isinstance(inp.positions, TextPositions):
+        check_known(inp.positions)
+    return inp
 
 
 @dataclass

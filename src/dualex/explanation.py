@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,10 @@ from dualex.errors import FileFormatError, InvalidInputError
 from dualex.towers.positions import ImagePositions, Positions, TextPositions, positions_from_json
 
 FORMAT = "dualex.explanation/1"
+"""Format of a file of one explanation (:meth:`Explanation.save`)."""
+
+MANY_FORMAT = "dualex.explanations/1"
+"""Format of a file of many explanations (:meth:`Explanation.save_many`; dataset shards)."""
 
 
 @dataclass
@@ -151,20 +156,25 @@ class Explanation:
     def top_interactions(
         self, k: int = 10, include_special: bool = False
     ) -> list[tuple[str, str, float]]:
-        """The ``k`` largest interactions as ``(label_a, label_b, value)``."""
+        """The ``k`` largest interactions as ``(label_a, label_b, value)``.
+
+        Unknown tokens (:attr:`TextPositions.unknown`) are never ranked: the model read each as
+        the same generic token, whatever the word shown.
+        """
         la, lb = _labels(self.a), _labels(self.b)
         m = self.matrix.double().clone()
-        if not include_special:
-            for side, pos in ((0, self.a), (1, self.b)):
+        for side, pos in ((0, self.a), (1, self.b)):
+            idx = list(getattr(pos, "unknown", ()))
+            if not include_special:
                 if isinstance(pos, TextPositions):
-                    idx = [i for i, s in enumerate(pos.special) if s]
+                    idx += [i for i, s in enumerate(pos.special) if s]
                 else:
-                    idx = list(range(pos.prefix))
-                if idx:
-                    if side == 0:
-                        m[idx] = float("-inf")
-                    else:
-                        m[:, idx] = float("-inf")
+                    idx += list(range(pos.prefix))
+            if idx:
+                if side == 0:
+                    m[idx] = float("-inf")
+                else:
+                    m[:, idx] = float("-inf")
         flat = m.flatten()
         k = min(k, int(torch.isfinite(flat).sum()))
         vals, ids = flat.topk(k)
@@ -173,12 +183,51 @@ class Explanation:
             (la[i // nb], lb[i % nb], float(v)) for v, i in zip(vals, ids.tolist(), strict=True)
         ]
 
+    @property
+    def unknown_tokens(self) -> tuple[int, ...]:
+        """Positions of the (first) text side whose token is the vocabulary's unknown token
+        (see :attr:`TextPositions.unknown`); ``()`` when every word is known."""
+        return self._text_side()[0].unknown
+
     # -- IO ------------------------------------------------------------------------------------
+    def _metadata(self) -> dict[str, Any]:
+        """Everything but the tensors, as JSON values (one pair's entry in a file)."""
+        return {
+            "a": self.a.to_json(),
+            "b": self.b.to_json(),
+            "completeness": self.completeness.to_json(),
+            "layers": list(self.layers),
+            "model": self.model,
+            "weights": self.weights,
+        }
+
+    @classmethod
+    def _from_metadata(
+        cls, meta: dict[str, Any], matrix: Tensor, raw_a: Any = None, raw_b: Any = None
+    ) -> Explanation:
+        a, b = positions_from_json(meta["a"]), positions_from_json(meta["b"])
+        return cls(
+            matrix=matrix,
+            a=a,
+            b=b,
+            completeness=Completeness.from_json(meta["completeness"]),
+            layers=tuple(meta["layers"]),
+            model=meta["model"],
+            raw_a=raw_a
+            if raw_a is not None
+            else (a.text if isinstance(a, TextPositions) else None),
+            raw_b=raw_b
+            if raw_b is not None
+            else (b.text if isinstance(b, TextPositions) else None),
+            weights=str(meta.get("weights", "unknown")),  # absent in files before it
+        )
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the explanation to a ``.safetensors`` file (atomically; no pickle).
 
         The matrix (and the original image(s), as uint8 arrays) are tensors; positions,
-        completeness, layers and the model name are JSON in the file's metadata.
+        completeness, layers, the model name and the weights' origin are JSON in the file's
+        metadata.
         """
         from safetensors.torch import save_file
 
@@ -187,15 +236,7 @@ class Explanation:
         for key, raw in (("image_a", self.raw_a), ("image_b", self.raw_b)):
             if isinstance(raw, Image.Image):
                 tensors[key] = torch.from_numpy(np.asarray(raw.convert("RGB")).copy())
-        meta = {
-            "format": FORMAT,
-            "a": self.a.to_json(),
-            "b": self.b.to_json(),
-            "completeness": self.completeness.to_json(),
-            "layers": list(self.layers),
-            "model": self.model,
-            "weights": self.weights,
-        }
+        meta = {"format": FORMAT, **self._metadata()}
         from dualex.io import atomic_write
 
         atomic_write(
@@ -203,56 +244,78 @@ class Explanation:
         )
         return path
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> Explanation:
-        """Read an explanation written by :meth:`save`.
+    @staticmethod
+    def save_many(explanations: Mapping[str, Explanation], path: str | os.PathLike) -> Path:
+        """Write many explanations to one ``.safetensors`` file (atomically), keyed by name.
+
+        Each explanation is stored as :meth:`save` stores one (its matrix, and the same JSON
+        metadata: positions with their unknown tokens, completeness, layers, model, weights),
+        without the original images; read them back with :meth:`load` (``key=``) or
+        :meth:`load_many`. Dataset runs (``dualex explain --data``) write their shards this way.
+
+        Args:
+            explanations: Name → explanation (names are any strings, e.g. pair ids).
+            path: The file to write.
 
         Raises:
-            FileFormatError: if the file is not a dualex explanation.
+            InvalidInputError: if there is no explanation to write.
         """
-        from safetensors import safe_open
+        from safetensors.torch import save_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise FileFormatError(
-                f"{str(path)!r} does not exist; pass a file written by Explanation.save"
-            )
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta_raw = (f.metadata() or {}).get("dualex")
-                tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
-        except Exception as err:  # safetensors raises its own error types
-            raise FileFormatError(
-                f"{str(path)!r} is not a safetensors file ({err}); pass a file written by "
-                "Explanation.save"
-            ) from err
-        if not meta_raw:
-            raise FileFormatError(f"{str(path)!r} has no dualex metadata; it is not an explanation")
-        meta = json.loads(meta_raw)
-        if meta.get("format") != FORMAT:
-            raise FileFormatError(
-                f"{str(path)!r} has format {meta.get('format')!r}, expected {FORMAT}"
-            )
+        from dualex.io import atomic_write
+
+        if not explanations:
+            raise InvalidInputError("save_many needs at least one explanation")
+        tensors = {k: ex.matrix.detach().cpu().contiguous() for k, ex in explanations.items()}
+        pairs = {k: ex._metadata() for k, ex in explanations.items()}
+        # one metadata entry: safetensors keeps metadata in a hash map, whose order (and so the
+        # file's bytes) would otherwise change from process to process
+        meta = {"dualex": json.dumps({"format": MANY_FORMAT, "pairs": pairs})}
+        return atomic_write(Path(path), lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, key: str | None = None) -> Explanation:
+        """Read an explanation written by :meth:`save`, or the one named ``key`` in a file
+        written by :meth:`save_many` (only its matrix is read).
+
+        Raises:
+            FileFormatError: if the file is not a dualex explanation, or holds many and ``key``
+                is missing or not among them.
+        """
+        meta, read = _open(path)
+        if meta.get("format") == MANY_FORMAT:
+            pairs = meta.get("pairs") or {}
+            if key is None or key not in pairs:
+                some = ", ".join(repr(k) for k in list(pairs)[:3])
+                what = "pass key=NAME" if key is None else f"it has no {key!r}"
+                raise FileFormatError(
+                    f"{str(path)!r} holds {len(pairs)} explanations ({some}, ...); {what}, or "
+                    "read them all with Explanation.load_many"
+                )
+            return cls._from_metadata(pairs[key], read([key])[key])
+        if key is not None:
+            raise FileFormatError(f"{str(path)!r} holds one explanation; call load without key")
+        tensors = read(None)
         raws = [
             Image.fromarray(tensors[k].numpy()) if k in tensors else None
             for k in ("image_a", "image_b")
         ]
-        a, b = positions_from_json(meta["a"]), positions_from_json(meta["b"])
-        return cls(
-            matrix=tensors["matrix"],
-            a=a,
-            b=b,
-            completeness=Completeness.from_json(meta["completeness"]),
-            layers=tuple(meta["layers"]),
-            model=meta["model"],
-            raw_a=raws[0]
-            if raws[0] is not None
-            else (a.text if isinstance(a, TextPositions) else None),
-            raw_b=raws[1]
-            if raws[1] is not None
-            else (b.text if isinstance(b, TextPositions) else None),
-            weights=str(meta.get("weights", "unknown")),
-        )
+        return cls._from_metadata(meta, tensors["matrix"], raws[0], raws[1])
+
+    @classmethod
+    def load_many(cls, path: str | os.PathLike) -> dict[str, Explanation]:
+        """Every explanation of a file written by :meth:`save_many` (or :meth:`save`: one,
+        named ``""``), by name, in the order they were written.
+
+        Raises:
+            FileFormatError: if the file is not a dualex explanation.
+        """
+        meta, read = _open(path)
+        if meta.get("format") != MANY_FORMAT:
+            return {"": cls.load(path)}
+        pairs = meta.get("pairs") or {}
+        tensors = read(list(pairs))
+        return {k: cls._from_metadata(m, tensors[k]) for k, m in pairs.items()}
 
     def __repr__(self) -> str:
         c = self.completeness
@@ -265,3 +328,40 @@ class Explanation:
 
 def _labels(pos: Positions) -> list[str]:
     return pos.tokens if isinstance(pos, TextPositions) else pos.labels
+
+
+def _open(path: str | os.PathLike) -> tuple[dict[str, Any], Any]:
+    """The ``dualex`` metadata of an explanation file and ``read(keys)`` → its tensors (all of
+    them when ``keys`` is None).
+
+    Raises:
+        FileFormatError: if the file is missing, not safetensors, or not an explanation.
+    """
+    from safetensors import safe_open
+
+    shown = str(path)
+    if not Path(path).is_file():
+        raise FileFormatError(f"{shown!r} does not exist; pass a file written by Explanation.save")
+
+    def read(keys: list[str] | None) -> dict[str, Tensor]:
+        try:
+            with safe_open(shown, framework="pt") as f:
+                return {k: f.get_tensor(k) for k in (f.keys() if keys is None else keys)}
+        except Exception as err:  # safetensors raises its own error types
+            raise FileFormatError(f"cannot read the tensors of {shown!r} ({err})") from err
+
+    try:
+        with safe_open(shown, framework="pt") as f:
+            meta_raw = (f.metadata() or {}).get("dualex")
+    except Exception as err:  # safetensors raises its own error types
+        raise FileFormatError(
+            f"{shown!r} is not a safetensors file ({err}); pass a file written by Explanation.save"
+        ) from err
+    if not meta_raw:
+        raise FileFormatError(f"{shown!r} has no dualex metadata; it is not an explanation")
+    meta = json.loads(meta_raw)
+    if meta.get("format") not in (FORMAT, MANY_FORMAT):
+        raise FileFormatError(
+            f"{shown!r} has format {meta.get('format')!r}, expected {FORMAT} or {MANY_FORMAT}"
+        )
+    return meta, read

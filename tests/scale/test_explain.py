@@ -60,6 +60,29 @@ def test_index_and_stored_explanations_match_a_direct_projection(explained):
         )
 
 
+def test_a_dataset_pair_carries_every_field_of_a_single_explanation(explained, tmp_path):
+    """One format: a shard is read by Explanation's own loader, so a pair of a dataset run has
+    exactly what the same pair explained alone and saved has (weights, unknown tokens, ...)."""
+    rows = read_index(explained)
+    samples = list(parse_data_spec(DATA).samples())
+    model = load_model("random-clip")
+    proj = dualex.project(
+        model, texts=[s.caption for s in samples[:2]], images=[samples[0].image], steps=2
+    )
+    alone = dualex.Explanation.load(proj.explanation(0, 0).save(tmp_path / "alone.safetensors"))
+    stored = load_explanation(explained, rows[0])
+    assert alone.weights == "random"  # what the random-weights banner reads
+    assert stored._metadata() == alone._metadata()
+    assert torch.equal(stored.matrix, alone.matrix)
+    # the shard itself is an explanation file: read whole, or one pair by key
+    shard = explained / rows[0]["file"]
+    many = dualex.Explanation.load_many(shard)
+    assert list(many) == [r["key"] for r in rows if r["file"] == rows[0]["file"]]
+    assert many[rows[0]["key"]]._metadata() == alone._metadata()
+    with pytest.raises(dualex.errors.FileFormatError, match="pass key="):
+        dualex.Explanation.load(shard)
+
+
 def test_report_picks_pairs_by_the_requested_order(explained):
     rows = read_index(explained)
     worst = pick(rows, 2, "worst-completeness")

@@ -10,7 +10,6 @@ from the index and writes the interactive HTML report of them.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -103,13 +102,9 @@ def load_explanation(out: str | os.PathLike[str], row: dict[str, Any]) -> Any:
     Raises:
         FileFormatError: if the row has no stored explanation or its file is unreadable.
     """
-    from safetensors import safe_open
-
     from dualex.data.types import ImageRef
-    from dualex.engine.interactions import Completeness
     from dualex.errors import InvalidInputError
     from dualex.explanation import Explanation
-    from dualex.towers.positions import positions_from_json
 
     if not row.get("file"):
         raise FileFormatError(
@@ -117,10 +112,8 @@ def load_explanation(out: str | os.PathLike[str], row: dict[str, Any]) -> Any:
         )
     path = Path(out) / row["file"]
     try:
-        with safe_open(str(path), framework="pt") as f:
-            matrix = f.get_tensor(row["key"])
-            meta = json.loads((f.metadata() or {})["dualex"])["pairs"][row["key"]]
-    except Exception as err:  # safetensors raises its own error types
+        ex = Explanation.load(path, key=row["key"])
+    except FileFormatError as err:
         raise FileFormatError(
             f"cannot read pair {row['key']!r} from {str(path)!r} ({err}); re-run the explain job"
         ) from err
@@ -130,17 +123,8 @@ def load_explanation(out: str | os.PathLike[str], row: dict[str, Any]) -> Any:
             image = ImageRef(row["image_path"]).open()
         except InvalidInputError:
             image = None
-    a, b = positions_from_json(meta["a"]), positions_from_json(meta["b"])
-    return Explanation(
-        matrix=matrix,
-        a=a,
-        b=b,
-        completeness=Completeness.from_json(meta["completeness"]),
-        layers=tuple(meta["layers"]),
-        model=meta["model"],
-        raw_a=row["caption"],
-        raw_b=image,
-    )
+    ex.raw_a, ex.raw_b = row["caption"], image
+    return ex
 
 
 def pick(rows: list[dict[str, Any]], limit: int, sort: str) -> list[dict[str, Any]]:

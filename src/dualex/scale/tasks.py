@@ -4,14 +4,13 @@ A task turns a shard's samples (grouped by image) into rows. The evaluation task
 (``grounding``, ``mismatch``, ``grid``, ``faithfulness``) are the row functions of
 :mod:`dualex.evaluate.tasks`; ``explain`` explains every
 caption with its image and writes the explanations of the shard to one safetensors file
-(``explanations/shard-NNNNNN.safetensors``: one ``[S_text, S_image]`` tensor per pair, keyed by
-pair id, and one metadata entry ``dualex`` = JSON ``{"format", "pairs": {pair id: positions,
-completeness, layers, model}}``) next to its rows.
+(``explanations/shard-NNNNNN.safetensors``, keyed by pair id) with
+:meth:`dualex.Explanation.save_many`, so a pair read back carries every field a single
+explanation does, next to its rows.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -25,7 +24,6 @@ __all__ = ["EXPLAIN_KEY", "TASKS", "Task", "explanation_file", "get_task", "imag
 
 EXPLAIN_KEY = ("pair_id",)
 EXPLANATIONS = "explanations"
-EXPLANATIONS_FORMAT = "dualex.explanations/1"
 
 
 def explanation_file(shard: int) -> str:
@@ -115,17 +113,15 @@ def _release(group: Sequence[tuple[int, Sample]]) -> None:
 
 
 def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[dict[str, Any]]:
-    """Explain every caption of the shard with its image; tensors go to one safetensors file."""
-    import torch
-    from safetensors.torch import save_file
-
+    """Explain every caption of the shard with its image; the explanations go to one file
+    written by :meth:`dualex.Explanation.save_many` (the format of a single explanation)."""
     import dualex
-    from dualex.io import atomic_write
+    from dualex.cli_args import model_weights
 
     st = job.settings
     rel = explanation_file(shard)
-    tensors: dict[str, torch.Tensor] = {}
-    pairs: dict[str, Any] = {}
+    weights = model_weights(model, job.model)
+    explained: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     for group in image_groups(samples):
         try:
@@ -157,15 +153,9 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                 if not isinstance(proj, dualex.Projections):
                     raise proj
                 ex = proj.explanation(j, 0)
+                ex.weights = weights
                 c = ex.completeness
-                tensors[pair] = ex.matrix.detach().cpu().contiguous()
-                pairs[pair] = {
-                    "a": ex.a.to_json(),
-                    "b": ex.b.to_json(),
-                    "completeness": c.to_json(),
-                    "layers": list(ex.layers),
-                    "model": ex.model,
-                }
+                explained[pair] = ex
                 row.update(
                     score=float(c.score),
                     completeness=float(c.relative_error),
@@ -177,11 +167,8 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                 row["error"] = str(err)
             rows.append(row)
         _release(group)
-    if tensors:
-        # one metadata entry: safetensors stores metadata in a hash map, whose order (and so the
-        # file's bytes) would otherwise change from process to process
-        meta = {"dualex": json.dumps({"format": EXPLANATIONS_FORMAT, "pairs": pairs})}
-        atomic_write(out / rel, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    if explained:
+        dualex.Explanation.save_many(explained, out / rel)
     return rows
 
 

@@ -36,6 +36,7 @@ from dualex.towers.inputs import (
     positions_of_pieces,
     tensor_geometry,
     text_reference_ids,
+    unknown_positions,
     warn_discarded,
     warn_truncated,
 )
@@ -216,13 +217,18 @@ class BPETextCodec:
             raw = hf.convert_ids_to_tokens(seq)
             pieces = [None if sp else hf.decode([t]) for t, sp in zip(seq, special, strict=True)]
             shown = [str(r) for r in raw]
+        # byte-level BPE has no unknown token; a word-level vocabulary has one
+        unk = None if self.bpe else getattr(self.hf, "unk_token_id", None)
+        unknown = unknown_positions(seq, unk, special)
         if text is None:
             content = [p or "" for p, sp in zip(pieces, special, strict=True) if not sp]
             joined = "".join(content) if self.bpe else " ".join(content)
-            return positions_of_pieces(joined, pieces, shown, special)
+            return positions_of_pieces(joined, pieces, shown, special, unknown)
         offsets = align_pieces(text, pieces)
         tokens = [text[o[0] : o[1]] if o else s for o, s in zip(offsets, shown, strict=True)]
-        return TextPositions(text=text, tokens=tokens, offsets=offsets, special=special)
+        return TextPositions(
+            text=text, tokens=tokens, offsets=offsets, special=special, unknown=unknown
+        )
 
     def empty_ids(self) -> list[int]:
         """Ids of the empty caption (start and end token only)."""

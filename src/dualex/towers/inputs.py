@@ -382,6 +382,47 @@ def warn_truncated(n_tokens: int, max_length: int | None, *, stacklevel: int = 2
     return dropped
 
 
+def unknown_positions(
+    ids: Any, unk_id: int | None, special: list[bool] | None = None
+) -> tuple[int, ...]:
+    """Positions of one text's token ids that are the unknown token (special positions never).
+
+    Args:
+        ids: Token ids (a list, or a ``[S]`` / ``[1, S]`` tensor).
+        unk_id: The vocabulary's unknown-token id (``None``: the tokenizer has none, e.g. byte
+            BPE, so nothing is unknown).
+        special: Special-token flag per position.
+    """
+    if unk_id is None:
+        return ()
+    seq = [int(t) for t in (ids.reshape(-1).tolist() if isinstance(ids, Tensor) else ids)]
+    flags = special if special is not None else [False] * len(seq)
+    return tuple(
+        i for i, (t, sp) in enumerate(zip(seq, flags, strict=True)) if t == int(unk_id) and not sp
+    )
+
+
+def check_known(positions: TextPositions) -> TextPositions:
+    """Refuse a text in which the model knows no word.
+
+    Every content token is the unknown token: the model reads the caption as a row of identical
+    "unknown" tokens, so the score and every interaction say nothing about its words.
+
+    Raises:
+        InvalidInputError: naming the words, if every non-special token is unknown.
+    """
+    content = [i for i, sp in enumerate(positions.special) if not sp]
+    if content and set(content) <= set(positions.unknown):
+        words = positions.unknown_words()
+        shown = ", ".join(repr(w) for w in words[:6]) + (", ..." if len(words) > 6 else "")
+        raise InvalidInputError(
+            f"the model knows none of the words of {positions.text!r} ({shown} are all unknown "
+            "to its vocabulary): it would read only 'unknown' tokens, so there is nothing to "
+            "explain; use words the model was trained on"
+        )
+    return positions
+
+
 def unknown_fraction(
     ids: Any, unk_id: int | None, special: list[bool] | None = None
 ) -> tuple[int, int]:
@@ -526,11 +567,15 @@ def tokenize_text(
             offs.append((int(a), int(b)))
     mask = enc.get("attention_mask", torch.ones_like(ids))
     flags = [bool(s) for s in special]
-    unknown = warn_unknown_tokens(
-        ids, getattr(tokenizer, "unk_token_id", None), special=flags, pieces=tokens, stacklevel=3
-    )
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    unknown = warn_unknown_tokens(ids, unk_id, special=flags, pieces=tokens, stacklevel=3)
     positions = TextPositions(
-        text=text, tokens=tokens, offsets=offs, special=flags, dropped=dropped
+        text=text,
+        tokens=tokens,
+        offsets=offs,
+        special=flags,
+        dropped=dropped,
+        unknown=unknown_positions(ids, unk_id, flags),
     )
     return TokenizedText(ids=ids, mask=mask, positions=positions, dropped=dropped, unknown=unknown)
 
@@ -763,15 +808,25 @@ def hf_id_positions(tokenizer: Any, ids: Tensor) -> TextPositions:
     pieces = [None if sp else tokenizer.decode([t]) for t, sp in zip(seq, special, strict=True)]
     shown = [str(t) for t in tokenizer.convert_ids_to_tokens(seq)]
     text = tokenizer.decode([t for t, sp in zip(seq, special, strict=True) if not sp])
-    return positions_of_pieces(text, pieces, shown, special)
+    unknown = unknown_positions(seq, getattr(tokenizer, "unk_token_id", None), special)
+    return positions_of_pieces(text, pieces, shown, special, unknown)
 
 
 def positions_of_pieces(
-    text: str, pieces: list[str | None], shown: list[str], special: list[bool]
+    text: str,
+    pieces: list[str | None],
+    shown: list[str],
+    special: list[bool],
+    unknown: tuple[int, ...] = (),
 ) -> TextPositions:
     """``TextPositions`` (source: token ids) of decoded pieces aligned to ``text``."""
     offsets = align_pieces(text, pieces)
     tokens = [text[o[0] : o[1]] if o else s for o, s in zip(offsets, shown, strict=True)]
     return TextPositions(
-        text=text, tokens=tokens, offsets=offsets, special=special, source=TOKEN_SOURCE
+        text=text,
+        tokens=tokens,
+        offsets=offsets,
+        special=special,
+        source=TOKEN_SOURCE,
+        unknown=tuple(unknown),
     )

@@ -133,6 +133,9 @@ class TextPositions:
             the tensor's own positions).
         dropped: Tokens cut off the end because the text was longer than the model's context
             (the model saw, and the explanation covers, only the rest; ``0``: none).
+        unknown: Positions whose token is the vocabulary's unknown token (the model read the
+            word there as one generic "unknown" token, the same for every such word), in
+            increasing order; views grey them and leave them out of rankings.
     """
 
     text: str
@@ -141,7 +144,16 @@ class TextPositions:
     special: list[bool]
     source: str = "text"
     dropped: int = 0
+    unknown: tuple[int, ...] = ()
     kind: str = field(default="text", init=False)
+
+    def unknown_words(self) -> list[str]:
+        """The caption text of each unknown position (see ``unknown``), in order."""
+        out = []
+        for i in self.unknown:
+            off = self.offsets[i]
+            out.append(self.text[off[0] : off[1]] if off is not None else self.tokens[i])
+        return out
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -234,6 +246,7 @@ class TextPositions:
             "special": self.special,
             "source": self.source,
             "dropped": self.dropped,
+            "unknown": list(self.unknown),
         }
 
     @classmethod
@@ -245,6 +258,7 @@ class TextPositions:
             special=list(d["special"]),
             source=str(d.get("source", "text")),
             dropped=int(d.get("dropped", 0)),
+            unknown=tuple(int(i) for i in d.get("unknown", ())),  # absent in files before it
         )
 
 

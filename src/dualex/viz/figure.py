@@ -1,10 +1,10 @@
 """A Figure-1 style grid: caption spans → image heatmaps, image boxes → token strips.
 
-The top row shows the original image with the boxes drawn on it, then one heatmap per span. Below
-it, one token strip per box colours the caption by its interaction with the patches under that
-box. Colours come from :mod:`dualex.viz.colors`; heatmaps share one symmetric range and token
-strips another (``shared_range=False`` gives each panel its own). matplotlib is imported only when
-a figure is made.
+The top row shows the original image with the boxes drawn on it, then one heatmap per span, each
+with its colour range on a bar under it. Below, one token strip per box colours the caption by its
+interaction with the patches under that box. Colours come from :mod:`dualex.viz.colors`; each
+panel has its own symmetric range, labelled (``shared_range=True``: one for all heatmaps and one
+for all strips). matplotlib is imported only when a figure is made.
 """
 
 from __future__ import annotations
@@ -101,8 +101,9 @@ def _pyplot():
 def default_spans(ex: Any, k: int = 3) -> list[Any]:
     """The whole caption, then the ``k`` word tokens that interact most with the image.
 
-    Word tokens have at least three characters, one of them a letter, and are not in
-    :data:`STOP_WORDS` (function words and punctuation are skipped unless nothing else is left).
+    Word tokens have at least three characters, one of them a letter, are not in
+    :data:`STOP_WORDS` (function words and punctuation are skipped unless nothing else is left)
+    and are known to the model's vocabulary (unknown tokens are never ranked).
 
     Returns:
         Spans for :func:`figure1`: a list of token indices for the caption, then single-token
@@ -117,11 +118,13 @@ def default_spans(ex: Any, k: int = 3) -> list[Any]:
         words = [
             i
             for i in whole
-            if len(labels[i]) >= 3
+            if i not in text.unknown  # one generic token, whatever the word: never ranked
+            and len(labels[i]) >= 3
             and any(c.isalpha() for c in labels[i])
             and labels[i].strip().lower() not in STOP_WORDS
         ]
-        ranked = sorted(words or whole, key=lambda i: -float(scores[i]))[:k]
+        known = [i for i in whole if i not in text.unknown] or whole
+        ranked = sorted(words or known, key=lambda i: -float(scores[i]))[:k]
         out += [[i] for i in sorted(ranked)]
     return out
 
@@ -159,12 +162,25 @@ def span_label(ex: Any, span: Any) -> str:
     return "".join(parts)
 
 
+def crop_note(pos: Any) -> str:
+    """What the dimmed bands of a heatmap are, when the processor crops the image (else ``""``)."""
+    W, H = pos.geometry.original_size
+    x0, y0, x1, y1 = pos.geometry.to_original((0, 0, *pos.geometry.input_size))
+    if not (x0 > 0.5 or y0 > 0.5 or x1 < W - 0.5 or y1 < H - 0.5):
+        return ""
+    return (
+        f"Dimmed bands: cut off by the processor's centre crop (the model sees x {max(x0, 0):.0f}–"
+        f"{min(x1, W):.0f}, y {max(y0, 0):.0f}–{min(y1, H):.0f} of the {W}×{H} image, dashed on "
+        "the image); they are not explained, so they have no colour."
+    )
+
+
 def figure1(
     ex: Any,
     spans: Sequence[Any] | None = None,
     boxes: Sequence[Box] | None = None,
     *,
-    shared_range: bool = True,
+    shared_range: bool = False,
     positive_only: bool = False,
     include_special: bool = False,
     alpha: float = 0.7,
@@ -173,13 +189,20 @@ def figure1(
 ):
     """Several spans → several heatmaps, several boxes → token strips, in one figure.
 
+    Every colour range is labelled: by default each heatmap has its own range, printed on a
+    colour bar under it, and each token strip its own, printed in its tag (a word's map is then
+    readable next to the whole caption's, whose values are larger); ``shared_range=True`` gives
+    all heatmaps one range (one bar, labelled so) and all strips another. Notes under the figure
+    say what the numbered boxes, the dimmed bands (outside the processor's crop) and the greyed
+    words (unknown to the vocabulary) are, when the figure has them.
+
     Args:
         ex: An :class:`~dualex.Explanation` of a caption–image pair.
         spans: Caption spans (see :meth:`Explanation.image_map`); ``None``: :func:`default_spans`.
         boxes: Boxes ``(x0, y0, x1, y1)`` in original pixels; ``None``: a box around the peak of
             the first span.
         shared_range: One colour range for all heatmaps (and one for all token strips);
-            ``False``: each panel its own.
+            ``False`` (default): each panel its own.
         positive_only: Clip negative values to 0 (white → red).
         include_special: Show special tokens in the strips.
         alpha: Opacity of the strongest heatmap colour.
@@ -194,6 +217,8 @@ def figure1(
     from matplotlib.colors import Normalize
     from matplotlib.patches import Rectangle
 
+    from dualex.viz.summary import unknown_note
+
     pos = image_positions(ex)
     text = ex.text_positions
     spans = list(spans) if spans is not None else default_spans(ex)
@@ -203,14 +228,30 @@ def figure1(
     heats = [ex.image_map(s) for s in spans]
     heats = [h.clamp(min=0) if positive_only else h for h in heats]
     strips = [ex.text_scores(b) for b in boxes]
-    shown = [i for i, sp in enumerate(text.special) if include_special or not sp]
+    unknown = set(text.unknown)
+    shown = [
+        i for i, sp in enumerate(text.special) if (include_special or not sp) and i not in unknown
+    ]
     strips_shown = [s[shown].clamp(min=0) if positive_only else s[shown] for s in strips]
     W, H = pos.geometry.original_size
     aspect = W / H
     ncols = 1 + len(spans)
     raster = (min(W, 512), max(1, round(min(W, 512) / aspect)))
     shared_v = symmetric_range(*heats)
-    shared_t = symmetric_range(*strips_shown) if strips_shown else 1.0
+    shared_t = symmetric_range(*strips_shown) if strips_shown and shown else 1.0
+    notes = [
+        n
+        for n in (
+            f"Rows below: the caption coloured by its interaction with the patches inside each "
+            f"numbered box on the image (box{'es' if len(boxes) > 1 else ''} "
+            f"{', '.join(str(k + 1) for k in range(len(boxes)))})."
+            if boxes
+            else "",
+            crop_note(pos),
+            unknown_note(ex) + "." if text.unknown else "",
+        )
+        if n
+    ]
 
     chars = len(text.text) + (
         sum(len(t) + 1 for t, sp in zip(text.tokens, text.special, strict=True) if sp)
@@ -220,12 +261,14 @@ def figure1(
     width_in = ncols * panel_size * aspect - 0.8
     lines = max(1, -(-int(chars * 0.085) // max(int(width_in), 1)))
     strip_h = 0.15 + 0.32 * lines
+    bar_h = 0.42
+    notes_h = 0.2 * len(notes) + (0.1 if notes else 0.0)
     fig_w = ncols * panel_size * aspect + 1.3
-    fig_h = panel_size + 0.75 + len(boxes) * strip_h + (0.2 if boxes else 0.0)
+    fig_h = panel_size + 0.75 + bar_h + len(boxes) * strip_h + (0.2 if boxes else 0.0) + notes_h
     fig = plt.figure(figsize=(fig_w, fig_h), dpi=150)
-    heights = [panel_size + 0.45] + [strip_h] * len(boxes)
+    heights = [panel_size + 0.45, bar_h] + [strip_h] * len(boxes)
     grid = fig.add_gridspec(
-        1 + len(boxes),
+        2 + len(boxes),
         ncols + 1,
         height_ratios=heights,
         width_ratios=[1.0] * ncols + [0.06],
@@ -234,12 +277,16 @@ def figure1(
         left=0.02,
         right=0.93,
         top=1 - 0.45 / fig_h,
-        bottom=0.02,
+        bottom=(0.02 + notes_h) / fig_h,
     )
     image = ex.image
     ax0 = fig.add_subplot(grid[0, 0])
     ax0.imshow(image if image is not None else blend(None, upsample(heats[0], pos, raster), 1.0))
-    ax0.set_title("image", fontsize=9)
+    ax0.set_title(
+        "image" + (f" · boxes 1–{len(boxes)} → rows below" if len(boxes) > 1 else "")
+        + (" · box 1 → row below" if len(boxes) == 1 else ""),
+        fontsize=9,
+    )  # fmt: skip
     for k, b in enumerate(boxes):
         color = BOX_COLORS[k % len(BOX_COLORS)]
         ax0.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, lw=2, ec=color))
@@ -254,7 +301,19 @@ def figure1(
         )
     _crop_outline(ax0, pos)
     ax0.set_axis_off()
-    norm_v = None
+
+    def bar(cax: Any, vmax: float, label: str) -> None:
+        lo = 0.0 if positive_only else -vmax
+        cb = fig.colorbar(
+            ScalarMappable(Normalize(lo, vmax), matplotlib_cmap(positive_only)),
+            cax=cax,
+            orientation="horizontal",
+            format="%.2g",
+        )
+        cb.set_ticks([lo, vmax] if positive_only else [lo, 0.0, vmax])
+        cax.tick_params(labelsize=6, length=2, pad=1)
+        cax.set_title(label, fontsize=7, pad=2)
+
     for j, (span, heat) in enumerate(zip(spans, heats, strict=True)):
         vmax = shared_v if shared_range else symmetric_range(heat)
         ax = fig.add_subplot(grid[0, 1 + j])
@@ -264,21 +323,15 @@ def figure1(
         ax.imshow(im, extent=(0, W, H, 0))
         ax.set_title(_ellipsis(f"“{span_label(ex, span)}”", 28), fontsize=9)
         ax.set_axis_off()
-        norm_v = vmax if norm_v is None else max(norm_v, vmax)
-    cax = fig.add_subplot(grid[0, ncols])
-    lo = 0.0 if positive_only else -norm_v
-    fig.colorbar(
-        ScalarMappable(Normalize(lo, norm_v), matplotlib_cmap(positive_only)),
-        cax=cax,
-        format="%.2g",
-    )
-    cax.tick_params(labelsize=7)
-    cax.set_title("span→patch" if shared_range else "(per panel)", fontsize=7)
+        if not shared_range:
+            bar(_bar_axes(fig, grid[1, 1 + j]), vmax, "this panel's range")
+    if shared_range:
+        bar(_bar_axes(fig, grid[1, 1:ncols]), shared_v, "one range for every heatmap")
 
     for k, scores in enumerate(strips):
-        ax = fig.add_subplot(grid[1 + k, :ncols])
+        ax = fig.add_subplot(grid[2 + k, :ncols])
         vals = scores.clamp(min=0) if positive_only else scores
-        vmax = shared_t if shared_range else symmetric_range(vals[shown])
+        vmax = shared_t if shared_range else symmetric_range(vals[shown] if shown else [0.0])
         _token_strip(
             fig,
             ax,
@@ -288,10 +341,10 @@ def figure1(
             positive_only,
             include_special,
             BOX_COLORS[k % len(BOX_COLORS)],
-            f"box {k + 1}",
+            f"box {k + 1}" + ("" if shared_range else f" · ±{vmax:.2g}"),
         )
-    if boxes:
-        cax = fig.add_subplot(grid[1:, ncols])
+    if boxes and shared_range:
+        cax = fig.add_subplot(grid[2:, ncols])
         lo = 0.0 if positive_only else -shared_t
         fig.colorbar(
             ScalarMappable(Normalize(lo, shared_t), matplotlib_cmap(positive_only)),
@@ -299,6 +352,10 @@ def figure1(
             format="%.2g",
         )
         cax.tick_params(labelsize=7)
+        cax.set_title("rows", fontsize=7)
+    for n, line in enumerate(notes):
+        fig.text(0.02, (0.04 + 0.2 * (len(notes) - 1 - n)) / fig_h, line, fontsize=7,
+                 color="#444444", ha="left", va="bottom")  # fmt: skip
     c = ex.completeness
     note = weights_note(ex)
     fig.suptitle(
@@ -313,6 +370,15 @@ def figure1(
         color="#b3261e" if note else "black",
     )
     return fig
+
+
+def _bar_axes(fig: Any, cell: Any) -> Any:
+    """A thin horizontal colour-bar axes centred in a grid cell (under its heatmap)."""
+    ax = fig.add_subplot(cell)
+    box = ax.get_position()
+    ax.set_position([box.x0 + box.width * 0.1, box.y0 + box.height * 0.62, box.width * 0.8,
+                     box.height * 0.16])  # fmt: skip
+    return ax
 
 
 def text_pair_figure(
@@ -401,7 +467,11 @@ def _token_strip(fig, ax, text, values, vmax, positive_only, include_special, co
     ax.set_axis_off()
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
+    from dualex.viz.tokens import UNKNOWN_BG, UNKNOWN_FG
+
     colors = hex_colors(values, vmax, positive_only)
+    for i in text.unknown:  # unknown to the vocabulary: grey, not a score colour
+        colors[i] = UNKNOWN_BG
     renderer = fig.canvas.get_renderer()
     box = ax.get_window_extent(renderer)
     fontsize = 10
@@ -430,7 +500,7 @@ def _token_strip(fig, ax, text, values, vmax, positive_only, include_special, co
             fontsize=fontsize,
             va="center",
             ha="left",
-            color=text_color(colors[i]),
+            color=UNKNOWN_FG if i in text.unknown else text_color(colors[i]),
             bbox=dict(fc=colors[i], ec="none", pad=1.5),
         )
         w = t.get_window_extent(renderer).width

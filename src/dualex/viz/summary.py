@@ -9,7 +9,36 @@ from typing import Any
 
 from dualex.towers.positions import ImagePositions, Positions, TextPositions
 
-__all__ = ["display_text", "modality_names", "position_labels", "strongest_interactions"]
+__all__ = [
+    "UNKNOWN_NOTE",
+    "display_text",
+    "modality_names",
+    "position_labels",
+    "strongest_interactions",
+    "unknown_note",
+    "unranked",
+]
+
+UNKNOWN_NOTE = "unknown to the model's vocabulary"
+"""What greyed tokens are, in every view (report, figure, terminal)."""
+
+
+def unknown_note(ex: Any) -> str:
+    """``"3 words unknown to the model's vocabulary (car, parked, beside): ..."`` for an
+    explanation with unknown tokens on a text side, else ``""``. Every view says the same."""
+    words: list[str] = []
+    for pos in (ex.a, ex.b):
+        if isinstance(pos, TextPositions):
+            words += [display_text(w) for w in pos.unknown_words()]
+    if not words:
+        return ""
+    shown = ", ".join(words[:5]) + (", ..." if len(words) > 5 else "")
+    n = len(words)
+    return (
+        f"{n} word{'s' if n > 1 else ''} {UNKNOWN_NOTE} ({shown}): the model reads "
+        f"{'each' if n > 1 else 'it'} as one generic 'unknown' token, so "
+        f"{'they are' if n > 1 else 'it is'} greyed and left out of rankings"
+    )
 
 
 def display_text(text: str) -> str:
@@ -56,10 +85,22 @@ def _special(pos: Positions) -> list[int]:
     return list(range(pos.prefix)) + list(range(pos.patch_slice.stop, n))
 
 
+def unranked(pos: Positions, include_special: bool = False) -> list[int]:
+    """Positions no ranking lists: unknown tokens (one generic token, whatever the word), and
+    special tokens and CLS / register positions unless ``include_special``."""
+    out = set(getattr(pos, "unknown", ()))
+    if not include_special:
+        out |= set(_special(pos))
+    return sorted(out)
+
+
 def strongest_interactions(
     ex: Any, k: int = 5, include_special: bool = False
 ) -> list[tuple[str, str, float]]:
     """The ``k`` interactions largest in ``|value|``, with their sign, as ``(a, b, value)``.
+
+    Unknown tokens (:attr:`TextPositions.unknown`) are never ranked: the model read them all as
+    one generic token, so a row of them says nothing about the word shown.
 
     Args:
         ex: An :class:`~dualex.explanation.Explanation`.
@@ -71,13 +112,12 @@ def strongest_interactions(
         :func:`position_labels`).
     """
     m = ex.matrix.detach().double().abs().clone()
-    if not include_special:
-        ia = [i for i in _special(ex.a) if i < m.shape[0]]
-        ib = [j for j in _special(ex.b) if j < m.shape[1]]
-        if ia:
-            m[ia] = -1.0
-        if ib:
-            m[:, ib] = -1.0
+    ia = [i for i in unranked(ex.a, include_special) if i < m.shape[0]]
+    ib = [j for j in unranked(ex.b, include_special) if j < m.shape[1]]
+    if ia:
+        m[ia] = -1.0
+    if ib:
+        m[:, ib] = -1.0
     flat = m.flatten()
     k = min(k, int((flat >= 0).sum()))
     _, ids = flat.topk(k)

@@ -14,6 +14,13 @@ from typing import Any
 from dualex.towers.positions import TextPositions
 from dualex.viz.colors import hex_colors, symmetric_range, text_color
 
+UNKNOWN_BG = "#d4d4d4"
+"""Background of a token unknown to the model's vocabulary (no score colour: see
+:attr:`TextPositions.unknown`)."""
+
+UNKNOWN_FG = "#5f5f5f"
+"""Text colour of an unknown token."""
+
 
 def token_labels(text: TextPositions) -> list[str]:
     """Display string of every position: the caption's characters, or the special token."""
@@ -66,7 +73,12 @@ def _range(
 ) -> float:
     if vmax is not None:
         return float(vmax)
-    shown = [s for s, sp in zip(scores, text.special, strict=True) if include_special or not sp]
+    unknown = set(text.unknown)
+    shown = [
+        s
+        for i, (s, sp) in enumerate(zip(scores, text.special, strict=True))
+        if (include_special or not sp) and i not in unknown
+    ]
     if positive_only:
         shown = [max(s, 0.0) for s in shown]
     return symmetric_range(shown or [0.0])
@@ -90,7 +102,8 @@ def tokens_html(
         include_special: Also show special tokens.
 
     Returns:
-        An HTML fragment; every piece of text is escaped.
+        An HTML fragment; every piece of text is escaped. Tokens unknown to the model's
+        vocabulary are struck through on grey (class ``dualex-unknown``), not coloured.
     """
     values = _scores_list(scores)
     if len(values) != len(text):
@@ -101,6 +114,13 @@ def tokens_html(
     for s, i in pieces(text, include_special):
         if i is None:
             parts.append(html.escape(s))
+            continue
+        if i in text.unknown:
+            parts.append(
+                f'<span class="dualex-token dualex-unknown" data-index="{i}" '
+                f'title="unknown to the model\'s vocabulary" style="background:{UNKNOWN_BG};'
+                f'color:{UNKNOWN_FG};text-decoration:line-through">{html.escape(s)}</span>'
+            )
             continue
         bg = colors[i]
         parts.append(
@@ -123,6 +143,7 @@ def tokens_rich(
     """The caption as a ``rich.text.Text`` with each token's background set by its score.
 
     Arguments as in :func:`tokens_html`. Print it with ``rich.console.Console().print(...)``.
+    Tokens unknown to the model's vocabulary are struck through on grey, not coloured.
     """
     from rich.text import Text
 
@@ -137,6 +158,8 @@ def tokens_rich(
     for s, i in pieces(text, include_special):
         if i is None:
             out.append(display_text(s))  # control characters never reach the terminal
+        elif i in text.unknown:  # no score colour: struck through on grey
+            out.append(display_text(s), style=f"strike {UNKNOWN_FG} on {UNKNOWN_BG}")
         else:
             out.append(display_text(s), style=f"{text_color(colors[i])} on {colors[i]}")
     return out
