@@ -312,3 +312,23 @@ def test_a_towers_default_layer_can_be_set_and_restored(clip64, image):
     finally:
         text.default_layer = img.default_layer = None
     assert (text.default_layer, img.default_layer) == (1, 1)
+
+
+def test_load_hf_folder_shows_no_weights_bar_and_keeps_the_users_setting(tmp_path, capfd):
+    from transformers.utils import logging as hf_logging
+
+    from dualex.models.factory import random_clip
+
+    m, tok, proc = random_clip(seed=3, width=32, layers=2, heads=2, image_size=32, patch_size=8)
+    for part in (tok, proc, m):
+        part.save_pretrained(tmp_path)
+    before = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()  # a user who wants transformers' bars elsewhere
+    try:
+        capfd.readouterr()
+        dualex.load(f"hf:{tmp_path}")
+        assert "Loading weights" not in capfd.readouterr().err
+        assert hf_logging.is_progress_bar_enabled()  # the user's setting, back
+    finally:
+        if not before:
+            hf_logging.disable_progress_bar()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 
 import pytest
 import torch
@@ -101,3 +103,30 @@ def make_ex():
 def text_pos():
     """The :func:`text_positions` factory."""
     return text_positions
+
+
+# -- headless Chromium (Debian's, driven by Playwright; nothing downloaded) ----------------------
+
+CHROMIUM = os.environ.get("DUALEX_CHROMIUM", "/usr/bin/chromium")
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    sync_api = pytest.importorskip(
+        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+    )
+    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
+    if not path:
+        pytest.skip(f"no chromium at {CHROMIUM} or on PATH; run `make browser-deps` (apt chromium)")
+    with sync_api.sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=path, headless=True, args=FLAGS)
+        yield b
+        b.close()

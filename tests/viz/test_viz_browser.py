@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import io
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,31 +18,8 @@ from dualex.viz.report import write_report
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("DUALEX_CHROMIUM", "/usr/bin/chromium")
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 EVIL_CAPTION = "<img src=x onerror=alert(1)> a red circle"
 EVIL_NAME = "<img src=x onerror=alert('name')><script>alert(2)</script>.png"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    path = CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium")
-    if not path:
-        pytest.skip(f"no chromium at {CHROMIUM} or on PATH; run `make browser-deps` (apt chromium)")
-    with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, headless=True, args=FLAGS)
-        yield b
-        b.close()
 
 
 @pytest.fixture(scope="module")

@@ -28,6 +28,38 @@ SORTS = {
 }
 """``--sort`` choices of ``dualex report DIR``: column and descending?"""
 
+SORT_TITLES = {
+    "worst-completeness": "largest completeness error first",
+    "best-completeness": "smallest completeness error first",
+    "lowest-score": "lowest score first",
+    "highest-score": "highest score first",
+    "index": "in dataset order",
+}
+"""How a report of an explain run says the order its pairs were picked in."""
+
+COLUMN_LABELS = {
+    "completeness": "relative completeness error",
+    "score": "score",
+    "idx": "sample",
+}
+"""What the sort column of the index is, in a pair's name."""
+
+
+def pair_name(row: dict[str, Any], sort: str) -> str:
+    """A pair's name in the report of an explain run: its caption, its image, and the value it
+    was picked by, labelled (e.g. ``relative completeness error 3.1e-05``)."""
+    col = SORTS[sort][0]
+    from dualex.data.types import is_generated
+
+    path = row.get("image_path") or ""
+    image = Path(path).name if path and not is_generated(path) else str(row.get("image_id") or "")
+    value = row[col]
+    shown = (
+        f"{value:.2e}" if col == "completeness" else (f"{value:.4g}" if col == "score" else value)
+    )
+    where = f"{image}, " if image else ""
+    return f"“{row['caption']}” ({where}{COLUMN_LABELS[col]} {shown})"
+
 
 def explain_dataset(
     model: str,
@@ -166,16 +198,16 @@ def report_dataset(
     """
     from dualex.viz.report import write_report
 
-    chosen = pick(read_index(out), limit, sort)
+    rows = read_index(out)
+    chosen = pick(rows, limit, sort)
     if not chosen:
         raise FileFormatError(f"{str(out)!r} has no explained pair (every row has an error)")
     exs = [load_explanation(out, r) for r in chosen]
-    names = [f"{r['pair_id']} ({SORTS[sort][0]} {r[SORTS[sort][0]]:.4g})" for r in chosen]
-    path = write_report(
-        exs,
-        html,
-        names=names,
-        title=title or f"dualex: {len(exs)} pairs of {Path(out).name}, by {sort}",
-        progress=progress,
+    names = [pair_name(r, sort) for r in chosen]
+    explained = sum(1 for r in rows if r.get("file"))
+    default = (
+        f"dualex: {len(exs)} of the {explained} explained pairs of {Path(out).resolve().name}, "
+        f"{SORT_TITLES[sort]}"
     )
+    path = write_report(exs, html, names=names, title=title or default, progress=progress)
     return path, len(exs)

@@ -463,12 +463,16 @@ def load_hf(path: str, **kwargs: Any) -> DualEncoder:
     local = Path(path).expanduser()
     source = str(local) if local.exists() else path
     only_local = local.exists() or local_only()
+    from dualex.towers.session import quiet_hf_bars
+
     try:
-        config = AutoConfig.from_pretrained(source, local_files_only=only_local)
-        model = AutoModel.from_pretrained(
-            source, config=config, local_files_only=only_local, **kwargs
-        )
-        processor = AutoProcessor.from_pretrained(source, local_files_only=only_local)
+        # no "Loading weights" bar (as for builtin); the user's own setting comes back after
+        with quiet_hf_bars():
+            config = AutoConfig.from_pretrained(source, local_files_only=only_local)
+            model = AutoModel.from_pretrained(
+                source, config=config, local_files_only=only_local, **kwargs
+            )
+            processor = AutoProcessor.from_pretrained(source, local_files_only=only_local)
     except (OSError, ValueError) as err:
         raise UnknownModelError(
             f"cannot load {spec!r} with transformers ({str(err).splitlines()[0]}); pass a local "

@@ -212,8 +212,11 @@ def load_st(spec: str, *, device: str = "cpu", reference: Any = "pad", **kwargs:
     from dualex.hub import local_only
 
     offline = local.exists() or local_only()
+    from dualex.towers.session import quiet_hf_bars
+
     try:
-        model = SentenceTransformer(source, device=device, local_files_only=offline, **kwargs)
+        with quiet_hf_bars():  # no transformers weights bar, as for hf: and builtin
+            model = SentenceTransformer(source, device=device, local_files_only=offline, **kwargs)
     except (OSError, ValueError, RuntimeError) as err:
         raise UnknownModelError(
             f"cannot load 'st:{spec}' with sentence-transformers ({str(err).splitlines()[0][:200]});"

@@ -18,7 +18,7 @@ from dualex.data.types import Box
 from dualex.errors import InvalidInputError
 from dualex.io import atomic_write
 from dualex.viz.colors import hex_colors, matplotlib_cmap, symmetric_range, text_color
-from dualex.viz.heatmap import blend, content_span, image_positions, upsample
+from dualex.viz.heatmap import blend, content_span, crop_note, image_positions, upsample
 from dualex.viz.tokens import pieces
 
 BOX_COLORS = ("#ffd400", "#00e0ff", "#ff4df0", "#66ff33", "#ff8c00", "#ffffff")
@@ -160,19 +160,6 @@ def span_label(ex: Any, span: Any) -> str:
         parts.append(piece)
         last = i
     return "".join(parts)
-
-
-def crop_note(pos: Any) -> str:
-    """What the dimmed bands of a heatmap are, when the processor crops the image (else ``""``)."""
-    W, H = pos.geometry.original_size
-    x0, y0, x1, y1 = pos.geometry.to_original((0, 0, *pos.geometry.input_size))
-    if not (x0 > 0.5 or y0 > 0.5 or x1 < W - 0.5 or y1 < H - 0.5):
-        return ""
-    return (
-        f"Dimmed bands: cut off by the processor's centre crop (the model sees x {max(x0, 0):.0f}–"
-        f"{min(x1, W):.0f}, y {max(y0, 0):.0f}–{min(y1, H):.0f} of the {W}×{H} image, dashed on "
-        "the image); they are not explained, so they have no colour."
-    )
 
 
 def figure1(

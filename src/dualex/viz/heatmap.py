@@ -164,3 +164,16 @@ def content_span(ex: Any) -> list[int]:
     text = ex.text_positions
     idx = [i for i, s in enumerate(text.special) if not s]
     return idx or list(range(len(text)))
+
+
+def crop_note(pos: Any) -> str:
+    """What the dimmed bands of a heatmap are, when the processor crops the image (else ``""``)."""
+    W, H = pos.geometry.original_size
+    x0, y0, x1, y1 = pos.geometry.to_original((0, 0, *pos.geometry.input_size))
+    if not (x0 > 0.5 or y0 > 0.5 or x1 < W - 0.5 or y1 < H - 0.5):
+        return ""
+    return (
+        f"Dimmed bands: cut off by the processor's centre crop (the model sees x {max(x0, 0):.0f}–"
+        f"{min(x1, W):.0f}, y {max(y0, 0):.0f}–{min(y1, H):.0f} of the {W}×{H} image, dashed on "
+        "the image); they are not explained, so they have no colour."
+    )

@@ -33,8 +33,8 @@ from dualex.errors import InvalidInputError
 from dualex.io import atomic_write
 from dualex.towers.positions import TextPositions
 from dualex.viz.colors import STOPS, stops_rgb
-from dualex.viz.heatmap import image_positions
-from dualex.viz.summary import modality_names, strongest_interactions
+from dualex.viz.heatmap import crop_note, image_positions
+from dualex.viz.summary import modality_names, strongest_interactions, unknown_note
 from dualex.viz.tokens import pieces
 
 MAX_SIDE = 512
@@ -101,6 +101,7 @@ def _common(ex: Any, name: str | None, fallback: str) -> dict[str, Any]:
         "dropped": [int(getattr(pos, "dropped", 0)) for pos in (ex.a, ex.b)],
         "columns": list(modality_names(ex)),
         "top": [[a, b, v] for a, b, v in strongest_interactions(ex, 8)],
+        "unknown_note": unknown_note(ex),
     }
 
 
@@ -109,6 +110,7 @@ def _text_record(text: TextPositions) -> dict[str, Any]:
         "caption": text.text,
         "pieces": [[s, i] for s, i in pieces(text, include_special=True)],
         "special": list(text.special),
+        "unknown": list(text.unknown),
     }
 
 
@@ -136,7 +138,12 @@ def pair_data(
         rec = _common(ex, name, f"{ex.a.text} ↔ {ex.b.text}")
         rec.update(kind="text", **_text_record(ex.a))
         b = _text_record(ex.b)
-        rec.update(caption_b=b["caption"], pieces_b=b["pieces"], special_b=b["special"])
+        rec.update(
+            caption_b=b["caption"],
+            pieces_b=b["pieces"],
+            special_b=b["special"],
+            unknown_b=b["unknown"],
+        )
         rec["matrix"] = _quantise(ex.matrix.detach().cpu().double().numpy())
         return rec
     pos = image_positions(ex)
@@ -155,6 +162,7 @@ def pair_data(
         },
         matrix=_quantise(m.detach().cpu().double().numpy()),
         image=_encode_image(ex.image, max_side),
+        crop_note=crop_note(pos),
         boxes=[[str(label), [float(v) for v in box]] for label, box in (boxes or [])],
     )
     return rec
@@ -275,12 +283,13 @@ ${css}
 </header>
 <div id="weights-banner" class="banner" role="alert" hidden></div>
 <div id="layout">
-  <nav id="pairs" aria-label="pairs"></nav>
+  <nav id="pairs" aria-label="pairs"><div id="pair-list"></div></nav>
   <main>
     <h2 id="pair-name"></h2>
     <p class="help" id="help-image">Click a token, shift-click or drag across tokens to select a
     span: the image shows which patches it matches. Drag a rectangle on the image: the tokens show
     what the covered patches match. Red is positive, blue negative.</p>
+    <p class="help note" id="crop-note" hidden></p>
     <p class="help" id="help-text" hidden>Click, shift-click or drag across tokens of either
     text to select a span: the other text shows what it matches. Red is positive, blue
     negative.</p>
@@ -296,15 +305,18 @@ ${css}
       <button type="button" id="whole-caption">whole caption</button>
       <button type="button" id="clear-box">whole image</button>
     </div>
+    <p class="help note" id="unknown-note" hidden></p>
     <div class="panels">
       <section class="image-panel">
         <div id="stage"><canvas id="heatmap"></canvas><div id="box" hidden></div></div>
+        <h3 class="side-label" id="label-b" hidden>text B</h3>
         <div id="tokens-b" class="tokens tokens-b" hidden></div>
         <div class="legend"><span id="span-label"></span>
           <div class="colorbar" id="image-colorbar"><i></i><span class="lo"></span>
           <span class="mid"></span><span class="hi"></span></div></div>
       </section>
       <section class="text-panel">
+        <h3 class="side-label" id="label-a" hidden>text A</h3>
         <div id="tokens" class="tokens"></div>
         <div class="legend"><span id="box-label"></span>
           <div class="colorbar" id="token-colorbar"><i></i><span class="lo"></span>

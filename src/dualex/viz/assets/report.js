@@ -54,6 +54,9 @@
   }
   function contentTokens(p) { return contentOf(p.special); }
   function isText(p) { return p.kind === "text"; }
+  // Tokens unknown to the model's vocabulary: grey, never coloured by a score, never ranked.
+  function unknownSet(list) { return new Set(list || []); }
+  var UNKNOWN_TITLE = "unknown to the model's vocabulary: read as one generic 'unknown' token";
   function npatch(p) { return p.grid[0] * p.grid[1]; }
 
   // Sum of the selected rows at every patch: Explanation.image_map(span), flattened row-major.
@@ -140,6 +143,12 @@
     $("clear-box").textContent = text ? "whole text B" : "whole image";
     $("whole-caption").textContent = text ? "whole text A" : "whole caption";
     $("boxes-control").hidden = text || !(p.boxes && p.boxes.length);
+    $("label-a").hidden = !text;
+    $("label-b").hidden = !text;
+    $("crop-note").hidden = text || !p.crop_note;
+    $("crop-note").textContent = text ? "" : (p.crop_note || "");
+    $("unknown-note").hidden = !p.unknown_note;
+    $("unknown-note").textContent = p.unknown_note ? "Struck-through grey: " + p.unknown_note + "." : "";
     var banner = $("weights-banner");
     banner.hidden = p.weights !== "random";
     banner.textContent = p.weights === "random" ? DATA.random_note + " (" + p.model + "): the " +
@@ -148,7 +157,7 @@
     $("prev").disabled = i === 0;
     $("next").disabled = i === n - 1;
     $("pair-name").textContent = p.name;
-    var buttons = $("pairs").children;
+    var buttons = $("pair-list").children;
     for (var k = 0; k < buttons.length; k++) buttons[k].classList.toggle("current", k === i);
     if (history.replaceState) history.replaceState(null, "", "#pair-" + (i + 1));
     buildTokens(p);
@@ -231,19 +240,19 @@
   // Text-text: text B's tokens coloured by the selected span of text A (row sums).
   function renderTokensB() {
     var p = cur.p, M = matrix(p), S = p.matrix.shape[1], v = new Float64Array(S), vmax = 0;
+    var unk = unknownSet(p.unknown_b);
     cur.sel.forEach(function (r) { for (var k = 0; k < S; k++) v[k] += M[r * S + k]; });
     for (var k = 0; k < S; k++) {
       if (positiveOnly && v[k] < 0) v[k] = 0;
-      if (showSpecial || !p.special_b[k]) vmax = Math.max(vmax, Math.abs(v[k]));
+      if ((showSpecial || !p.special_b[k]) && !unk.has(k)) vmax = Math.max(vmax, Math.abs(v[k]));
     }
     vmax = Math.max(vmax, 1e-12);
     var spans = $("tokens-b").querySelectorAll(".tokb");
     for (var q = 0; q < spans.length; q++) {
       var el = spans[q], i = +el.getAttribute("data-index"), rgb = colour(v[i] / vmax);
-      el.style.background = css(rgb);
-      el.style.color = ink(rgb);
       el.setAttribute("data-score", String(v[i]));
-      el.title = fmt(v[i]);
+      if (unk.has(i)) { el.style.background = ""; el.style.color = ""; el.title = UNKNOWN_TITLE; }
+      else { el.style.background = css(rgb); el.style.color = ink(rgb); el.title = fmt(v[i]); }
       el.classList.toggle("sel", !!(cur.selB && cur.selB.has(i)));
     }
     cur.patchValues = v;
@@ -338,19 +347,18 @@
     } else {
       cols = allPatchColumns(p);
     }
-    var s = tokenScores(p, cols), vmax = 0;
+    var s = tokenScores(p, cols), vmax = 0, unk = unknownSet(p.unknown);
     for (var r = 0; r < s.length; r++) {
       if (positiveOnly && s[r] < 0) s[r] = 0;
-      if (showSpecial || !p.special[r]) vmax = Math.max(vmax, Math.abs(s[r]));
+      if ((showSpecial || !p.special[r]) && !unk.has(r)) vmax = Math.max(vmax, Math.abs(s[r]));
     }
     vmax = Math.max(vmax, 1e-12);
     var spans = $("tokens").querySelectorAll(".tok");
     for (var k = 0; k < spans.length; k++) {
       var el = spans[k], i = +el.getAttribute("data-index"), rgb = colour(s[i] / vmax);
-      el.style.background = css(rgb);
-      el.style.color = ink(rgb);
       el.setAttribute("data-score", String(s[i]));
-      el.title = fmt(s[i]);
+      if (unk.has(i)) { el.style.background = ""; el.style.color = ""; el.title = UNKNOWN_TITLE; }
+      else { el.style.background = css(rgb); el.style.color = ink(rgb); el.title = fmt(s[i]); }
       el.classList.toggle("sel", cur.sel.has(i));
     }
     cur.tokenScores = s;
@@ -471,7 +479,8 @@
     p.pieces.forEach(function (piece) {
       if (piece[1] === null) { box.appendChild(document.createTextNode(piece[0])); return; }
       var el = document.createElement("span");
-      el.className = "tok" + (p.special[piece[1]] ? " special" : "");
+      el.className = "tok" + (p.special[piece[1]] ? " special" : "") +
+        ((p.unknown || []).indexOf(piece[1]) >= 0 ? " unk" : "");
       el.setAttribute("data-index", String(piece[1]));
       el.setAttribute("tabindex", "0");
       el.textContent = piece[0];
@@ -486,7 +495,8 @@
     p.pieces_b.forEach(function (piece) {
       if (piece[1] === null) { box.appendChild(document.createTextNode(piece[0])); return; }
       var el = document.createElement("span");
-      el.className = "tokb" + (p.special_b[piece[1]] ? " special" : "");
+      el.className = "tokb" + (p.special_b[piece[1]] ? " special" : "") +
+        ((p.unknown_b || []).indexOf(piece[1]) >= 0 ? " unk" : "");
       el.setAttribute("data-index", String(piece[1]));
       el.setAttribute("tabindex", "0");
       el.textContent = piece[0];
@@ -528,6 +538,8 @@
       ["weights", p.weights === "random" ? "random (not a trained model)" : p.weights],
       ["tokens dropped", (p.dropped || [0, 0]).some(function (d) { return d > 0; })
         ? (p.dropped || [0, 0]).join(", ") + " (past the model's context; not explained)" : "none"],
+      ["unknown words", p.unknown_note ? String((p.unknown || []).length +
+        (p.unknown_b || []).length) + " (struck through; not ranked)" : "none"],
       ["matrix", p.matrix.shape.join(" \u00d7 ") +
         (isText(p) ? "  (tokens A \u00d7 tokens B)" : "  (grid " + p.grid.join("\u00d7") + ")")],
     ];
@@ -540,7 +552,7 @@
   }
 
   function buildNav() {
-    var nav = $("pairs");
+    var nav = $("pair-list");
     DATA.pairs.forEach(function (p, i) {
       var b = document.createElement("button");
       b.type = "button";
