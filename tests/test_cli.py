@@ -265,3 +265,67 @@ def test_demo_delegates_to_run_demo(monkeypatch, capsys, tmp_path):
     code, _, err = run(monkeypatch, capsys, "demo", "--out", str(tmp_path / "d"))
     assert code == 0, err
     assert seen == [tmp_path / "d"]
+
+
+# -- what the reader sees is true (issue 19) ---------------------------------------------------
+
+
+def test_unknown_words_are_marked_in_the_printed_caption(monkeypatch, capsys, picture):
+    args = ["explain", str(picture), "a red zyzzyva circle", "-m", "random-clip", "--steps", "2"]
+    code, out, err = run(monkeypatch, capsys, *args)
+    assert code == 0, err
+    assert (
+        "struck through: 1 word unknown to the model's vocabulary (zyzzyva): the model reads it "
+        "as one generic 'unknown' token" in " ".join(out.split())
+    )
+    table = out[out.index("strongest interactions") :]
+    assert "zyzzyva" not in table  # never ranked
+
+
+def test_a_caption_of_unknown_words_is_refused_before_any_work(
+    monkeypatch, capsys, picture, tmp_path
+):
+    import dualex.explainer
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the explanation was started")
+
+    monkeypatch.setattr(dualex.explainer, "project_one", no_work)
+    html = tmp_path / "r.html"
+    args = ["explain", str(picture), "zyzzyva quokka!", "-m", "random-clip", "-o", str(html)]
+    code, _, err = run(monkeypatch, capsys, *args)
+    one_line_error(code, err, "knows none of the words", "'zyzzyva'", "'quokka'")
+    assert not html.exists()
+
+
+def test_explain_help_lists_one_example_per_line(monkeypatch, capsys):
+    code, out, _ = run(monkeypatch, capsys, "explain", "--help")
+    assert code == 0
+    lines = [line.strip(" │") for line in out.splitlines()]
+    assert any(line.startswith("dualex explain --data coco:") for line in lines), out
+    assert not any("pair.html" in line and "--data" in line for line in lines), out
+
+
+def test_explain_data_batch_sets_samples_per_shard(monkeypatch, capsys, tmp_path):
+    out_dir = tmp_path / "run"
+    args = ["explain", "--data", "synthetic:seed=4,n=4", "--out", str(out_dir)]
+    code, out, err = run(monkeypatch, capsys, *args, "-m", "random-clip", "--steps", "2",
+                         "--batch", "2")  # fmt: skip
+    assert code == 0, err
+    assert "explained 4 pairs in 2 shards" in out
+    assert len(list((out_dir / "explanations").glob("*.safetensors"))) == 2
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["explain", "--data", "synthetic:seed=4,n=4", "--out", "{tmp}/run", "--steps", "5000"],
+        ["finetune", "--model", "random-clip", "--train", "synthetic:seed=1,n=4", "--eval",
+         "synthetic:seed=2,n=2", "--out", "{tmp}/run", "--steps", "10000000000"],
+    ],
+)  # fmt: skip
+def test_huge_steps_are_refused_before_anything_is_written(monkeypatch, capsys, tmp_path, args):
+    args = [a.format(tmp=tmp_path) for a in args]
+    code, _, err = run(monkeypatch, capsys, *args)
+    one_line_error(code, err, "--steps", "5,000" if "explain" in args else "10,000,000,000")
+    assert not (tmp_path / "run").exists()

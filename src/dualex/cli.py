@@ -7,6 +7,7 @@ shows a progress bar on stderr, so stdout stays clean for the summary.
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -216,9 +217,9 @@ def _write(
         "--layers 11,10 --out fig.png --span husky --span snow --box 40,30,200,180\n\n"
         "  dualex explain dog.jpg 'a husky' --model random-clip --out expl.safetensors\n\n"
         "  dualex explain 'a man plays guitar' 'someone is playing music' "
-        "--model st:<path-or-id> --out pair.html"
+        "--model st:<path-or-id> --out pair.html\n\n"
         "  dualex explain --data coco:val2017,annotations --out runs/coco --backend ray "
-        "--workers 8"
+        "--workers 8 --batch 16"
     )
 )
 def explain(
@@ -292,6 +293,15 @@ def explain(
     ] = None,
     backend: Annotated[str, typer.Option(help="With --data: local, ray or ray:ADDRESS.")] = "local",
     workers: Annotated[int, typer.Option(help="With --data: Ray workers.", min=1)] = 1,
+    batch: Annotated[
+        int,
+        typer.Option(
+            "--batch",
+            help="With --data: samples per shard (one file of explanations each; a shard is "
+            "one worker's unit of work).",
+            min=1,
+        ),
+    ] = 8,
     limit: Annotated[int | None, typer.Option(help="With --data: most samples.")] = None,
 ) -> None:
     """Explain one caption–image pair (token × patch) or two texts (token × token).
@@ -310,7 +320,9 @@ def explain(
     if data is not None:
         from dualex.scale.cli import explain_data
 
-        return explain_data(data, out, model, layers, steps, backend, workers, limit, image, text)
+        return explain_data(
+            data, out, model, layers, steps, backend, workers, limit, image, text, batch=batch
+        )
     if image is None or text is None:
         missing = "IMAGE': pass an image file and" if image is None else "TEXT': pass"
         raise InvalidInputError(
@@ -492,7 +504,25 @@ app.add_typer(eval_app, name="eval")
 from dualex.train.cli import EPILOG as _FT_EPILOG  # noqa: E402
 from dualex.train.cli import finetune_command  # noqa: E402
 
-app.command("finetune", epilog=_FT_EPILOG)(finetune_command)
+MAX_FINETUNE_STEPS = 1_000_000
+"""Most optimizer steps ``dualex finetune --steps`` takes: a fine-tune is hundreds to tens of
+thousands of steps (the built-in model's whole training is 7 000); a number past this is a typo,
+and the cosine schedule would spend its first 10 % warming up, far beyond any run's end."""
+
+
+@functools.wraps(finetune_command)
+def _finetune(**kwargs: Any) -> None:
+    steps = kwargs.get("steps")
+    if isinstance(steps, int) and steps > MAX_FINETUNE_STEPS:
+        raise SettingError(
+            f"--steps {steps:,} is more optimizer steps than dualex fine-tunes (at most "
+            f"{MAX_FINETUNE_STEPS:,}; a fine-tune takes hundreds to tens of thousands); pass the "
+            "number of steps you mean to run"
+        )
+    return finetune_command(**kwargs)
+
+
+app.command("finetune", epilog=_FT_EPILOG)(_finetune)
 
 
 @contextmanager

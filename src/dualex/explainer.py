@@ -9,6 +9,7 @@ interactions of a pair are ``M = P_aᵀ P_b`` and, with three reference terms, a
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -467,9 +468,13 @@ def _known(tower: Tower, x: Any) -> Any:
 
     if getattr(tower, "modality", "") != "text" or isinstance(x, TowerInput):
         return x
-    inp = tower.prepare(x)
+    with warnings.catch_warnings(record=True) as caught:  # a refusal says it all in one line
+        warnings.simplefilter("always")
+        inp = tower.prepare(x)
     if isinstance(inp.positions, TextPositions):
         check_known(inp.positions)
+    for w in caught:  # known words: the input's warnings (truncation, ...) as they came
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return inp
 
 

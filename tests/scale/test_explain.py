@@ -117,3 +117,21 @@ def test_bad_forms_are_refused_with_one_line(explained, tmp_path, monkeypatch, c
         assert exit_info.value.code == 2, args
         lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, lines)
+
+
+def test_a_ray_run_with_fewer_shards_than_workers_says_so(monkeypatch, tmp_path):
+    """Each Ray worker takes whole shards: with 2 shards, 8 workers would leave 6 idle. The run
+    says so (and starts only the workers that have a shard)."""
+    from dualex.errors import DualexWarning
+    from dualex.scale import Job, ray_backend, run_job
+
+    started = {}
+
+    def fake_run_ray(job, out, payloads, record, *, address, workers, threads):
+        started["workers"], started["shards"] = workers, [s for s, _ in payloads]
+
+    monkeypatch.setattr(ray_backend, "run_ray", fake_run_ray)
+    job = Job("random-clip", "synthetic:seed=4,n=4", "explain", ("dualex",), {"shard_size": 2})
+    with pytest.warns(DualexWarning, match=r"2 shards to run for 8 workers: only 2 workers start"):
+        run_job(job, tmp_path / "run", backend="ray", workers=8, progress=False)
+    assert started == {"workers": 2, "shards": [0, 1]}

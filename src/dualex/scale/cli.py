@@ -26,8 +26,12 @@ def explain_data(
     limit: int | None,
     image: Any = None,
     text: Any = None,
+    *,
+    batch: int = 8,
 ) -> None:
-    """``dualex explain --data SPEC --out DIR``: explain every pair, print one summary line."""
+    """``dualex explain --data SPEC --out DIR``: explain every pair, print one summary line.
+
+    ``batch`` is the number of samples per shard (``--batch``)."""
     from rich.console import Console
 
     from dualex.cli_args import parse_layers
@@ -39,14 +43,18 @@ def explain_data(
         raise InvalidInputError("pass either IMAGE TEXT (one pair) or --data SPEC, not both")
     if out is None or out.suffix:
         raise SettingError("with --data, pass --out DIR: a folder for the explanations and index")
+    from dualex.limits import check_steps
+
     parse_data_spec(data)
     parse_backend(backend)
+    check_steps(steps, 64, names=("--steps", "--max-steps"))  # before any shard runs
     result = explain_dataset(
         model,
         data,
         out,
         layers=parse_layers(layers),
         steps=steps,
+        shard_size=batch,
         limit=limit,
         backend=backend,
         workers=workers,

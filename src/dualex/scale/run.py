@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dualex.data.types import Sample
-from dualex.errors import JobError, SettingError
+from dualex.errors import DualexWarning, JobError, SettingError
 from dualex.scale.job import Job, Manifest, part_name
 from dualex.scale.plan import Plan, make_plan
 from dualex.scale.tasks import get_task
@@ -163,13 +164,22 @@ def run_job(
                 )
             from dualex.scale.ray_backend import run_ray
 
+            if 0 < len(todo) < workers:
+                warnings.warn(
+                    f"{len(todo)} shard{'s' if len(todo) > 1 else ''} to run for {workers} "
+                    f"workers: only {len(todo)} worker{'s' if len(todo) > 1 else ''} start (a "
+                    f"shard is one worker's unit of work); for more parallel work cut the "
+                    f"dataset into more shards with a smaller --batch (now {shard_size})",
+                    DualexWarning,
+                    stacklevel=2,
+                )
             run_ray(
                 job,
                 out,
                 [(s, plan.payload(s)) for s in todo],
                 record,
                 address=address,
-                workers=workers,
+                workers=min(workers, len(todo)) if todo else workers,  # no idle replicas
                 threads=threads,
             )
     finally:

@@ -212,7 +212,7 @@ class BPETextCodec:
             ]
         else:
             hf = self.hf
-            specials = set(hf.all_special_ids)
+            specials = set(hf.all_special_ids) - {hf.unk_token_id}  # unknown: a word
             special = [t in specials for t in seq]
             raw = hf.convert_ids_to_tokens(seq)
             pieces = [None if sp else hf.decode([t]) for t, sp in zip(seq, special, strict=True)]

@@ -803,12 +803,14 @@ def hf_id_positions(tokenizer: Any, ids: Tensor) -> TextPositions:
     on that text, and slices / index lists on the tensor's own positions.
     """
     seq = [int(v) for v in ids[0].tolist()]
-    specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+    unk_id = getattr(tokenizer, "unk_token_id", None)
+    # the unknown token stands for a word of the text: content, not special
+    specials = set(getattr(tokenizer, "all_special_ids", []) or []) - {unk_id}
     special = [t in specials for t in seq]
     pieces = [None if sp else tokenizer.decode([t]) for t, sp in zip(seq, special, strict=True)]
     shown = [str(t) for t in tokenizer.convert_ids_to_tokens(seq)]
     text = tokenizer.decode([t for t, sp in zip(seq, special, strict=True) if not sp])
-    unknown = unknown_positions(seq, getattr(tokenizer, "unk_token_id", None), special)
+    unknown = unknown_positions(seq, unk_id, special)
     return positions_of_pieces(text, pieces, shown, special, unknown)
 
 
