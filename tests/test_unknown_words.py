@@ -98,3 +98,31 @@ def test_a_caption_of_only_unknown_words_is_refused_naming_them(model, picture, 
     monkeypatch.setattr(dualex.explainer, "project_one", no_work)
     with pytest.raises(InvalidInputError, match=r"knows none of the words.*'zyzzyva', 'quokka'"):
         dualex.explain(model, "zyzzyva quokka", picture)
+
+
+def test_the_text_pair_figure_greys_unknown_words(make_text_pair):
+    from dualex.viz.figure import text_pair_figure
+    from dualex.viz.tokens import UNKNOWN_FG
+
+    ex = make_text_pair
+    fig = text_pair_figure(ex)
+    ax = fig.axes[0]
+    labels = {t.get_text().replace("\u0336", ""): t for t in ax.get_yticklabels()}
+    assert labels["plays"].get_color() == UNKNOWN_FG and "\u0336" in labels["plays"].get_text()
+    assert labels["guitar"].get_color() != UNKNOWN_FG
+    assert any(t.get_text().startswith("1 word unknown") for t in fig.texts)
+
+
+@pytest.fixture
+def make_text_pair():
+    from dataclasses import replace
+
+    from dualex.engine.interactions import Completeness
+    from tests.viz.conftest import text_positions
+
+    a = replace(text_positions("a man plays guitar"), unknown=(3,))
+    b = text_positions("someone makes music")
+    m = torch.randn(len(a), len(b), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    comp = Completeness(float(m.sum()), (0.0, 0.0, 0.0), float(m.sum()), 0.0, 0.0, (0.0, 0.0),
+                        (4, 4), "gauss-legendre")  # fmt: skip
+    return Explanation(matrix=m, a=a, b=b, completeness=comp, model="st:toy")

@@ -407,7 +407,12 @@ def text_pair_figure(
     if positive_only:
         m = m.clamp(min=0)
     vmax = symmetric_range(m)
-    la, lb = position_labels(ex.a), position_labels(ex.b)
+
+    def struck(text: str) -> str:
+        return "".join(ch + "\u0336" for ch in text)
+
+    la = [struck(t) if i in ex.a.unknown else t for i, t in enumerate(position_labels(ex.a))]
+    lb = [struck(t) if i in ex.b.unknown else t for i, t in enumerate(position_labels(ex.b))]
     fig_w = max(4.0, 1.8 + cell * len(cols) + 0.8)
     fig_h = max(3.0, 1.6 + cell * len(rows))
     fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=150)
@@ -421,17 +426,32 @@ def text_pair_figure(
     ax.set_yticks(range(len(rows)), [la[i] for i in rows], fontsize=8)
     ax.set_xticks(range(len(cols)), [lb[j] for j in cols], fontsize=8, rotation=60, ha="left")
     ax.xaxis.tick_top()
+    from dualex.viz.tokens import UNKNOWN_FG
+
+    for labels, idx, pos in (
+        (ax.get_yticklabels(), rows, ex.a),
+        (ax.get_xticklabels(), cols, ex.b),
+    ):
+        for label, i in zip(labels, idx, strict=True):
+            if i in pos.unknown:  # unknown to the vocabulary: grey (struck through, see below)
+                label.set_color(UNKNOWN_FG)
     ax.set_ylabel("text A", fontsize=8)
     ax.set_xlabel("text B", fontsize=8)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, format="%.2g").ax.tick_params(labelsize=7)
     c = ex.completeness
     note = weights_note(ex)
+    from dualex.viz.summary import unknown_note
+
+    if ex.a.unknown or ex.b.unknown:
+        fig.text(0.01, 0.005, unknown_note(ex) + ".", fontsize=6, color="#444444", wrap=True)
     fig.suptitle(
         (title or _ellipsis(f"“{ex.a.text}” × “{ex.b.text}”  ·  score {c.score:.4f}", 100)) + note,
         fontsize=9,
         color="#b3261e" if note else "black",
     )
     fig.tight_layout()
+    if ex.a.unknown or ex.b.unknown:  # room for the note under the axes
+        fig.subplots_adjust(bottom=fig.subplotpars.bottom + 0.1)
     return fig
 
 
