@@ -149,3 +149,24 @@ def test_interrupted_finetune_exits_130_with_one_line(tmp_path):
     assert last_line(err) == RESUME
     assert_clean(err)
     assert_nothing_half_written(out)
+
+
+@pytest.mark.parametrize(
+    ("argv", "resumes"),
+    [
+        (["explain", "img.png", "a dog"], False),
+        (["explain", "--data", "synthetic:n=4", "--out", "d"], True),
+        (["explain", "--data=synthetic:n=4", "--out", "d"], True),
+        (["finetune", "--model", "builtin"], True),
+        (["eval", "grounding", "--out", "d"], True),
+        (["eval", "grid"], True),
+        (["eval", "shapley"], False),
+        (["eval", "compare", "a", "b"], False),
+        (["report", "d"], False),
+        (["--debug", "demo"], False),
+    ],
+)
+def test_which_commands_say_they_resume(argv, resumes):
+    from dualex.cli import resumes as says
+
+    assert says(argv) is resumes

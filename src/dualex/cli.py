@@ -573,17 +573,23 @@ def quiet_third_party(debug: bool) -> Iterator[None]:
 INTERRUPTED = "interrupted"
 """What an interrupted command prints (with ``dualex: `` before it)."""
 
+RESUMING_EVALS = ("grounding", "mismatch", "grid", "faithfulness")
+"""``dualex eval`` commands that run as resumable dataset jobs (``compare`` and ``shapley`` do
+not: they start over)."""
+
 RESUME_HINT = "re-run the same command to resume"
 """Added to :data:`INTERRUPTED` for the commands that resume where they stopped."""
 
 
 def resumes(argv: list[str]) -> bool:
     """Whether the command of ``argv`` (the arguments after ``dualex``) resumes when re-run:
-    ``finetune``, every ``eval`` job and ``explain --data`` keep their finished work."""
+    ``finetune``, the ``eval`` dataset jobs and ``explain --data`` keep their finished work."""
     words = [a for a in argv if not a.startswith("-")]
     command = words[0] if words else ""
-    if command in ("finetune", "eval"):
+    if command == "finetune":
         return True
+    if command == "eval":
+        return len(words) > 1 and words[1] in RESUMING_EVALS
     return command == "explain" and any(a == "--data" or a.startswith("--data=") for a in argv)
 
 
