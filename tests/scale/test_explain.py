@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import pyarrow.parquet as pq
 import pytest
@@ -12,7 +14,7 @@ from typer.testing import CliRunner
 import dualex
 from dualex.cli import app
 from dualex.data.sources import parse_data_spec
-from dualex.scale.explain import load_explanation, pick, read_index
+from dualex.scale.explain import load_explanation, pair_name, pick, read_index
 from dualex.scale.worker import load_model
 
 DATA = "synthetic:seed=4,n=3,captions_per_image=2"
@@ -96,9 +98,9 @@ def test_report_picks_pairs_by_the_requested_order(explained):
     )
     assert res.exit_code == 0, res.output
     html = (explained / "report.html").read_text()
-    chosen = {r["pair_id"] for r in lowest[:2]}
-    assert all(p in html for p in chosen)
-    assert not any(r["pair_id"] in html for r in rows if r["pair_id"] not in chosen)
+    data = json.loads(re.search(r'type="application/json">(.*?)</script>', html, re.S).group(1))
+    assert [p["name"] for p in data["pairs"]] == [pair_name(r, "lowest-score") for r in lowest[:2]]
+    assert [p["completeness"]["score"] for p in data["pairs"]] == [r["score"] for r in lowest[:2]]
 
 
 def test_bad_forms_are_refused_with_one_line(explained, tmp_path, monkeypatch, capsys):
