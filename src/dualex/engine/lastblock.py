@@ -166,6 +166,48 @@ def last_block_node(blk: LastBlock, x: Tensor, delta: Tensor, rows: Tensor) -> T
     return de.transpose(1, 2)
 
 
+def last_block_nodes(
+    blk: LastBlock,
+    H: Tensor,
+    H_ref: Tensor,
+    rows: Tensor,
+    alphas: Tensor,
+    columns: int | None = None,
+    memory_budget: int = 2 * 1024**3,
+) -> Tensor:
+    """Each node's ``J(α_q)[:, s, :] Δ[s]`` for a split at the last block's input, nodes batched.
+
+    Args:
+        blk: The block and head.
+        H: Hidden states ``[B, S, D]``; ``H_ref``: their references.
+        rows: Pooled row of each input ``[B]``.
+        alphas: Quadrature nodes ``[n]``.
+        columns: Keep only the first ``columns`` positions (rows after them are held fixed, Δ = 0).
+        memory_budget: Bytes one batch of (input, node) pairs may use (approximately).
+
+    Returns:
+        ``[B, n, E, S]`` (or ``[B, n, E, columns]``) in the dtype of ``H``.
+    """
+    B, n = H.shape[0], len(alphas)
+    delta = H - H_ref
+    a = alphas.to(dtype=H.dtype, device=H.device).view(1, n, 1, 1)
+    points = (H_ref.unsqueeze(1) + a * delta.unsqueeze(1)).reshape(B * n, *H.shape[1:])
+    deltas = delta.unsqueeze(1).expand(B, n, *H.shape[1:]).reshape(points.shape)
+    node_rows = rows.to(H.device).repeat_interleave(n)
+    S, D = H.shape[1:]
+    per_row = S * D * 4 * H.element_size() * 12  # MLP width 4·D, a dozen live copies
+    chunk = max(1, int(memory_budget // max(per_row * S, 1)))
+    per_node = torch.cat(
+        [
+            last_block_node(
+                blk, points[i : i + chunk], deltas[i : i + chunk], node_rows[i : i + chunk]
+            )[..., :columns]
+            for i in range(0, B * n, chunk)
+        ]
+    )
+    return per_node.reshape(B, n, *per_node.shape[1:])
+
+
 def last_block_projection(
     blk: LastBlock,
     H: Tensor,
@@ -176,39 +218,9 @@ def last_block_projection(
     columns: int | None = None,
     memory_budget: int = 2 * 1024**3,
 ) -> Tensor:
-    """Projections ``[B, E, S]`` of a split at the last block's input, nodes batched.
-
-    Args:
-        blk: The block and head.
-        H: Hidden states ``[B, S, D]``; ``H_ref``: their references.
-        rows: Pooled row of each input ``[B]``.
-        alphas: Quadrature nodes ``[n]``; ``weights``: ``[n]``.
-        columns: Keep only the first ``columns`` positions (rows after them are held fixed, Δ = 0).
-        memory_budget: Bytes one batch of (input, node) pairs may use (approximately).
-
-    Returns:
-        ``[B, E, S]`` (or ``[B, E, columns]``), accumulated in float64, in the dtype of ``H``.
-    """
-    B, n = H.shape[0], len(alphas)
-    delta = H - H_ref
-    a = alphas.to(dtype=H.dtype, device=H.device).view(1, n, 1, 1)
-    points = (H_ref.unsqueeze(1) + a * delta.unsqueeze(1)).reshape(B * n, *H.shape[1:])
-    deltas = delta.unsqueeze(1).expand(B, n, *H.shape[1:]).reshape(points.shape)
-    node_rows = rows.repeat_interleave(n)
-    S, D = H.shape[1:]
-    per_row = S * D * 4 * H.element_size() * 12  # MLP width 4·D, a dozen live copies
-    chunk = max(1, int(memory_budget // max(per_row * S, 1)))
-    # nodes of inputs in batches of `chunk` (input, node) pairs: [B·n, E, S]
-    per_node = torch.cat(
-        [
-            last_block_node(
-                blk, points[i : i + chunk], deltas[i : i + chunk], node_rows[i : i + chunk]
-            )
-            for i in range(0, B * n, chunk)
-        ]
-    )
-    per_node = per_node.reshape(B, n, *per_node.shape[1:]).double()
-    total = torch.einsum("bnes,n->bes", per_node, weights.to(torch.float64))
-    if columns is not None:
-        total = total[..., :columns]
+    """Projections ``[B, E, S]`` of a split at the last block's input: the weighted sum of
+    :func:`last_block_nodes` (same arguments, plus the weights ``[n]``), accumulated in float64,
+    in the dtype of ``H``."""
+    per_node = last_block_nodes(blk, H, H_ref, rows, alphas, columns, memory_budget)
+    total = torch.einsum("bnes,n->bes", per_node.double(), weights.to(per_node.device).double())
     return total.to(H.dtype)

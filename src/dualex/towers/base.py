@@ -197,6 +197,22 @@ class Tower(ABC):
             )
         return spec.to(dtype=h.dtype, device=h.device)
 
+    def reference_embedding_batch(
+        self, inps: Sequence[TowerInput], layer: int, H_ref: Tensor, suffix: BatchSuffixFn
+    ) -> Tensor:
+        """``ē``: the suffix at the reference hidden states ``H_ref: [B, S, D]``, ``[B, E]``.
+
+        ``suffix`` is :meth:`suffix_batch` of ``inps`` at ``layer``. Towers with weights cache it
+        (:class:`HookTower`).
+        """
+        return suffix(H_ref, list(range(len(inps)))).detach()
+
+    def suffix_key(self, inp: TowerInput, layer: int) -> tuple:
+        """What the suffix at ``layer`` reads from the input besides the hidden state (pooled
+        row, masks, rows held fixed): inputs with equal keys and equal reference hidden states
+        share ``ē``. The default, the input's whole data, shares it only between equal inputs."""
+        return data_key(inp.data)
+
     def batch_key(self, inp: TowerInput) -> tuple:
         """Inputs with equal keys can share a pass (same data shapes and number of positions)."""
         shapes = tuple((k, tuple(v.shape), str(v.dtype)) for k, v in sorted(inp.data.items()))
@@ -408,14 +424,48 @@ class HookTower(Tower):
         with lock:
             return torch.stack([found[k] if k in found else cache[k] for k in keys])
 
+    def reference_embedding_batch(
+        self, inps: Sequence[TowerInput], layer: int, H_ref: Tensor, suffix: BatchSuffixFn
+    ) -> Tensor:
+        """``ē`` of each input, cached per tower like the reference hidden states: keyed by the
+        layer, the reference hidden state's bytes, :meth:`suffix_key` and the weights (storage
+        and version counters), so the all-zero image's ``ē`` goes through the suffix once per
+        model until its weights change."""
+        if self.root() is None:  # no weights to key on
+            return super().reference_embedding_batch(inps, layer, H_ref, suffix)
+        token = self._weights_token()
+        keys = [
+            (layer, _tensor_digest(h), self.suffix_key(inp, layer), token)
+            for inp, h in zip(inps, H_ref, strict=True)
+        ]
+        cache = self.__dict__.setdefault("_eref_cache", OrderedDict())
+        lock = self.__dict__.setdefault("_ref_lock", threading.Lock())
+        with lock:
+            todo = [i for i, k in enumerate(keys) if k not in cache]
+        if todo:
+            # one suffix pass over the missing inputs (the batch suffix takes any items)
+            E = suffix(H_ref[todo], todo).detach()
+            with lock:
+                for i, e in zip(todo, E, strict=True):
+                    cache[keys[i]] = e
+                    cache.move_to_end(keys[i])
+                found = {keys[i]: e for i, e in zip(todo, E, strict=True)}
+                while len(cache) > self.reference_cache_size:
+                    cache.popitem(last=False)
+        else:
+            found = {}
+        with lock:
+            return torch.stack([found[k] if k in found else cache[k] for k in keys])
+
+
+def _tensor_digest(t: Tensor) -> tuple:
+    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return (tuple(t.shape), str(t.dtype), hashlib.blake2b(raw, digest_size=16).digest())
+
 
 def data_key(data: dict[str, Tensor]) -> tuple:
     """A hashable key of model tensors' exact contents (shape, dtype and bytes)."""
-    out = []
-    for k, v in sorted(data.items()):
-        raw = v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        out.append((k, tuple(v.shape), str(v.dtype), hashlib.blake2b(raw, digest_size=16).digest()))
-    return tuple(out)
+    return tuple((k, *_tensor_digest(v)) for k, v in sorted(data.items()))
 
 
 class FunctionTower(Tower):

@@ -301,6 +301,12 @@ class HFImageTower(HookTower):
 
         return run
 
+    def suffix_key(self, inp: TowerInput, layer: int) -> tuple:
+        """Fixed-size images: the suffix reads nothing but the hidden state (NaFlex: the mask)."""
+        if self.naflex:
+            return super().suffix_key(inp, layer)
+        return ()
+
     def encode(self, data: dict[str, Tensor]) -> Tensor:
         return _features(self.model.get_image_features(**data))
 
