@@ -317,8 +317,9 @@ def _project_group(
         Hf, Rf = fast.pad(H), fast.pad(H_ref)
 
         def node_P(a: Tensor, sel: list[int]) -> Tensor:
+            keys = None if fast.keys is None else fast.keys[sel]
             return last_block_nodes(
-                fast.block, Hf[sel], Rf[sel], fast.rows[sel], a, S, memory_budget
+                fast.block, Hf[sel], Rf[sel], fast.rows[sel], a, S, memory_budget, keys
             )
 
         chosen, found = _adapt(levels, node_P, lambda P, sel: rel(P.sum(2), sel), B, tol)
@@ -385,7 +386,7 @@ def _combine(
         similarity=model.similarity,
         logit_scale=logit_scale,
         steps=(a.steps, b.steps),
-        rule=a.rule,
+        rule=a.rule if a.rule == b.rule else f"{a.rule} / {b.rule}",
     )
     return Explanation(
         matrix=M,

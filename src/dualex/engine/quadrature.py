@@ -169,7 +169,8 @@ def nested_levels(rule: str | None, max_steps: int) -> list[Level]:
     Consecutive levels share nodes as the same floats (a caller keeps the values it has):
 
     * ``"gauss-legendre"``: the 4-node Gauss rule, then its Kronrod–Patterson extensions
-      (9, 19, 39, … nodes), all nested;
+      (9, 19, 39, … nodes), all nested, reported as ``"kronrod-patterson"`` (whose 4-node rule
+      is the Gauss rule), so ``steps`` and ``rule`` of a result reproduce it;
     * ``"kronrod-patterson"``: the same sequence;
     * ``"riemann"``: 1, 2, 4, … nodes (right endpoints ``k/N``: every node is one of the next);
     * ``"trapezoid"``: 2, 3, 5, 9, … nodes (``k/(N−1)``: every node is one of the next).
@@ -190,9 +191,8 @@ def nested_levels(rule: str | None, max_steps: int) -> list[Level]:
         levels = []
         for i in range(len(sizes)):
             x, w = _patterson(i)
-            kind = "gauss-legendre" if i == 0 else "kronrod-patterson"
             a, wt = torch.as_tensor((x + 1.0) / 2.0), torch.as_tensor(w / 2.0)
-            levels.append(Level(a, wt, kind))
+            levels.append(Level(a, wt, "kronrod-patterson"))
         if not sizes or (name == "gauss-legendre" and sizes[-1] != max_steps):
             levels.append(Level(*nodes_and_weights("gauss-legendre", max_steps), "gauss-legendre"))
         return levels

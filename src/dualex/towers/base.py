@@ -46,11 +46,14 @@ class FastPath:
         rows: Pooled row of each input of the batch, ``[B]``.
         pad: ``[B, n, D] -> [B, S, D]``: the hidden states over every row the block sees (rows a
             tower drops, e.g. after a causal text's end token, appended and held fixed).
+        keys: ``[B, S]``, false for rows the pooled query may not attend to (padding), or
+            ``None``.
     """
 
     block: LastBlock
     rows: Tensor
     pad: Callable[[Tensor], Tensor] = lambda H: H
+    keys: Tensor | None = None
 
 
 @dataclass
@@ -98,6 +101,12 @@ class Tower(ABC):
         """
         if self._default_layer is not None:
             return self._default_layer
+        return self.natural_layer()
+
+    def natural_layer(self) -> int:
+        """The tower's own default split: the input of the last block. Towers read through an
+        attention-pool head split at the head's input instead (``num_layers``), where the
+        probe-query structure makes the projection cost about one block per node."""
         return max(self.num_layers - 1, 0)
 
     @default_layer.setter
@@ -370,7 +379,7 @@ class HookTower(Tower):
     def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
         layer = self.check_layer(layer)
         data = stack_data([i.data for i in inps])
-        skip = min(layer, self.num_layers - 1) if self.skip_prefix else 0
+        skip = layer if self.skip_prefix else 0  # at num_layers the last block is skipped too
 
         def run(H: Tensor, items: Sequence[int]) -> Tensor:
             rows = rows_data(data, items, H.shape[0] // len(items))
