@@ -248,7 +248,7 @@ def _adapt(
                 slot = vals.new_zeros(count, *vals.shape[2:])
                 slot[pending] = vals[:, j]
                 store[a] = slot
-        idx = torch.as_tensor(pending)
+        idx = torch.as_tensor(pending, device=next(iter(store.values())).device)
         combined = None
         for a, w in zip(nodes, level.weights.tolist(), strict=True):
             term = store[a][idx].double() * w
@@ -349,6 +349,7 @@ def _project_group(
                 items=sel,
             ).detach()
     errs = (P.double().sum(2) - diff).norm(dim=1) / torch.where(diff_norm > 0, diff_norm, 1.0)
+    P, e, e_ref = P.cpu(), e.cpu(), e_ref.cpu()  # results live on the CPU, whatever the model
     return [
         Projection(
             P=P[i],

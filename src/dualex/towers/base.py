@@ -367,9 +367,18 @@ class HookTower(Tower):
     def hidden(self, inp: TowerInput, layer: int) -> Tensor:
         return self.hidden_batch([inp], layer)[0]
 
+    def on_device(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Model tensors moved to the device of the model's parameters (a model on a GPU takes
+        inputs prepared on the CPU)."""
+        root = self.root()
+        param = next(root.parameters(), None) if root is not None else None
+        if param is None:
+            return data
+        return {k: v.to(param.device) for k, v in data.items()}
+
     def hidden_batch(self, inps: Sequence[TowerInput], layer: int) -> Tensor:
         layer = self.check_layer(layer)
-        h = self._capture(stack_data([i.data for i in inps]), layer)
+        h = self._capture(self.on_device(stack_data([i.data for i in inps])), layer)
         return self._to_rows(h).detach()
 
     def suffix(self, inp: TowerInput, layer: int) -> Callable[[Tensor], Tensor]:
@@ -378,7 +387,7 @@ class HookTower(Tower):
 
     def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
         layer = self.check_layer(layer)
-        data = stack_data([i.data for i in inps])
+        data = self.on_device(stack_data([i.data for i in inps]))
         skip = layer if self.skip_prefix else 0  # at num_layers the last block is skipped too
 
         def run(H: Tensor, items: Sequence[int]) -> Tensor:
