@@ -430,6 +430,25 @@ def table(
     return "\n".join(lines)
 
 
+NOTES = """
+Notes:
+
+- Adaptive steps try nested rules: Gauss–Legendre with 4 nodes, then its Kronrod–Patterson
+  extensions with 9, 19 and 39 nodes (each keeps every node already evaluated), then
+  Gauss–Legendre with `max_steps`; a tower stops at the first rule whose completeness error is
+  at most the tolerance. The reference embedding ē is cached per tower, layer and weights.
+- SigLIP and SigLIP-2 image towers are split at the input of their attention-pool head by
+  default (the output of the last block, `layers=num_layers`), not at the last block's input:
+  every row of the last block feeds the head, so a split there costs S² rows of the block's MLP
+  per node (the generic path), while at the head's input the learned probe is the only query and
+  a node costs about one block. Their text towers keep the last block's input (pooled at the
+  last position). Pass `layers=(L_text, L_image)` to choose another split.
+- On a GPU: `python -m benchmarks.run --device cuda` runs every row in one process in float32
+  (inputs of one shape are already batched through `project`), with synchronised timings and the
+  CUDA allocator's peak as memory growth, and writes `docs/performance-gpu.md`.
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="B/32 rows only, no exclip")
@@ -478,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios are taken within one process. *before*: the same row in the table this one "
         "replaced; *bound*: the cost model of `benchmarks/run.py` (fast path: the input's forward "
         "plus one block per quadrature node; generic path: one tangent per position per node "
-        "through the blocks after the split), in forwards of the pair.\n\n" + text + "\n"
+        "through the blocks after the split), in forwards of the pair.\n\n" + text + "\n" + NOTES
     )
     return 0
 

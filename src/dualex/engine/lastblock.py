@@ -95,6 +95,15 @@ def _jvp(fn: RowFn, base: Tensor, tangent: Tensor) -> tuple[Tensor, Tensor]:
         return torch.func.jvp(fn, (base,), (tangent,))
 
 
+def _jvp_shared(fn: RowFn, base: Tensor, tangents: Tensor) -> tuple[Tensor, Tensor]:
+    """``fn`` at one base row per input ``[B, D]`` and its derivative along ``[B, S, D]``
+    tangents: the primal is computed once, not once per tangent."""
+    with TRANSFORM_LOCK:
+        return torch.func.vmap(
+            lambda t: torch.func.jvp(fn, (base,), (t,)), in_dims=1, out_dims=(None, 1)
+        )(tangents)
+
+
 def _maybe(fn: RowFn | None) -> RowFn:
     return fn if fn is not None else (lambda t: t)
 
@@ -186,18 +195,18 @@ def last_block_node(
         do = do.clone()
         do[pick, :, rows] += doq
     dattn = do.transpose(1, 2).reshape(B, S, D) @ blk.w_o.T.to(do.dtype)  # [B, S(tangent), D]
-    attn = _linear(o.reshape(B, D), blk.w_o, blk.b_o)
-    r, dr = _jvp(_maybe(blk.ls1), attn.unsqueeze(1).expand(B, S, D).contiguous(), dattn)
+    attn = _linear(o.reshape(B, D), blk.w_o, blk.b_o)  # [B, D]
+    # From here every tangent shares the pooled row's base point: the primal is one row per
+    # input, the S tangents go through LN2/MLP/head as one batch of rows.
+    r, dr = _jvp_shared(_maybe(blk.ls1), attn, dattn)
     if blk.probe is None:
-        r = x[pick, rows].unsqueeze(1) + r
+        r = x[pick, rows] + r
         dr = dr.clone()
         dr[pick, rows] += delta[pick, rows]
-    # From here every tangent shares the pooled row's base point: S rows through LN2/MLP/head.
-    z, dz = _jvp(blk.ln2, r, dr)
-    m, dm = _jvp(blk.mlp, z, dz)
-    _, dls = _jvp(_maybe(blk.ls2), m, dm)
-    out, dout = r + _maybe(blk.ls2)(m), dr + dls
-    _, de = _jvp(blk.head, out, dout)  # [B, S, E]
+    z, dz = _jvp_shared(blk.ln2, r, dr)
+    m, dm = _jvp_shared(blk.mlp, z, dz)
+    ls, dls = _jvp_shared(_maybe(blk.ls2), m, dm)
+    _, de = _jvp_shared(blk.head, r + ls, dr + dls)  # [B, S, E]
     return de.transpose(1, 2)
 
 
