@@ -19,13 +19,13 @@ from torch import Tensor
 
 from dualex.encoder import DualEncoder
 from dualex.engine.interactions import interactions
-from dualex.engine.lastblock import last_block_projection
+from dualex.engine.lastblock import last_block_nodes
 from dualex.engine.projection import (
     DEFAULT_MEMORY_BUDGET,
     integrated_projection,
-    integrated_total,
+    node_totals,
 )
-from dualex.engine.quadrature import canonical_rule, nodes_and_weights
+from dualex.engine.quadrature import Level, canonical_rule, nested_levels, nodes_and_weights
 from dualex.errors import InvalidInputError, SettingError
 from dualex.explanation import Explanation
 from dualex.towers.base import Tower, TowerInput
@@ -35,7 +35,8 @@ DEFAULT_TOL = 1e-3
 """Per-tower relative quadrature error that adaptive steps aim for."""
 
 DEFAULT_MAX_STEPS = 64
-"""Most Gauss–Legendre nodes adaptive steps will use."""
+"""Most quadrature nodes adaptive steps will use (see :func:`dualex.engine.quadrature.nested_levels`:
+Gauss–Legendre 4, then Kronrod–Patterson 9, 19, 39, then Gauss–Legendre 64)."""
 
 
 DEFAULT_BATCH_SIZE = 16
@@ -214,38 +215,62 @@ def project_many(
     return out  # type: ignore[return-value]
 
 
-def _adaptive_steps(
-    suffix: Any,
-    H: Tensor,
-    H_ref: Tensor,
-    rule: str,
-    steps: int | None,
+def _adapt(
+    levels: list[Level],
+    values: Any,
+    errors: Any,
+    count: int,
     tol: float,
-    max_steps: int,
-    rel: Any,
-) -> list[int]:
-    """Nodes per input: ``steps``, or Gauss–Legendre nodes doubled until each input's tower error
-    (from one whole-Δ JVP per node, without P) is at most ``tol`` or ``max_steps`` is reached."""
-    B = H.shape[0]
-    if steps is not None:
-        return [steps] * B
-    chosen = [0] * B
-    pending = list(range(B))
-    n = 1 if rule != "trapezoid" else 2
-    while pending:
-        a, w = nodes_and_weights(rule, n)
-        total = integrated_total(
-            suffix, H[pending], H_ref[pending], a, w, node_chunk=max(1, min(n, 16)), items=pending
-        )
+) -> tuple[list[int], Tensor]:
+    """The one adaptive loop: try ``levels`` in turn, evaluating only nodes not seen before.
+
+    Args:
+        levels: Nested rules, fewest nodes first (:func:`nested_levels`); a node that an earlier
+            level has (the same float) is not evaluated again.
+        values: ``(alphas [n], items) -> [len(items), n, ...]``: the integrand at new nodes.
+        errors: ``(combined [len(items), ...], items) -> [len(items)]``: each input's relative
+            tower error of the level's weighted sum.
+        count: Number of inputs.
+        tol: An input stops at the first level whose error is at most ``tol`` (or the last level).
+
+    Returns:
+        ``(level index per input, the weighted sums [count, ...] in float64)``.
+    """
+    store: dict[float, Tensor] = {}
+    chosen = [len(levels) - 1] * count
+    result: Tensor | None = None
+    pending = list(range(count))
+    for k, level in enumerate(levels):
+        nodes = level.alphas.tolist()
+        new = [a for a in nodes if a not in store]
+        if new:
+            vals = values(torch.tensor(new, dtype=torch.float64), pending)  # [p, n_new, ...]
+            for j, a in enumerate(new):
+                slot = vals.new_zeros(count, *vals.shape[2:])
+                slot[pending] = vals[:, j]
+                store[a] = slot
+        idx = torch.as_tensor(pending, device=next(iter(store.values())).device)
+        combined = None
+        for a, w in zip(nodes, level.weights.tolist(), strict=True):
+            term = store[a][idx].double() * w
+            combined = term if combined is None else combined + term
+        assert combined is not None
+        if result is None:
+            result = combined.new_zeros(count, *combined.shape[1:])
+        last = k == len(levels) - 1
+        errs = errors(combined, pending).tolist()
         left = []
-        for i, err in zip(pending, rel(total, pending).tolist(), strict=True):
-            if err <= tol or n >= max_steps:
-                chosen[i] = n
+        for row, (i, err) in enumerate(zip(pending, errs, strict=True)):
+            if last or err <= tol:
+                chosen[i] = k
+                result[i] = combined[row]
             else:
                 left.append(i)
         pending = left
-        n = min(n * 2, max_steps)
-    return chosen
+        if not pending:
+            break
+    assert result is not None
+    return chosen, result
 
 
 def _project_group(
@@ -260,14 +285,20 @@ def _project_group(
     max_steps: int,
     memory_budget: int,
 ) -> list[Projection]:
-    """Projections of inputs of one shape (one prefix pass, one batched projection)."""
+    """Projections of inputs of one shape (one prefix pass, one batched projection).
+
+    Given ``steps``, one rule; otherwise the nested levels of :func:`nested_levels` in one loop
+    (:func:`_adapt`). On the last-block fast path the integrand is each node's P, so the level
+    that meets the tolerance is already the result; on the generic path the integrand is each
+    node's column sum (one whole-Δ JVP per node) and P is computed once at the level chosen.
+    """
     B = len(inps)
     H = tower.hidden_batch(inps, layer)  # [B, S, D]
     H_ref = tower.reference_hidden_batch(inps, layer, reference)
     suffix = tower.suffix_batch(inps, layer)
     everyone = list(range(B))
     e = suffix(H, everyone).detach()  # [B, E]
-    e_ref = suffix(H_ref, everyone).detach()
+    e_ref = tower.reference_embedding_batch(inps, layer, H_ref, suffix)
     diff = (e - e_ref).double()
     diff_norm = diff.norm(dim=1)
 
@@ -276,58 +307,50 @@ def _project_group(
         d = diff_norm[sel]
         return torch.where(d > 0, err / torch.where(d > 0, d, 1.0), err)
 
+    if steps is not None:
+        levels = [Level(*nodes_and_weights(rule, steps), rule)]
+    else:
+        levels = nested_levels(rule, max_steps)
     fast = tower.fast_path(inps, layer) if mode == "auto" else None
-    P = torch.empty(B, e.shape[1], H.shape[1], dtype=H.dtype)
+    S = H.shape[1]
     if fast is not None:
-        # Last-block structure: P at n nodes costs about n block passes; adaptive steps keep the
-        # P of the first n that meets the tolerance.
-        Hf, Rf, n_cols = fast.pad(H), fast.pad(H_ref), H.shape[1]
+        # Last-block structure: each node's P costs about one block pass.
+        Hf, Rf = fast.pad(H), fast.pad(H_ref)
 
-        def fast_P(n: int, sel: list[int]) -> Tensor:
-            a, w = nodes_and_weights(rule, n)
-            return last_block_projection(
-                fast.block,
-                Hf[sel],
-                Rf[sel],
-                fast.rows[sel],
-                a,
-                w,
-                columns=n_cols,
-                memory_budget=memory_budget,
+        def node_P(a: Tensor, sel: list[int]) -> Tensor:
+            keys = None if fast.keys is None else fast.keys[sel]
+            return last_block_nodes(
+                fast.block, Hf[sel], Rf[sel], fast.rows[sel], a, S, memory_budget, keys
             )
 
-        chosen = [0] * B
-        pending = everyone
-        n = steps if steps is not None else (1 if rule != "trapezoid" else 2)
-        while pending:
-            part = fast_P(n, pending)
-            errs_n = rel(part.double().sum(2), pending)
-            left = []
-            for k, (i, err) in enumerate(zip(pending, errs_n.tolist(), strict=True)):
-                if steps is not None or err <= tol or n >= max_steps:
-                    chosen[i] = n
-                    P[i] = part[k]
-                else:
-                    left.append(i)
-            pending = left
-            n = min(n * 2, max_steps)
+        chosen, found = _adapt(levels, node_P, lambda P, sel: rel(P.sum(2), sel), B, tol)
+        P = found.to(H.dtype)
     else:
-        chosen = _adaptive_steps(suffix, H, H_ref, rule, steps, tol, max_steps, rel)
-        for n in sorted(set(chosen)):
-            sel = [i for i in everyone if chosen[i] == n]
-            alphas, weights = nodes_and_weights(rule, n)
+        if len(levels) == 1:
+            chosen = [0] * B
+        else:
+
+            def totals(a: Tensor, sel: list[int]) -> Tensor:
+                chunk = max(1, min(len(a), 16))
+                return node_totals(suffix, H[sel], H_ref[sel], a, chunk, items=sel)
+
+            chosen, _ = _adapt(levels, totals, rel, B, tol)
+        P = H.new_empty(B, e.shape[1], S)
+        for k in sorted(set(chosen)):
+            sel = [i for i in everyone if chosen[i] == k]
             P[sel] = integrated_projection(
                 suffix,
                 H[sel],
                 H_ref[sel],
-                alphas,
-                weights,
+                levels[k].alphas,
+                levels[k].weights,
                 mode=mode,
                 embed_dim=e.shape[1],
                 memory_budget=memory_budget,
                 items=sel,
             ).detach()
     errs = (P.double().sum(2) - diff).norm(dim=1) / torch.where(diff_norm > 0, diff_norm, 1.0)
+    P, e, e_ref = P.cpu(), e.cpu(), e_ref.cpu()  # results live on the CPU, whatever the model
     return [
         Projection(
             P=P[i],
@@ -335,8 +358,8 @@ def _project_group(
             reference_embedding=e_ref[i],
             positions=tower.positions_at(inps[i], layer),
             layer=layer,
-            steps=chosen[i],
-            rule=rule,
+            steps=levels[chosen[i]].steps,
+            rule=levels[chosen[i]].rule,
             error=float(errs[i]),
             raw=inps[i].raw,
         )
@@ -365,7 +388,7 @@ def _combine(
         similarity=model.similarity,
         logit_scale=logit_scale,
         steps=(a.steps, b.steps),
-        rule=a.rule,
+        rule=a.rule if a.rule == b.rule else f"{a.rule} / {b.rule}",
     )
     return Explanation(
         matrix=M,
@@ -422,8 +445,10 @@ def explain(
         b: Input of the second tower (an image path / PIL image, or a second text).
         layers: Split layer, one int for both towers or ``(layer_a, layer_b)``; ``None``: the
             input of each tower's last block. Negative values count from the end.
-        steps: Quadrature nodes (int or per-tower pair); ``None``: adaptive — Gauss–Legendre
-            nodes are doubled until each tower's relative error ≤ ``tol`` or ``max_steps``.
+        steps: Quadrature nodes (int or per-tower pair); ``None``: adaptive — nested rules of
+            more and more nodes (Gauss–Legendre 4, Kronrod–Patterson 9, 19, 39, each reusing
+            every node already evaluated, then Gauss–Legendre ``max_steps``) until each tower's
+            relative error ≤ ``tol``.
         rule: ``"gauss-legendre"`` (default), ``"riemann"`` (the paper's code) or ``"trapezoid"``.
         reference: Reference spec for both towers or ``(ref_a, ref_b)``; ``None``: each tower's
             default (exCLIP-compatible for CLIP: ``[BOS, 0, EOS, 0…]`` text, all-zero image).

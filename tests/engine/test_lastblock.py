@@ -3,6 +3,8 @@ and on tiny float64 models of every ViT family; its path points are exactly the 
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -145,3 +147,75 @@ def test_fast_path_equals_generic_path_on_every_vit_family(build, monkeypatch):
     ex = dualex.explain(model, CAPTION, image, layers=last)
     assert ex.completeness.relative_error <= 1e-3, ex.completeness
     assert model.tower_a.fast_path([model.tower_a.prepare(CAPTION)], 0) is None, "last block only"
+
+
+def test_planted_probe_head_with_masked_keys_equals_vmapped_jvp():
+    base = _block(False, seed=3)
+    probe = torch.randn(8, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    blk = dataclasses.replace(base, probe=probe, ls1=None)
+    g = torch.Generator().manual_seed(5)
+    H = torch.randn(3, 6, 8, generator=g, dtype=torch.float64)
+    R = torch.randn(3, 6, 8, generator=g, dtype=torch.float64) * 0.1
+    rows = torch.zeros(3, dtype=torch.long)
+    keys = torch.ones(3, 6, dtype=torch.bool)
+    keys[1, 4:] = False  # padded rows of input 1
+    a, w = nodes_and_weights("gauss-legendre", 3)
+    fast = last_block_projection(blk, H, R, rows, a, w, keys=keys)
+
+    def suffix(X, items):
+        m = X.shape[0] // len(items)
+        return last_block_forward(
+            blk,
+            X,
+            rows[list(items)].repeat_interleave(m),
+            keys[list(items)].repeat_interleave(m, 0),
+        )
+
+    slow = integrated_projection(suffix, H, R, a, w, mode="forward")
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+    assert fast[1, :, 4:].abs().max() == 0, "masked keys cannot matter"
+    assert fast[0, :, 0].abs().max() > 0
+
+
+def _sdpa(model):
+    for module in model.module.modules():  # the math SDPA backend: softmax in the model's dtype
+        if hasattr(module, "config"):
+            module.config._attn_implementation = "sdpa"
+    return model
+
+
+def _siglip():
+    from tests.conftest import tiny_siglip
+
+    return _sdpa(tiny_siglip(seed=1))
+
+
+def _siglip2():
+    from tests.towers.test_access import _siglip2 as build
+
+    return _sdpa(build())
+
+
+@pytest.mark.parametrize("build", [_siglip, _siglip2], ids=["siglip", "siglip2-naflex"])
+def test_attention_pool_towers_split_at_the_head_and_equal_the_generic_path(build):
+    model = build()
+    ta, tb = model.tower_a, model.tower_b
+    assert (ta.default_layer, tb.default_layer) == (ta.num_layers - 1, tb.num_layers), (
+        "text: the last block's input; image: the attention-pool head's input"
+    )
+    image = random_image(w=40, h=24, seed=6)  # NaFlex: fewer patches than its maximum, padded
+    texts, images = [CAPTION, "a blue star"], [image]
+    inp = tb.prepare(image)
+    assert ta.fast_path([ta.prepare(CAPTION)], ta.default_layer) is not None
+    fast_b = tb.fast_path([inp], tb.default_layer)
+    assert fast_b is not None and fast_b.block.probe is not None
+    if "pixel_attention_mask" in inp.data:
+        assert not bool(fast_b.keys.all()), "the test image must have padded patches"
+    fast = dualex.project(model, texts=texts, images=images, steps=4)
+    slow = dualex.project(model, texts=texts, images=images, steps=4, mode="forward")
+    for i in range(2):
+        torch.testing.assert_close(fast.matrix(i, 0), slow.matrix(i, 0), rtol=0, atol=1e-10)
+    ex = dualex.explain(model, CAPTION, image)
+    assert ex.completeness.relative_error <= 1e-3, ex.completeness
+    assert ex.layers == (ta.num_layers - 1, tb.num_layers)
+    assert tb.fast_path([inp], tb.num_layers - 1) is None, "the last block's input: generic"

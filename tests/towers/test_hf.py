@@ -64,7 +64,9 @@ def test_project_equals_explain(clip64):
     proj = dualex.project(clip64, texts=texts, images=images, layers=1)
     for i, t in enumerate(texts):
         for j, im in enumerate(images):
-            ex = dualex.explain(clip64, t, im, layers=1, steps=(proj.a[i].steps, proj.b[j].steps))
+            steps, rule = (proj.a[i].steps, proj.b[j].steps), proj.a[i].rule
+            assert proj.b[j].rule == rule == "kronrod-patterson", "adaptive: the nested rules"
+            ex = dualex.explain(clip64, t, im, layers=1, steps=steps, rule=rule)
             # images of one size share a batched pass: equal to float64 round-off
             torch.testing.assert_close(proj.matrix(i, j), ex.matrix, rtol=0, atol=1e-12)
     scores = proj.scores()

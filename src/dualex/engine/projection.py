@@ -165,6 +165,46 @@ def reverse_chunk(
     return torch.einsum("kbsd,bsd->bks", grads, delta)
 
 
+def node_totals(
+    suffix: SuffixFn | BatchSuffixFn,
+    h: Tensor,
+    h_ref: Tensor,
+    alphas: Tensor,
+    node_chunk: int,
+    *,
+    items: Sequence[int] | None = None,
+) -> Tensor:
+    """``J(α_q) Δ`` per node, with the whole Δ as tangent: the column sums of each node's P.
+
+    Args:
+        suffix: A single-input suffix when ``h`` is ``[S, D]``; a batch suffix when it is
+            ``[B, S, D]``.
+        h: Hidden state(s).
+        h_ref: Reference(s), same shape.
+        alphas: Nodes ``[n]``.
+        node_chunk: Nodes per pass.
+        items: Indices of the batch's inputs in the suffix's batch (default ``0..B-1``).
+
+    Returns:
+        ``[n, E]`` for one input, ``[B, n, E]`` for a batch.
+    """
+    single = h.dim() == 2
+    g = as_batch_suffix(suffix, not single)
+    H, H_ref = (h.unsqueeze(0), h_ref.unsqueeze(0)) if single else (h, h_ref)
+    ids = _items(H, items)
+    b = H.shape[0]
+    parts = []
+    for i in range(0, len(alphas), node_chunk):
+        a = alphas[i : i + node_chunk]
+        points = path_points(H, H_ref, a)  # [b·n, S, D]
+        tangent = (H - H_ref).unsqueeze(1).expand(b, len(a), *H.shape[1:]).reshape(points.shape)
+        with TRANSFORM_LOCK:
+            out = torch.func.jvp(lambda p: g(p, ids), (points,), (tangent,))[1]
+        parts.append(out.reshape(b, len(a), -1))
+    out = torch.cat(parts, dim=1)
+    return out[0] if single else out
+
+
 def integrated_total(
     suffix: SuffixFn | BatchSuffixFn,
     h: Tensor,
@@ -175,36 +215,14 @@ def integrated_total(
     *,
     items: Sequence[int] | None = None,
 ) -> Tensor:
-    """``Σ_s P[:, s]`` without computing P: one JVP per node with the whole Δ as tangent.
-
-    Args:
-        suffix: A single-input suffix when ``h`` is ``[S, D]``; a batch suffix when it is
-            ``[B, S, D]``.
-        h: Hidden state(s).
-        h_ref: Reference(s), same shape.
-        alphas: Nodes ``[n]``; ``weights``: ``[n]``.
-        node_chunk: Nodes per pass.
-        items: Indices of the batch's inputs in the suffix's batch (default ``0..B-1``).
+    """``Σ_s P[:, s]`` without computing P: the weighted sum of :func:`node_totals`.
 
     Returns:
-        ``[E]`` for one input, ``[B, E]`` for a batch: the column sums of the projections.
+        ``[E]`` for one input, ``[B, E]`` for a batch.
     """
-    single = h.dim() == 2
-    g = as_batch_suffix(suffix, not single)
-    H, H_ref = (h.unsqueeze(0), h_ref.unsqueeze(0)) if single else (h, h_ref)
-    ids = _items(H, items)
-    b = H.shape[0]
-    total = None
-    for a, w in _node_chunks(alphas, weights, node_chunk):
-        points = path_points(H, H_ref, a)  # [b·n, S, D]
-        tangent = (H - H_ref).unsqueeze(1).expand(b, len(a), *H.shape[1:]).reshape(points.shape)
-        with TRANSFORM_LOCK:
-            out = torch.func.jvp(lambda p: g(p, ids), (points,), (tangent,))[1]
-        out = out.reshape(b, len(a), -1)
-        part = torch.einsum("bne,n->be", out, w.to(dtype=out.dtype, device=out.device))
-        total = part if total is None else total + part
-    assert total is not None
-    return total[0] if single else total
+    per_node = node_totals(suffix, h, h_ref, alphas, node_chunk, items=items)
+    w = weights.to(dtype=per_node.dtype, device=per_node.device)
+    return torch.einsum("...ne,n->...e", per_node, w)
 
 
 def choose_mode(mode: str, num_positions: int, embed_dim: int) -> str:

@@ -2,16 +2,28 @@
 
 Pure numerics, no model knowledge: each rule returns ``(alphas, weights)`` with
 ``sum_q weights[q] * f(alphas[q]) ≈ ∫_0^1 f(α) dα``.
+
+Adaptive steps raise the node count through :func:`nested_levels`, a sequence of rules in which
+every level contains all nodes of the one before (as the same floats), so a caller that keeps the
+integrand's values per node evaluates each node once. For Gauss–Legendre the sequence starts at
+the 4-node Gauss rule and continues with its Kronrod–Patterson extensions (4 → 9 → 19 → 39 → 79
+nodes, exact for polynomials of degree 7, 13, 29, 59, 121): each extension adds the ``m + 1``
+zeros of the polynomial orthogonal to every lower degree with respect to the previous level's
+node polynomial, which keeps the old nodes and (for Legendre, from 4 nodes on, checked by the
+tests) has real nodes inside the interval and positive weights.
 """
 
 from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from dualex.errors import SettingError
 
-RULES = ("gauss-legendre", "riemann", "trapezoid")
+RULES = ("gauss-legendre", "riemann", "trapezoid", "kronrod-patterson")
 """Names accepted by :func:`nodes_and_weights`."""
 
 _ALIASES = {
@@ -22,7 +34,13 @@ _ALIASES = {
     "riemann_right": "riemann",
     "trapezoid": "trapezoid",
     "trapezoidal": "trapezoid",
+    "kronrod-patterson": "kronrod-patterson",
+    "patterson": "kronrod-patterson",
+    "gauss-kronrod": "kronrod-patterson",
 }
+
+KRONROD_START = 4
+"""Nodes of the Gauss–Legendre rule the Kronrod–Patterson sequence extends."""
 
 
 def canonical_rule(rule: str | None) -> str:
@@ -47,7 +65,9 @@ def nodes_and_weights(
     Args:
         rule: ``"gauss-legendre"`` (default), ``"riemann"`` (right endpoints
             α = 1, 1−1/N, …, 1/N, weight 1/N: the convention of the paper's code, with exactly
-            N nodes) or ``"trapezoid"`` (N ≥ 2 equispaced nodes including both ends).
+            N nodes), ``"trapezoid"`` (N ≥ 2 equispaced nodes including both ends) or
+            ``"kronrod-patterson"`` (N one of 4, 9, 19, 39, 79, …: the nested extensions of the
+            4-node Gauss rule, see the module docstring).
         n: Number of nodes.
         dtype: Floating dtype of the returned tensors.
 
@@ -61,7 +81,16 @@ def nodes_and_weights(
     if not isinstance(n, int | np.integer) or isinstance(n, bool) or n < 1:
         raise SettingError(f"steps must be a positive integer, got {n!r}")
     n = int(n)
-    if name == "gauss-legendre":
+    if name == "kronrod-patterson":
+        sizes = _patterson_sizes(MAX_PATTERSON_LEVEL)
+        if n not in sizes:
+            raise SettingError(
+                f"the Kronrod–Patterson rule has {', '.join(map(str, sizes))} nodes, not {n}; "
+                "pass one of those as steps"
+            )
+        x, w = _patterson(sizes.index(n))
+        alphas, weights = (x + 1.0) / 2.0, w / 2.0
+    elif name == "gauss-legendre":
         x, w = np.polynomial.legendre.leggauss(n)
         alphas = (x + 1.0) / 2.0
         weights = w / 2.0
@@ -76,3 +105,112 @@ def nodes_and_weights(
         weights = np.full(n, 1.0 / (n - 1))
         weights[0] = weights[-1] = 0.5 / (n - 1)
     return torch.as_tensor(alphas, dtype=dtype), torch.as_tensor(weights, dtype=dtype)
+
+
+MAX_PATTERSON_LEVEL = 4
+"""Extensions of the Kronrod–Patterson sequence dualex computes (4 … 79 nodes; the next one
+is beyond float64 root finding of its polynomial)."""
+
+
+def _patterson_sizes(levels: int) -> list[int]:
+    sizes = [KRONROD_START]
+    for _ in range(levels):
+        sizes.append(2 * sizes[-1] + 1)
+    return sizes
+
+
+@functools.cache
+def _patterson(level: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes on [-1, 1] (the previous level's first, as the same floats) and weights."""
+    if level == 0:
+        return np.polynomial.legendre.leggauss(KRONROD_START)
+    from numpy.polynomial import legendre as leg
+
+    old, _ = _patterson(level - 1)
+    m = len(old)
+    # ∫ p(x) ω(x) P_k(x) dx = 0 for k ≤ m, ω = Π (x − old nodes), p = P_{m+1} + Σ c_j P_j.
+    x, w = leg.leggauss(4 * m + 8)  # exact for the degree-(3m + 1) integrands
+    omega = np.prod(x[:, None] - old[None, :], axis=1)
+    omega /= np.abs(omega).max()
+    V = leg.legvander(x, m + 1)  # [points, m + 2]
+    A = (V[:, : m + 1] * (w * omega)[:, None]).T @ V  # [m + 1, m + 2]
+    c = np.linalg.solve(A[:, : m + 1], -A[:, m + 1])
+    new = leg.legroots(np.append(c, 1.0))
+    if np.iscomplexobj(new) or np.abs(new).max() >= 1.0:
+        raise SettingError(f"the Kronrod–Patterson extension to {2 * m + 1} nodes does not exist")
+    nodes = np.concatenate([old, np.sort(new.real)])
+    # weights: exact for P_0 … P_{2m} (then, by the construction, up to degree 3m + 1)
+    weights = np.linalg.solve(leg.legvander(nodes, 2 * m).T, np.eye(2 * m + 1)[0] * 2.0)
+    return nodes, weights
+
+
+@dataclass(frozen=True)
+class Level:
+    """One rule of an adaptive sequence.
+
+    Attributes:
+        alphas: Nodes ``[n]`` on [0, 1] (float64).
+        weights: Weights ``[n]``.
+        rule: Canonical name of this level's rule (reported with the result).
+    """
+
+    alphas: torch.Tensor
+    weights: torch.Tensor
+    rule: str
+
+    @property
+    def steps(self) -> int:
+        return len(self.alphas)
+
+
+def nested_levels(rule: str | None, max_steps: int) -> list[Level]:
+    """The rules adaptive steps try in turn, up to ``max_steps`` nodes.
+
+    Consecutive levels share nodes as the same floats (a caller keeps the values it has):
+
+    * ``"gauss-legendre"``: the 4-node Gauss rule, then its Kronrod–Patterson extensions
+      (9, 19, 39, … nodes), all nested, reported as ``"kronrod-patterson"`` (whose 4-node rule
+      is the Gauss rule), so ``steps`` and ``rule`` of a result reproduce it;
+    * ``"kronrod-patterson"``: the same sequence;
+    * ``"riemann"``: 1, 2, 4, … nodes (right endpoints ``k/N``: every node is one of the next);
+    * ``"trapezoid"``: 2, 3, 5, 9, … nodes (``k/(N−1)``: every node is one of the next).
+
+    The last level is the rule with ``max_steps`` nodes itself when the sequence does not reach
+    it exactly (Gauss–Legendre for the Gauss sequence), so adaptive steps can still end at the cap.
+
+    Args:
+        rule: Quadrature rule (``None``: Gauss–Legendre).
+        max_steps: Most nodes of any level.
+
+    Returns:
+        The levels, fewest nodes first.
+    """
+    name = canonical_rule(rule)
+    if name in ("gauss-legendre", "kronrod-patterson"):
+        sizes = [n for n in _patterson_sizes(MAX_PATTERSON_LEVEL) if n <= max_steps]
+        levels = []
+        for i in range(len(sizes)):
+            x, w = _patterson(i)
+            a, wt = torch.as_tensor((x + 1.0) / 2.0), torch.as_tensor(w / 2.0)
+            levels.append(Level(a, wt, "kronrod-patterson"))
+        if not sizes or (name == "gauss-legendre" and sizes[-1] != max_steps):
+            levels.append(Level(*nodes_and_weights("gauss-legendre", max_steps), "gauss-legendre"))
+        return levels
+    if name == "riemann":
+        sizes = _doubling(1, max_steps, lambda n: 2 * n)
+        return [Level(*nodes_and_weights("riemann", n), "riemann") for n in sizes]
+    sizes = _doubling(2, max(max_steps, 2), lambda n: 2 * n - 1)
+    out = []
+    for n in sizes:
+        a = torch.arange(n, dtype=torch.float64) / (n - 1)
+        w = torch.full((n,), 1.0 / (n - 1), dtype=torch.float64)
+        w[0] = w[-1] = 0.5 / (n - 1)
+        out.append(Level(a, w, "trapezoid"))
+    return out
+
+
+def _doubling(first: int, cap: int, step: object) -> list[int]:
+    sizes = [min(first, cap)]
+    while sizes[-1] < cap:
+        sizes.append(min(step(sizes[-1]), cap))  # type: ignore[operator]
+    return sizes

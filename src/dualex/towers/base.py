@@ -46,11 +46,14 @@ class FastPath:
         rows: Pooled row of each input of the batch, ``[B]``.
         pad: ``[B, n, D] -> [B, S, D]``: the hidden states over every row the block sees (rows a
             tower drops, e.g. after a causal text's end token, appended and held fixed).
+        keys: ``[B, S]``, false for rows the pooled query may not attend to (padding), or
+            ``None``.
     """
 
     block: LastBlock
     rows: Tensor
     pad: Callable[[Tensor], Tensor] = lambda H: H
+    keys: Tensor | None = None
 
 
 @dataclass
@@ -98,6 +101,12 @@ class Tower(ABC):
         """
         if self._default_layer is not None:
             return self._default_layer
+        return self.natural_layer()
+
+    def natural_layer(self) -> int:
+        """The tower's own default split: the input of the last block. Towers read through an
+        attention-pool head split at the head's input instead (``num_layers``), where the
+        probe-query structure makes the projection cost about one block per node."""
         return max(self.num_layers - 1, 0)
 
     @default_layer.setter
@@ -196,6 +205,22 @@ class Tower(ABC):
                 f"state at layer {layer} is {tuple(h.shape)}; pass a tensor of that shape"
             )
         return spec.to(dtype=h.dtype, device=h.device)
+
+    def reference_embedding_batch(
+        self, inps: Sequence[TowerInput], layer: int, H_ref: Tensor, suffix: BatchSuffixFn
+    ) -> Tensor:
+        """``ē``: the suffix at the reference hidden states ``H_ref: [B, S, D]``, ``[B, E]``.
+
+        ``suffix`` is :meth:`suffix_batch` of ``inps`` at ``layer``. Towers with weights cache it
+        (:class:`HookTower`).
+        """
+        return suffix(H_ref, list(range(len(inps)))).detach()
+
+    def suffix_key(self, inp: TowerInput, layer: int) -> tuple:
+        """What the suffix at ``layer`` reads from the input besides the hidden state (pooled
+        row, masks, rows held fixed): inputs with equal keys and equal reference hidden states
+        share ``ē``. The default, the input's whole data, shares it only between equal inputs."""
+        return data_key(inp.data)
 
     def batch_key(self, inp: TowerInput) -> tuple:
         """Inputs with equal keys can share a pass (same data shapes and number of positions)."""
@@ -342,9 +367,18 @@ class HookTower(Tower):
     def hidden(self, inp: TowerInput, layer: int) -> Tensor:
         return self.hidden_batch([inp], layer)[0]
 
+    def on_device(self, data: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Model tensors moved to the device of the model's parameters (a model on a GPU takes
+        inputs prepared on the CPU)."""
+        root = self.root()
+        param = next(root.parameters(), None) if root is not None else None
+        if param is None:
+            return data
+        return {k: v.to(param.device) for k, v in data.items()}
+
     def hidden_batch(self, inps: Sequence[TowerInput], layer: int) -> Tensor:
         layer = self.check_layer(layer)
-        h = self._capture(stack_data([i.data for i in inps]), layer)
+        h = self._capture(self.on_device(stack_data([i.data for i in inps])), layer)
         return self._to_rows(h).detach()
 
     def suffix(self, inp: TowerInput, layer: int) -> Callable[[Tensor], Tensor]:
@@ -353,8 +387,8 @@ class HookTower(Tower):
 
     def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
         layer = self.check_layer(layer)
-        data = stack_data([i.data for i in inps])
-        skip = min(layer, self.num_layers - 1) if self.skip_prefix else 0
+        data = self.on_device(stack_data([i.data for i in inps]))
+        skip = layer if self.skip_prefix else 0  # at num_layers the last block is skipped too
 
         def run(H: Tensor, items: Sequence[int]) -> Tensor:
             rows = rows_data(data, items, H.shape[0] // len(items))
@@ -408,14 +442,48 @@ class HookTower(Tower):
         with lock:
             return torch.stack([found[k] if k in found else cache[k] for k in keys])
 
+    def reference_embedding_batch(
+        self, inps: Sequence[TowerInput], layer: int, H_ref: Tensor, suffix: BatchSuffixFn
+    ) -> Tensor:
+        """``ē`` of each input, cached per tower like the reference hidden states: keyed by the
+        layer, the reference hidden state's bytes, :meth:`suffix_key` and the weights (storage
+        and version counters), so the all-zero image's ``ē`` goes through the suffix once per
+        model until its weights change."""
+        if self.root() is None:  # no weights to key on
+            return super().reference_embedding_batch(inps, layer, H_ref, suffix)
+        token = self._weights_token()
+        keys = [
+            (layer, _tensor_digest(h), self.suffix_key(inp, layer), token)
+            for inp, h in zip(inps, H_ref, strict=True)
+        ]
+        cache = self.__dict__.setdefault("_eref_cache", OrderedDict())
+        lock = self.__dict__.setdefault("_ref_lock", threading.Lock())
+        with lock:
+            todo = [i for i, k in enumerate(keys) if k not in cache]
+        if todo:
+            # one suffix pass over the missing inputs (the batch suffix takes any items)
+            E = suffix(H_ref[todo], todo).detach()
+            with lock:
+                for i, e in zip(todo, E, strict=True):
+                    cache[keys[i]] = e
+                    cache.move_to_end(keys[i])
+                found = {keys[i]: e for i, e in zip(todo, E, strict=True)}
+                while len(cache) > self.reference_cache_size:
+                    cache.popitem(last=False)
+        else:
+            found = {}
+        with lock:
+            return torch.stack([found[k] if k in found else cache[k] for k in keys])
+
+
+def _tensor_digest(t: Tensor) -> tuple:
+    raw = t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+    return (tuple(t.shape), str(t.dtype), hashlib.blake2b(raw, digest_size=16).digest())
+
 
 def data_key(data: dict[str, Tensor]) -> tuple:
     """A hashable key of model tensors' exact contents (shape, dtype and bytes)."""
-    out = []
-    for k, v in sorted(data.items()):
-        raw = v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-        out.append((k, tuple(v.shape), str(v.dtype), hashlib.blake2b(raw, digest_size=16).digest()))
-    return tuple(out)
+    return tuple((k, *_tensor_digest(v)) for k, v in sorted(data.items()))
 
 
 class FunctionTower(Tower):

@@ -653,6 +653,10 @@ class ClipImageTower(FeatureMapMixin, HookTower):
         block = self._last_block()
         return None if block is None else FastPath(block, torch.zeros(len(inps), dtype=torch.long))
 
+    def suffix_key(self, inp: TowerInput, layer: int) -> tuple:
+        """The suffix reads nothing but the hidden state (a CNN's prefix output is replaced)."""
+        return ()
+
     def positions_at(self, inp: TowerInput, layer: int) -> Positions:
         """Positions at ``layer``: for a CNN, the cells of the feature map entering it."""
         if self.kind == "vit" or not isinstance(inp.positions, ImagePositions):

@@ -128,6 +128,41 @@ def hf_last_block(block: nn.Module, head: Callable[[Tensor], Tensor], causal: bo
     )
 
 
+def pool_head_block(vm: nn.Module) -> LastBlock | None:
+    """SigLIP's attention-pool head (``vm.head``) after the final LayerNorm, as a
+    :class:`LastBlock` read by its learned probe; ``None`` if the head is not a packed
+    ``nn.MultiheadAttention`` with a probe (the generic path then runs)."""
+    head = getattr(vm, "head", None)
+    mha = getattr(head, "attention", None)
+    try:
+        mha = check_mha(mha, "SigLIP pooling head")
+    except VisionAccessError:
+        return None
+    if getattr(head, "probe", None) is None:
+        return None
+    wq, wk, wv = mha.in_proj_weight.chunk(3)
+    b = mha.in_proj_bias
+    bq, bk, bv = b.chunk(3) if b is not None else (None, None, None)
+    D, heads = mha.embed_dim, int(mha.num_heads)
+    return LastBlock(
+        ln1=vm.post_layernorm,
+        w_q=wq,
+        b_q=bq,
+        w_k=wk,
+        b_k=bk,
+        w_v=wv,
+        b_v=bv,
+        w_o=mha.out_proj.weight,
+        b_o=mha.out_proj.bias,
+        heads=heads,
+        scale=(D // heads) ** -0.5,
+        ln2=head.layernorm,
+        mlp=head.mlp,
+        head=lambda x: x,
+        probe=head.probe.reshape(D),
+    )
+
+
 def _pooled_rows(rows: Tensor, items: Sequence[int], m: int) -> Tensor:
     """The kept row of each of ``len(items)·m`` batch rows (item-major)."""
     return rows[torch.as_tensor(list(items))].repeat_interleave(m)
@@ -181,15 +216,27 @@ class HFTextTower(HookTower):
         return int((ids == eos).int().argmax())
 
     def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
-        if not (self.family == "clip" and self.check_layer(layer) == self.num_layers - 1):
+        """CLIP pools at the end token (causal); SigLIP and SigLIP-2 at the last position
+        (bidirectional, no mask): both have the pooled-row structure at the last block."""
+        if self.check_layer(layer) != self.num_layers - 1:
             return None
         tm = self.model.text_model
+        if self.family == "clip":
 
-        def head(x: Tensor) -> Tensor:
-            return self.model.text_projection(tm.final_layer_norm(x))
+            def head(x: Tensor) -> Tensor:
+                return self.model.text_projection(tm.final_layer_norm(x))
 
-        block = hf_last_block(self.original_blocks()[-1], head, causal=True)
-        return FastPath(block, torch.tensor([self.pooled_row(inp) for inp in inps]))
+            block = hf_last_block(self.original_blocks()[-1], head, causal=True)
+            return FastPath(block, torch.tensor([self.pooled_row(inp) for inp in inps]))
+        if "attention_mask" in inps[0].data or getattr(tm, "head", None) is None:
+            return None
+
+        def siglip_head(x: Tensor) -> Tensor:
+            return tm.head(tm.final_layer_norm(x))
+
+        block = hf_last_block(self.original_blocks()[-1], siglip_head, causal=False)
+        last = inps[0].data["input_ids"].shape[1] - 1
+        return FastPath(block, torch.full((len(inps),), last, dtype=torch.long))
 
     def suffix_batch(self, inps: Sequence[TowerInput], layer: int) -> BatchSuffixFn:
         layer = self.check_layer(layer)
@@ -276,10 +323,29 @@ class HFImageTower(HookTower):
     def blocks(self) -> list[nn.Module]:
         return list(resolve(self.model, TOWERS["image"].blocks))
 
+    def natural_layer(self) -> int:
+        """CLIP: the input of the last block (CLS row). SigLIP and SigLIP-2: the input of the
+        attention-pool head (the output of the last block, ``num_layers``). Every row of the last
+        block feeds the head, so a split at that block's input costs S² rows of its MLP per node
+        (the generic path); at the head's input the probe is the only query and the cost is about
+        one block per node."""
+        if self.family == "siglip" and getattr(self.model.vision_model, "head", None) is not None:
+            return self.num_layers
+        return super().natural_layer()
+
     def fast_path(self, inps: Sequence[TowerInput], layer: int) -> FastPath | None:
-        if not (self.family == "clip" and self.check_layer(layer) == self.num_layers - 1):
-            return None
+        layer = self.check_layer(layer)
         vm = self.model.vision_model
+        if self.family == "siglip" and layer == self.num_layers:
+            block = pool_head_block(vm)
+            if block is None:
+                return None
+            keys = None
+            if self.naflex:
+                keys = torch.cat([inp.data["pixel_attention_mask"] for inp in inps]).bool()
+            return FastPath(block, torch.zeros(len(inps), dtype=torch.long), keys=keys)
+        if not (self.family == "clip" and layer == self.num_layers - 1):
+            return None
 
         def head(x: Tensor) -> Tensor:
             return self.model.visual_projection(vm.post_layernorm(x))
@@ -300,6 +366,12 @@ class HFImageTower(HookTower):
                 return self.model.visual_projection(vm.post_layernorm(x))
 
         return run
+
+    def suffix_key(self, inp: TowerInput, layer: int) -> tuple:
+        """Fixed-size images: the suffix reads nothing but the hidden state (NaFlex: the mask)."""
+        if self.naflex:
+            return super().suffix_key(inp, layer)
+        return ()
 
     def encode(self, data: dict[str, Tensor]) -> Tensor:
         return _features(self.model.get_image_features(**data))

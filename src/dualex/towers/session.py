@@ -183,7 +183,7 @@ class Action:
         fn: Applied to the hidden state at ``layer`` (in the block's own layout); its result is
             passed on (a capture function raises to stop the forward pass).
         skip_before: Blocks with an index below this return their input unchanged (their output
-            is replaced at ``layer`` anyway).
+            is replaced at ``layer`` anyway); the last block too when ``layer`` is its output.
     """
 
     layer: int
@@ -250,6 +250,8 @@ class Gate(nn.Module):
         last = object.__getattribute__(self, "_dispatch").count - 1
         if i < action.skip_before and i < last:
             return _hidden_arg(args, kwargs)
+        if i == last and action.layer == last + 1 and action.skip_before > last:
+            return action.fn(_hidden_arg(args, kwargs))  # the output is replaced anyway
         if i == action.layer:
             args, kwargs = _map_hidden(args, kwargs, action.fn)
         out = original(*args, **kwargs)
