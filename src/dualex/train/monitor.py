@@ -304,19 +304,26 @@ class Monitor:
 
     def example_picks(self, timeline: list[dict[str, Any]], step: int, worst: int = 3
                       ) -> list[tuple[str, int]]:  # fmt: skip
-        """The ``worst`` classes by pointing at ``step``, each with its first grounded caption
-        not picked for a worse class (distinct captions; a class whose captions are all taken
-        falls back to its first)."""
+        """The ``worst`` classes by pointing at ``step``, each with its first held-out caption
+        that mentions it and was not picked for a worse class (distinct captions: a class
+        with no caption left is skipped)."""
         table = [r for r in timeline if r["step"] == step and r["group"] == "class"
                  and r["metric"] == "pointing" and math.isfinite(r["value"])]  # fmt: skip
         table.sort(key=lambda r: (r["value"], r["cls"]))
+        order = [i for i, _ in self.chosen]
+        first = set(order)
+        order += [i for i in range(len(self.samples)) if i not in first]
         picks: list[tuple[str, int]] = []
-        for r in table[:worst]:
-            having = [i for i, s in self.chosen if any(m.label == r["cls"] for m in s.mentions)]
-            captions = {self.samples[i].caption for _, i in picks}
-            fresh = [i for i in having if self.samples[i].caption not in captions]
-            if fresh or having:
-                picks.append((r["cls"], (fresh or having)[0]))
+        taken: set[str] = set()
+        for r in table:
+            if len(picks) == worst:
+                break
+            for i in order:
+                s = self.samples[i]
+                if s.caption not in taken and any(m.label == r["cls"] for m in s.mentions):
+                    picks.append((r["cls"], i))
+                    taken.add(s.caption)
+                    break
         return picks
 
 
