@@ -176,8 +176,9 @@ def test_tensorboard_and_callable_sinks(tmp_path):
         assert events[-1].value == pytest.approx(value, abs=1e-6)
     assert "dualex/monitor_share" in tags["scalars"] and "dualex/r1_t2i" in tags["scalars"]
     assert "dualex/ranking/text_summary" in tags["tensors"]
-    worst = [c["cls"] for c in got[-1].ranking[:2]]
-    assert sorted(tags["images"]) == sorted(f"dualex/worst/{k}-{c}" for k, c in enumerate(worst))
+    worst = [c for c, _, _ in got[-1].examples]
+    assert len(worst) == 2 and worst[0] == got[-1].ranking[0]["cls"]
+    assert {f"dualex/heatmap/{c}" for c in worst} <= set(tags["images"])
     assert len({ex.raw_a for _, ex, _ in got[-1].examples}) == 2  # distinct captions
 
 

@@ -145,7 +145,7 @@ class TensorBoardSink:
 
     Scalars: every global and per-class metric (:func:`scalar_name`). Text: the per-class
     ranking by pointing (``dualex/ranking``, a Markdown table). Images: the heatmaps of the
-    worst classes' first held-out captions (``dualex/worst/<k>-<class>``).
+    worst classes' held-out captions (``dualex/heatmap/<class>``, one slider per class).
 
     Args:
         logdir: The log folder (``tensorboard --logdir LOGDIR``).
@@ -175,9 +175,9 @@ class TensorBoardSink:
                 lines.append(f"| {r['cls']} | {r['pointing']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}] "
                              f"| {r['energy']:.3f} | {r['n']} |")  # fmt: skip
             self.writer.add_text("dualex/ranking", "\n".join(lines), p.step)
-        for k, (cls, ex, span) in enumerate(p.examples):
+        for cls, ex, span in p.examples:
             img, _ = overlay(ex, span, max_side=256)
-            self.writer.add_image(f"dualex/worst/{k}-{cls}", np.asarray(img), p.step,
+            self.writer.add_image(f"dualex/heatmap/{cls}", np.asarray(img), p.step,
                                   dataformats="HWC")  # fmt: skip
         self.writer.flush()
 
