@@ -77,6 +77,16 @@ def test_three_steps_write_every_output(tmp_path):
     assert "Knowledge-gap report" in html and "ranked by pointing" in html
     assert (out / "timeline.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "examples.html").is_file() and list((out / "examples").glob("end-*"))
+    # the examples say which model they explain, meet dualex's default tolerance, and are
+    # distinct captions; the report states the monitor's own measured completeness error
+    for tag, step, weights in (("start", 0, "unknown"), ("end", 3, "finetuned")):
+        exs = [dualex.Explanation.load(p) for p in sorted((out / "examples").glob(f"{tag}-*"))]
+        assert exs
+        assert {(e.model, e.weights) for e in exs} == {(f"finetuned:{out}@step-{step}", weights)}
+        assert all(e.completeness.relative_error <= 1e-3 for e in exs)
+        assert len({tuple(e.tokens) for e in exs}) == len(exs)
+    worst = max(r["value"] for r in rows if r["metric"] == "completeness_max")
+    assert worst > 0 and f"at most {worst:.2e}" in html
     summary = json.loads((out / "summary.json").read_text())
     assert 0 < summary["monitor_share"] < 1 and summary["seconds_per_step"] > 0
     assert res.summary["last"]["r1_t2i"] == summary["last"]["r1_t2i"]
@@ -125,6 +135,30 @@ def test_kill_after_checkpoint_and_resume_equals_uninterrupted(tmp_path, monkeyp
                       for r in rows)  # fmt: skip
 
     assert values("whole") == values("cut")
+
+
+def test_automatic_eval_every_states_the_measured_share(tmp_path):
+    """--eval-every chosen by the run: the line saying so gives the timings it used, the share
+    they imply (at most 10 %) and the share measured so far; the last line the final share."""
+    import re
+
+    lines = []
+    enc = tiny_clip(dtype=torch.float32)
+    res = finetune(enc, TRAIN, EVAL, tmp_path / "run", steps=7, batch=4, lr=1e-3,
+                   monitor_mentions=2, monitor_nodes=2, progress=False, log=lines.append)  # fmt: skip
+    chosen = [line for line in lines if line.startswith("monitoring every")]
+    assert len(chosen) == 1
+    m = re.fullmatch(r"monitoring every (\d+) steps: a pass took ([\d.]+) s and a step ([\d.]+) "
+                     r"s, so about ([\d.]+) % of the time \(measured so far: ([\d.]+) %\)",
+                     chosen[0])  # fmt: skip
+    assert m, chosen[0]
+    k, a, b, p, so_far = int(m[1]), float(m[2]), float(m[3]), float(m[4]), float(m[5])
+    assert k == res.summary["eval_every"] and p <= 10.05 and 0 < so_far < 100
+    # the stated share is the one of the stated timings (up to their printed digits)
+    lo = 100 * max(a - 0.005, 0) / (a + 0.005 + k * (b + 0.0005))
+    hi = 100 * (a + 0.005) / (max(a - 0.005, 0) + k * max(b - 0.0005, 0) + 1e-12)
+    assert lo - 0.05 <= p <= hi + 0.05
+    assert f"({100 * res.summary['monitor_share']:.1f} %, measured)" in lines[-1]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,13 @@
-"""Contrastive fine-tuning of dual encoders with a per-class grounding monitor.
+"""Contrastive fine-tuning of dual encoders, and the per-class grounding monitor for any loop.
+
+    from dualex.train import GroundingMonitor
+    monitor = GroundingMonitor("synthetic:seed=903,n=200", processor=proc, out="runs/monitor",
+                               tensorboard="runs/tb")
+    ...  # in your loop, after each optimizer step:
+    monitor.step(model, step)
+
+:class:`GroundingMonitor` (:mod:`dualex.train.grounding`), :class:`GroundingCallback` for
+``transformers.Trainer`` (:mod:`dualex.train.callback`); ``dualex finetune``:
 
     import dualex.train
     result = dualex.train.finetune("builtin", "synthetic:seed=7,n=2000,domain=cluttered",
@@ -13,16 +22,34 @@ from __future__ import annotations
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "measure"]
+__all__ = [
+    "FinetuneConfig",
+    "FinetuneResult",
+    "GroundingCallback",
+    "GroundingMonitor",
+    "MonitorPass",
+    "TensorBoardSink",
+    "finetune",
+    "measure",
+]
+
+_HOME = {
+    "GroundingMonitor": "dualex.train.grounding",
+    "MonitorPass": "dualex.train.grounding",
+    "TensorBoardSink": "dualex.train.grounding",
+    "GroundingCallback": "dualex.train.callback",
+}
 
 if TYPE_CHECKING:  # pragma: no cover
+    from dualex.train.callback import GroundingCallback
+    from dualex.train.grounding import GroundingMonitor, MonitorPass, TensorBoardSink
     from dualex.train.loop import FinetuneConfig, FinetuneResult, finetune, measure
 
 
 def __getattr__(name: str) -> Any:
     """Import the loop (and torch) on first use, so ``dualex --help`` stays light."""
     if name in __all__:
-        value = getattr(import_module("dualex.train.loop"), name)
+        value = getattr(import_module(_HOME.get(name, "dualex.train.loop")), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'dualex.train' has no attribute {name!r}")

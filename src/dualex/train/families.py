@@ -31,12 +31,16 @@ class Trainable:
     """A model being fine-tuned.
 
     Attributes:
-        family: ``"hf"`` (transformers CLIP / SigLIP, the built-in model) or ``"openclip"``.
+        family: ``"hf"`` (transformers CLIP / SigLIP, the built-in model), ``"openclip"`` or
+            ``"openai"`` (OpenAI's ``clip`` package: forward and inputs as open_clip).
         model: The torch module (a private copy: the caller's model is never changed).
         tokenizer: The family's tokenizer.
         image_processor: The family's image processor (HF) or inference transform (open_clip).
         name: The spec or display name of the starting model.
         arch: open_clip architecture name (``""`` for HF).
+        weights: Where the starting weights come from (the encoder's ``weights``).
+        encoder: The :class:`dualex.DualEncoder` over this same module, when the module was
+            not copied (then :meth:`wrap` returns it).
     """
 
     family: str
@@ -46,13 +50,15 @@ class Trainable:
     name: str
     arch: str = ""
     checkpointing: bool = False
+    weights: str = "unknown"
+    encoder: Any = None
 
     # -- inputs -----------------------------------------------------------------------------
 
     def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """Token ids and attention mask, each ``[N, T]`` (padded to the longest, or the
         context length where the family needs it)."""
-        if self.family == "openclip":
+        if self.family in ("openclip", "openai"):
             ids = self.tokenizer(texts)
             return ids.long(), (ids != 0).long()
         cfg = self.model.config.text_config
@@ -71,7 +77,7 @@ class Trainable:
 
     def pixels(self, images: list[Any]) -> Tensor:
         """Pixel tensor ``[N, 3, H, W]`` of PIL images, through the family's preprocessing."""
-        if self.family == "openclip":
+        if self.family in ("openclip", "openai"):
             return torch.stack([self.image_processor(im.convert("RGB")) for im in images])
         out = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
         return out["pixel_values"]
@@ -80,7 +86,7 @@ class Trainable:
 
     def encode_text(self, ids: Tensor, mask: Tensor) -> Tensor:
         """Unnormalised text embeddings ``[N, E]`` via the family's own forward."""
-        if self.family == "openclip":
+        if self.family in ("openclip", "openai"):
             return self.model.encode_text(ids)
         if "siglip" in type(self.model).__name__.lower():
             out = self.model.get_text_features(input_ids=ids)
@@ -91,7 +97,7 @@ class Trainable:
 
     def encode_image(self, pixels: Tensor) -> Tensor:
         """Unnormalised image embeddings ``[N, E]`` via the family's own forward."""
-        if self.family == "openclip":
+        if self.family in ("openclip", "openai"):
             return self.model.encode_image(pixels)
         out = self.model.get_image_features(pixel_values=pixels)
         return out if torch.is_tensor(out) else out.pooler_output
@@ -112,7 +118,7 @@ class Trainable:
 
     def _set_checkpointing(self, on: bool) -> bool:
         m = self.model
-        if self.family == "openclip":
+        if self.family in ("openclip", "openai"):
             if not hasattr(m, "set_grad_checkpointing"):
                 return False
             m.set_grad_checkpointing(on)
@@ -154,7 +160,7 @@ class Trainable:
         """
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        if self.family == "openclip":
+        if self.family in ("openclip", "openai"):
             from safetensors.torch import save_file
 
             state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
@@ -178,6 +184,12 @@ class Trainable:
         ``dualex.wrap`` may switch the module to eval mode; callers that need the mode kept
         save and restore ``model.training`` around it (see :func:`dualex.train.monitor.kept`).
         """
+        if self.encoder is not None:
+            return self.encoder
+        if self.family == "openai":
+            from dualex.towers.openai_clip import wrap_openai
+
+            return wrap_openai(self.model, name=self.name, preprocess=self.image_processor)
         if self.family == "openclip":
             from dualex.towers.openclip import wrap_openclip
 
@@ -213,16 +225,31 @@ def trainable_from(encoder: Any, name: str | None = None, *, copy_module: bool =
     cls = type(module).__name__
     a, b = encoder.tower_a, encoder.tower_b
     own = copy.deepcopy if copy_module else (lambda m: m)
+    weights = str(getattr(encoder, "weights", "unknown"))
     if hasattr(module, "get_text_features") and hasattr(a, "tokenizer") and hasattr(b, "processor"):
-        return Trainable("hf", own(module), a.tokenizer, b.processor, name)
+        return Trainable("hf", own(module), a.tokenizer, b.processor, name, weights=weights)
     if hasattr(module, "encode_text") and hasattr(a, "codec") and hasattr(b, "preprocess"):
+        codec = a.codec
+        if not callable(codec.tokenizer):  # OpenAI clip: its BPE tokenizer, tokenised one by one
+            return Trainable("openai", own(module), _BatchTokenize(codec), b.preprocess, name,
+                             weights=weights)  # fmt: skip
         arch = _openclip_arch(name)
-        return Trainable("openclip", own(module), a.codec.tokenizer, b.preprocess, name,
-                         arch)  # fmt: skip
+        return Trainable("openclip", own(module), codec.tokenizer, b.preprocess, name, arch,
+                         weights=weights)  # fmt: skip
     raise UnknownModelError(
         f"cannot fine-tune a {cls}: dualex finetune supports transformers CLIP / SigLIP models, "
         "the built-in model and open_clip models"
     )
+
+
+@dataclass
+class _BatchTokenize:
+    """A batch tokenizer over a codec that tokenises one text at a time (``[N, ctx]``)."""
+
+    codec: Any
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        return torch.cat([self.codec._tokenize(t) for t in texts])
 
 
 def _openclip_arch(name: str) -> str:

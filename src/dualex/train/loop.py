@@ -38,7 +38,8 @@ import torch.nn.functional as F
 
 from dualex.errors import SettingError
 from dualex.models.train_builtin import _atomic_json, _atomic_save
-from dualex.train.monitor import Monitor, contrastive_loss, kept
+from dualex.train.grounding import GroundingMonitor
+from dualex.train.monitor import Monitor, contrastive_loss, kept, read_rows, write_rows
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "measure"]
 
@@ -61,7 +62,8 @@ class FinetuneConfig:
         weight_decay: AdamW weight decay (matrices only).
         warmup: Fraction of the steps with a linear warm-up.
         eval_every: Monitor every K steps (``None``: chosen after the first steps so that
-            monitoring costs about 20 % of the training time).
+            monitoring takes at most about 10 % of the wall time; the log states the measured
+            share).
         monitor_mentions: Mentions the grounding monitor explains each time.
         monitor_nodes: Quadrature nodes of the monitor's explanations (``0``: adaptive).
         hard_negatives: Add each caption's hard negatives to the image→text softmax.
@@ -243,22 +245,6 @@ def _after_step(step: int) -> None:
     """Called after each optimizer step (after its checkpoint); tests patch it to interrupt."""
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path) -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from dualex.io import atomic_write
-
-    table = pa.Table.from_pylist(rows)
-    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
-
-
-def _read_parquet(path: Path) -> list[dict[str, Any]]:
-    import pyarrow.parquet as pq
-
-    return pq.read_table(str(path)).to_pylist() if path.is_file() else []
-
-
 # ------------------------------------------------------------------------------------------
 # the run
 
@@ -360,9 +346,10 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
         else:
             _atomic_save({k: v.cpu() for k, v in init.items()}, init_path)
 
-    monitor = Monitor(eval_samples, cfg.monitor_mentions, cfg.monitor_nodes or None,
-                      batch=max(cfg.batch, 64), seed=cfg.seed,
-                      folder=out / "monitor")  # fmt: skip
+    monitor = GroundingMonitor(eval_samples, every=cfg.eval_every,
+                               mentions=cfg.monitor_mentions, nodes=cfg.monitor_nodes or None,
+                               out=out, name=f"finetuned:{out}", batch=max(cfg.batch, 64),
+                               seed=cfg.seed, log=log)  # fmt: skip
     start, state = 0, {"eval_every": cfg.eval_every, "train_s": 0.0, "monitor_s": 0.0,
                        "picks": []}  # fmt: skip
     train_log: list[dict[str, Any]] = []
@@ -371,27 +358,21 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
     if ck is not None:
         state = _load_checkpoint(ck, model, opt, sched)
         start = int(state["step"])
-        train_log = [r for r in _read_parquet(out / "train_log.parquet") if r["step"] <= start]
-        timeline = [r for r in _read_parquet(out / "timeline.parquet") if r["step"] <= start]
+        train_log = [r for r in read_rows(out / "train_log.parquet") if r["step"] <= start]
+        timeline = [r for r in read_rows(out / "timeline.parquet") if r["step"] <= start]
         log(f"resuming {out} from step {start}")
+        monitor.timeline = timeline
+        monitor.picks = [(str(c), int(i)) for c, i in state["picks"]]
+        monitor.every = state["eval_every"]
+        first = [r["seconds"] for r in timeline if r["step"] == 0 and r["metric"] == "loss"]
+        monitor.first_pass_seconds = first[0] if first else None
 
-    def monitor_at(step: int) -> None:
-        t = time.perf_counter()
-        rows = monitor.run(tr, step)
-        if step == 0 and cfg.monitor_mentions:
-            state["picks"] = [list(p) for p in monitor.example_picks(rows, 0)]
-            monitor.explain_examples(tr, [tuple(p) for p in state["picks"]], out / "examples",
-                                     "start")  # fmt: skip
-        dt = time.perf_counter() - t
-        state["monitor_s"] += dt
-        for r in rows:
-            r["seconds"] = dt
-        timeline.extend(rows)
-        _write_parquet(timeline, out / "timeline.parquet")
-        g = {r["metric"]: r["value"] for r in rows if r["group"] == "global"}
-        log(f"step {step}: loss {g.get('loss', math.nan):.3f}  R@1 t2i {g.get('r1_t2i', 0):.3f} "
-            f"i2t {g.get('r1_i2t', 0):.3f}  pointing {g.get('pointing', math.nan):.3f}  "
-            f"gap {g.get('gap', math.nan):.3f}  ({dt:.1f} s)")  # fmt: skip
+    def monitor_at(step: int, force: bool = False) -> None:
+        before = monitor.seconds
+        monitor.step(tr, step, force=force)
+        state["monitor_s"] += monitor.seconds - before
+        state["picks"] = [list(p) for p in monitor.picks]
+        state["eval_every"] = monitor.every
 
     if start == 0 and not timeline:
         monitor_at(0)
@@ -399,7 +380,6 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
     amp = dev.type == "cuda"
     bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="finetune",
                disable=not progress, mininterval=2)  # fmt: skip
-    probe = min(5, cfg.steps)
     for step in bar:
         t = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -421,20 +401,13 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
         train_log.append({"step": step + 1, "loss": total, "lr": lr, "seconds": dt})
         bar.set_postfix(loss=f"{total:.3f}", refresh=False)
         done = step + 1
-        if state["eval_every"] is None and done >= probe:
-            per_step = state["train_s"] / done if done else 1.0
-            first = sum(r["seconds"] for r in timeline if r["step"] == 0 and r["metric"] == "loss")
-            state["eval_every"] = max(1, math.ceil(4 * first / max(per_step, 1e-9)))
-            log(f"monitoring every {state['eval_every']} steps (~20 % of training time)")
-        k = state["eval_every"]
-        if done == cfg.steps or (k is not None and done % k == 0):
-            monitor_at(done)
+        monitor_at(done, force=done == cfg.steps)
         if done == cfg.steps or done % cfg.ckpt_every == 0:
-            _write_parquet(train_log, out / "train_log.parquet")
+            write_rows(train_log, out / "train_log.parquet")
             _save_checkpoint(out, done, model, opt, sched, state)
         _after_step(done)
     bar.close()
-    return _finish(cfg, tr, monitor, timeline, train_log, state, out, start, log)
+    return _finish(cfg, tr, monitor, train_log, state, out, start, log)
 
 
 def _loss(tr: Any, data: Any, idx: torch.Tensor, cfg: FinetuneConfig, dev: torch.device
@@ -454,15 +427,13 @@ def _loss(tr: Any, data: Any, idx: torch.Tensor, cfg: FinetuneConfig, dev: torch
                             negatives=neg)  # fmt: skip
 
 
-def _finish(cfg: FinetuneConfig, tr: Any, monitor: Monitor, timeline: list, train_log: list,
+def _finish(cfg: FinetuneConfig, tr: Any, monitor: GroundingMonitor, train_log: list,
             state: dict, out: Path, start: int, log: Any) -> FinetuneResult:  # fmt: skip
-    from dualex.train.report import write_report, write_timeline_png
+    import html
 
     t = time.perf_counter()
-    if state["picks"]:
-        with kept(tr.model):
-            monitor.explain_examples(tr, [tuple(p) for p in state["picks"]], out / "examples",
-                                     "end")  # fmt: skip
+    with kept(tr.model):
+        monitor.explain_examples(tr, cfg.steps, "end")
     state["monitor_s"] += time.perf_counter() - t
     final = out / "final"
     tmp = out / ".final.tmp"
@@ -473,6 +444,7 @@ def _finish(cfg: FinetuneConfig, tr: Any, monitor: Monitor, timeline: list, trai
     os.replace(tmp, final)
     share = state["monitor_s"] / max(state["monitor_s"] + state["train_s"], 1e-9)
     per_step = state["train_s"] / max(1, cfg.steps)
+    timeline = monitor.timeline
     summary = {
         "steps": cfg.steps,
         "seconds_per_step": per_step,
@@ -484,12 +456,16 @@ def _finish(cfg: FinetuneConfig, tr: Any, monitor: Monitor, timeline: list, trai
         "first": _globals(timeline, 0),
         "last": _globals(timeline, cfg.steps),
     }
-    write_timeline_png(timeline, out / "timeline.png")
-    write_report(timeline, summary, cfg, out, [tuple(p) for p in state["picks"]])
+    intro = (f"Fine-tuned on <code>{html.escape(cfg.train)}</code> for {cfg.steps} steps "
+             f"(batch {cfg.batch}×{cfg.accum}, lr {cfg.lr:g}); monitored on "
+             f"<code>{html.escape(cfg.eval)}</code> every {state['eval_every']} steps. "
+             f"{per_step:.3f} s per step; monitoring took {100 * share:.1f} % of the time "
+             "(measured).")  # fmt: skip
+    monitor.write_report(title=cfg.model, intro=intro, summary=summary)
     _atomic_json(summary, out / "summary.json")
     log(f"done: {cfg.steps} steps, {per_step:.3f} s/step; monitoring took "
         f"{state['monitor_s']:.1f} s of {state['monitor_s'] + state['train_s']:.1f} s "
-        f"({100 * share:.1f} %); model in {final}")  # fmt: skip
+        f"({100 * share:.1f} %, measured); model in {final}")  # fmt: skip
     return FinetuneResult(out, final, summary, start, False, [r["loss"] for r in train_log])
 
 

@@ -29,7 +29,15 @@ import dualex.train.diagnostics as dg
 from dualex.data.types import Sample
 from dualex.evaluate.analysis import GROUNDING_METRICS, MISMATCH_METRICS, group_table
 
-__all__ = ["GLOBAL_METRICS", "Monitor", "contrastive_loss", "kept", "recall_at"]
+__all__ = [
+    "GLOBAL_METRICS",
+    "Monitor",
+    "contrastive_loss",
+    "kept",
+    "read_rows",
+    "recall_at",
+    "write_rows",
+]
 
 GLOBAL_METRICS = (
     "loss", "r1_t2i", "r5_t2i", "r1_i2t", "r5_i2t", "gap", "gap_logreg", "alignment",
@@ -275,6 +283,15 @@ class Monitor:
         colours = [dict(r, label=r["label"].partition(":")[2]) for r in g_rows
                    if r["label"].startswith("colour:")]  # fmt: skip
         rows: list[dict[str, Any]] = []
+        errors = sorted(float(r["completeness"]) for r in g_rows
+                        if math.isfinite(float(r["completeness"])))  # fmt: skip
+        if errors:  # the explanations' measured relative completeness error, per mention
+            mid = errors[len(errors) // 2] if len(errors) % 2 else (
+                errors[len(errors) // 2 - 1] + errors[len(errors) // 2]) / 2  # fmt: skip
+            rows.append(_row(step, "global", "", "completeness_max", errors[-1], NAN, NAN,
+                             len(errors)))  # fmt: skip
+            rows.append(_row(step, "global", "", "completeness_median", mid, NAN, NAN,
+                             len(errors)))  # fmt: skip
         rows += _table_rows(step, "global", phrases, ("method",), GROUNDING_METRICS, self.seed)
         for group, table in (("class", phrases), ("word", words), ("colour", colours)):
             rows += _table_rows(step, group, table, ("label",), GROUNDING_METRICS, self.seed)
@@ -283,41 +300,29 @@ class Monitor:
             rows += _table_rows(step, "kind", m_rows, ("kind",), MISMATCH_METRICS, self.seed)
         return rows
 
-    # -- example explanations -----------------------------------------------------------------
-
-    def explain_examples(
-        self, trainable: Any, picks: list[tuple[str, int]], folder: Path, tag: str
-    ) -> list[Path]:
-        """Explain chosen samples and save them as ``folder/<tag>-<k>.safetensors``.
-
-        Args:
-            trainable: The model.
-            picks: ``(class, sample index)`` pairs.
-            folder: Output folder.
-            tag: ``"start"`` or ``"end"``.
-        """
-        import dualex
-
-        paths = []
-        with trainable.checkpointing_paused(), kept(trainable.model):
-            enc = trainable.wrap()
-            for k, (_, idx) in enumerate(picks):
-                s = self.samples[idx]
-                ex = dualex.explain(enc, s.caption, s.image, steps=self.nodes)
-                paths.append(ex.save(folder / f"{tag}-{k}.safetensors"))
-        return paths
+    # -- example picks ----------------------------------------------------------------------
 
     def example_picks(self, timeline: list[dict[str, Any]], step: int, worst: int = 3
                       ) -> list[tuple[str, int]]:  # fmt: skip
-        """The ``worst`` classes by pointing at ``step``, each with its first grounded sample."""
+        """The ``worst`` classes by pointing at ``step``, each with its first held-out caption
+        that mentions it and was not picked for a worse class (distinct captions: a class
+        with no caption left is skipped)."""
         table = [r for r in timeline if r["step"] == step and r["group"] == "class"
                  and r["metric"] == "pointing" and math.isfinite(r["value"])]  # fmt: skip
         table.sort(key=lambda r: (r["value"], r["cls"]))
-        picks = []
-        for r in table[:worst]:
-            for i, s in self.chosen:
-                if any(m.label == r["cls"] for m in s.mentions):
+        order = [i for i, _ in self.chosen]
+        first = set(order)
+        order += [i for i in range(len(self.samples)) if i not in first]
+        picks: list[tuple[str, int]] = []
+        taken: set[str] = set()
+        for r in table:
+            if len(picks) == worst:
+                break
+            for i in order:
+                s = self.samples[i]
+                if s.caption not in taken and any(m.label == r["cls"] for m in s.mentions):
                     picks.append((r["cls"], i))
+                    taken.add(s.caption)
                     break
         return picks
 
@@ -347,6 +352,24 @@ def _table_rows(step: int, group: str, rows: list[dict[str, Any]], by: tuple[str
         for m in metrics:
             out.append(_row(step, group, cls, m, t[m], t[f"{m}_lo"], t[f"{m}_hi"], t["n"]))
     return out
+
+
+def write_rows(rows: list[dict[str, Any]], path: Path) -> None:
+    """Write timeline rows to a Parquet file (atomically)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from dualex.io import atomic_write
+
+    table = pa.Table.from_pylist(rows)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a Parquet file ([] when there is none)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(str(path)).to_pylist() if path.is_file() else []
 
 
 def timed(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, float]:

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import base64
 import html
+import itertools
 import math
 from pathlib import Path
 from typing import Any
 
 from dualex.io import atomic_write
 
-__all__ = ["class_ranking", "write_report", "write_timeline_png"]
+__all__ = ["change_class", "class_ranking", "timeline_figure", "write_report", "write_timeline_png"]
 
 PANELS = (
     ("retrieval", ("r1_t2i", "r1_i2t", "r5_t2i", "r5_i2t")),
@@ -36,10 +37,53 @@ def _series(timeline: list[dict[str, Any]], group: str, cls: str, metric: str
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def write_timeline_png(
-    timeline: list[dict[str, Any]], path: Path, metric: str = "pointing"
-) -> Path:
-    """Plot the global metrics, the diagnostics and per-class ``metric`` over steps."""
+MIN_SPAN = 0.05
+"""The y axis of a timeline panel spans at least this share of its values' magnitude (and at
+least ``MIN_SPAN`` in absolute terms), so a change in the 7th digit is drawn flat, not as a
+cliff across the whole panel."""
+
+STYLES = ("o", "s", "^", "v", "D", "P", "X", "*", "<", ">")
+"""Markers cycled per series; with the dashes and the dodge, series with equal values stay
+visible side by side instead of hiding each other."""
+
+
+def _limits(values: list[float]) -> tuple[float, float] | None:
+    """Y limits spanning at least ``MIN_SPAN`` (relative to the magnitude, and absolute)."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return None
+    lo, hi = min(finite), max(finite)
+    need = MIN_SPAN * max(1.0, abs(lo), abs(hi))
+    if hi - lo >= need:
+        pad = 0.05 * (hi - lo)
+        return lo - pad, hi + pad
+    mid = (lo + hi) / 2
+    return mid - need / 2, mid + need / 2
+
+
+def _dodge(steps: list[int], k: int, n: int) -> float:
+    """Horizontal offset of series ``k`` of ``n``: a share of the closest step spacing."""
+    if n <= 1:
+        return 0.0
+    gaps = [b - a for a, b in itertools.pairwise(steps) if b > a]
+    width = 0.3 * (min(gaps) if gaps else 1.0)
+    return (k - (n - 1) / 2) * width / (n - 1)
+
+
+def _plot_series(ax: Any, series: list[tuple[str, list[int], list[float]]]) -> list[float]:
+    steps = sorted({x for _, xs, _ in series for x in xs})
+    values: list[float] = []
+    for k, (label, xs, ys) in enumerate(series):
+        dx = _dodge(steps, k, len(series))
+        ax.plot([x + dx for x in xs], ys, marker=STYLES[k % len(STYLES)], ms=4, lw=1.2,
+                ls=("-", "--", ":", "-.")[(k // len(STYLES)) % 4], alpha=0.85, label=label,
+                mfc="none" if k % 2 else None)  # fmt: skip
+        values += ys
+    return values
+
+
+def timeline_figure(timeline: list[dict[str, Any]], metric: str = "pointing") -> Any:
+    """The figure of :func:`write_timeline_png` (a matplotlib ``Figure``, 3 × 3 panels)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,26 +91,39 @@ def write_timeline_png(
 
     fig, axes = plt.subplots(3, 3, figsize=(15, 11))
     for ax, (title, metrics) in zip(axes.flat, PANELS, strict=False):
-        for m in metrics:
-            x, y = _series(timeline, "global", "", m)
-            if x:
-                ax.plot(x, y, marker="o", ms=3, label=m)
+        series = [(m, *_series(timeline, "global", "", m)) for m in metrics]
+        values = _plot_series(ax, [s for s in series if s[1]])
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.ticklabel_format(axis="y", useOffset=False)
-        ax.legend(fontsize=7)
+        lim = _limits(values)
+        if lim is not None:
+            ax.set_ylim(*lim)
+        if values:
+            ax.legend(fontsize=7)
     for ax, group in zip(list(axes.flat)[len(PANELS) :], ("class", "word", "colour"), strict=False):
         classes = sorted({r["cls"] for r in timeline if r["group"] == group})
-        for c in classes:
-            x, y = _series(timeline, group, c, metric)
-            ax.plot(x, y, marker="o", ms=3, label=c)
+        _plot_series(ax, [(c, *_series(timeline, group, c, metric)) for c in classes])
         ax.set_title(f"{metric} per {group}")
         ax.set_xlabel("step")
         ax.set_ylim(-0.02, 1.02)
         if classes:
             ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    return fig
+
+
+def write_timeline_png(
+    timeline: list[dict[str, Any]], path: Path, metric: str = "pointing"
+) -> Path:
+    """Plot the global metrics, the diagnostics and per-class ``metric`` over steps."""
+    import matplotlib.pyplot as plt
+
+    fig = timeline_figure(timeline, metric)
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=90, format="png"))
+    finally:
+        plt.close(fig)
 
 
 def class_ranking(timeline: list[dict[str, Any]], group: str = "class", metric: str = "pointing"
@@ -102,14 +159,50 @@ def _ci(v: float, lo: float, hi: float) -> str:
     return "—" if not math.isfinite(v) else f"{v:.3f} <small>[{_f(lo)}, {_f(hi)}]</small>"
 
 
-def write_report(timeline: list[dict[str, Any]], summary: dict[str, Any], cfg: Any, out: Path,
-                 picks: list[tuple[str, int]]) -> Path:  # fmt: skip
-    """Write ``out/report.html`` (and ``out/examples.html`` when there are examples)."""
-    parts = [f"<h1>Knowledge-gap report: {html.escape(str(cfg.model))}</h1>",
-             f"<p>Fine-tuned on <code>{html.escape(cfg.train)}</code> for {cfg.steps} steps "
-             f"(batch {cfg.batch}×{cfg.accum}, lr {cfg.lr:g}); monitored on "
-             f"<code>{html.escape(cfg.eval)}</code>. {summary['seconds_per_step']:.3f} s per "
-             f"step; monitoring took {100 * summary['monitor_share']:.1f} % of the time.</p>"]  # fmt: skip
+def change_class(change: float) -> str:
+    """The CSS class of a change as printed (3 decimals): ``up``, ``down`` or ``same`` (a change
+    that prints as 0.000, or none, is neither green nor red)."""
+    if not math.isfinite(change) or round(change, 3) == 0:
+        return "same"
+    return "up" if change > 0 else "down"
+
+
+def _completeness_note(timeline: list[dict[str, Any]], nodes: int | None) -> str:
+    worst = [r["value"] for r in timeline
+             if r["group"] == "global" and r["metric"] == "completeness_max"]  # fmt: skip
+    mids = [r["value"] for r in timeline
+            if r["group"] == "global" and r["metric"] == "completeness_median"]  # fmt: skip
+    how = "adaptive steps" if nodes is None else f"{nodes} Gauss–Legendre nodes"
+    if not worst:
+        return f"<p>The monitor explains with {how}.</p>"
+    top = max(worst)
+    met = "within" if top <= 1e-3 else "above"
+    return (f"<p>The monitor explains with {how}; the measured relative completeness error of "
+            f"its explanations was at most {top:.2e} (median per step up to {max(mids):.2e}), "
+            f"{met} dualex's default tolerance 1e-3. The example explanations below are "
+            "explained to that tolerance.</p>")  # fmt: skip
+
+
+def write_report(timeline: list[dict[str, Any]], summary: dict[str, Any], out: Path,
+                 picks: list[tuple[str, int]], *, title: str, intro: str | None = None,
+                 nodes: int | None = None) -> Path:  # fmt: skip
+    """Write ``out/report.html`` (and ``out/examples.html`` when there are examples).
+
+    Args:
+        timeline: The monitor's rows.
+        summary: ``monitor_share``, ``first`` and ``last`` (global metrics at both ends).
+        out: The output folder.
+        picks: ``(class, sample index)`` of the example explanations.
+        title: The model's name.
+        intro: An HTML paragraph on the run (default: the monitored steps and the share).
+        nodes: The monitor's quadrature nodes (``None``: adaptive).
+    """
+    steps = sorted({r["step"] for r in timeline})
+    if intro is None:
+        intro = (f"Monitored at {len(steps)} steps ({steps[0]}–{steps[-1]}); monitoring took "
+                 f"{100 * summary['monitor_share']:.1f} % of the wall time (measured).")  # fmt: skip
+    parts = [f"<h1>Knowledge-gap report: {html.escape(str(title))}</h1>", f"<p>{intro}</p>",
+             _completeness_note(timeline, nodes)]  # fmt: skip
     for group, title in (
         ("class", "Classes (mention phrases)"),
         ("word", "Class words alone"),
@@ -123,7 +216,7 @@ def write_report(timeline: list[dict[str, Any]], summary: dict[str, Any], cfg: A
                          f"(worst first)</h2><table><tr><th>{group}</th><th>n</th><th>start"
                          f"</th><th>end (step {rank[0]['last_step']})</th><th>change</th></tr>")  # fmt: skip
             for r in rank:
-                cls = "down" if r["change"] < 0 else "up"
+                cls = change_class(r["change"])
                 parts.append(f"<tr><td>{_f(r['cls'])}</td><td>{r['n']}</td>"
                              f"<td>{_ci(r['start'], r['start_lo'], r['start_hi'])}</td>"
                              f"<td>{_ci(r['end'], r['end_lo'], r['end_hi'])}</td>"
@@ -147,7 +240,7 @@ def write_report(timeline: list[dict[str, Any]], summary: dict[str, Any], cfg: A
                      "<a href='examples.html'>interactive viewer</a> shows, for each of the "
                      f"classes {', '.join(html.escape(c) for c, _ in picks)}, one held-out "
                      "caption explained at the start and at the end.</p>")  # fmt: skip
-    page = _PAGE.replace("$body", "\n".join(parts)).replace("$title", html.escape(str(cfg.model)))
+    page = _PAGE.replace("$body", "\n".join(parts)).replace("$title", html.escape(str(title)))
     return atomic_write(out / "report.html", lambda tmp: Path(tmp).write_text(page, "utf-8"))
 
 
@@ -173,6 +266,7 @@ _PAGE = """<!DOCTYPE html>
 <style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}
 table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;
 text-align:right}td:first-child{text-align:left}.down{color:#b00}.up{color:#070}
+.same{color:#666}
 img{max-width:100%}</style></head><body>
 $body
 </body></html>
