@@ -22,6 +22,7 @@ _EXPORTS = {
     "project": "dualex.explainer",
     "project_many": "dualex.explainer",
     "Explanation": "dualex.explanation",
+    "Index": "dualex.search.index",
     "load": "dualex.model",
     "wrap": "dualex.model",
 }
@@ -31,6 +32,7 @@ __all__ = [
     "DualEncoder",
     "DualexError",
     "Explanation",
+    "Index",
     "Projection",
     "Projections",
     "explain",
@@ -46,6 +48,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from dualex.explainer import Projection, Projections, explain, project, project_many
     from dualex.explanation import Explanation
     from dualex.model import load, wrap
+    from dualex.search.index import Index
 
 
 def __getattr__(name: str) -> Any:
