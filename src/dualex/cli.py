@@ -509,6 +509,10 @@ from dualex.train.cli import finetune_command  # noqa: E402
 
 app.command("finetune", epilog=_FT_EPILOG)(finetune_command)
 
+from dualex.search.cli import register as _register_search  # noqa: E402
+
+_register_search(app)
+
 
 @contextmanager
 def quiet_third_party(debug: bool) -> Iterator[None]:

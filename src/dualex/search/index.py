@@ -152,9 +152,10 @@ class Hit:
         """The ``k`` query (or caption) words that add most to the score, and where.
 
         Returns:
-            Dicts ``{"word", "score", "box"}``: a word's row (or column) sum of the text–image
-            matrix, and the box, in original image pixels, of the patch where it matched most
-            (``None`` for a text–text pair).
+            Dicts ``{"word", "score", "box", "where"}``: a word's row sum of the text–image
+            matrix (its share of the score), the box, in original image pixels, of the patch
+            where it matched most, and that box's place in words (``top left``...). Empty for a
+            pair without a text and an image side.
         """
         ex = self.explanation
         if isinstance(ex, FusedExplanation):
@@ -172,6 +173,7 @@ class Hit:
         idx = [i for i, s in enumerate(text.special) if not s] or list(range(len(text)))
         idx.sort(key=lambda i: -float(totals[i]))
         boxes = image.patch_boxes()
+        size = image.geometry.original_size
         out = []
         for i in idx[:k]:
             patches = m[i, image.patch_slice]
@@ -181,6 +183,7 @@ class Hit:
                     "word": text.tokens[i],
                     "score": float(totals[i]),
                     "box": [round(float(v), 1) for v in boxes[best]],
+                    "where": _region(boxes[best], size),
                 }
             )
         return out
@@ -203,6 +206,15 @@ class Hit:
                 "relative_error": c.relative_error,
             },
         }
+
+
+def _region(box: Any, size: tuple[int, int]) -> str:
+    """Where a box lies in an image, in words: ``top left`` ... ``centre`` ... ``bottom right``."""
+    cx = (box[0] + box[2]) / 2 / max(size[0], 1)
+    cy = (box[1] + box[3]) / 2 / max(size[1], 1)
+    col = "left" if cx < 1 / 3 else "right" if cx > 2 / 3 else ""
+    row = "top" if cy < 1 / 3 else "bottom" if cy > 2 / 3 else ""
+    return " ".join(w for w in (row, col) if w) or "centre"
 
 
 def _has_text_and_image(ex: Explanation) -> bool:
