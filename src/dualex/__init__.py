@@ -48,7 +48,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from dualex.explainer import Projection, Projections, explain, project, project_many
     from dualex.explanation import Explanation
     from dualex.model import load, wrap
-    from dualex.search.index import Index
+    # Index (dualex.search.index) has no import here: it builds through dualex.scale, whose
+    # tasks call the top-level API, so a static import would close an import cycle; the lazy
+    # export below resolves it at first use, after this module is initialised.
 
 
 def __getattr__(name: str) -> Any:
