@@ -118,14 +118,22 @@ def read_embeddings(path: str | os.PathLike[str], keys: Iterable[str]) -> Tensor
 
 
 def read_projections(
-    path: str | os.PathLike[str], keys: Iterable[str], raw: Mapping[str, Any] | None = None
-) -> dict[str, Projection]:
+    path: str | os.PathLike[str],
+    keys: Iterable[str],
+    raw: Mapping[str, Any] | None = None,
+    *,
+    meta: dict[str, Any] | None = None,
+) -> tuple[dict[str, Projection], dict[str, Any]]:
     """The projections of ``keys`` in one file, with ``P`` in the embeddings' dtype.
 
     Args:
         path: The file.
         keys: Item keys to read.
         raw: Item key -> the original input to attach (``Projection.raw``), if known.
+        meta: The file's parsed metadata from an earlier call (parsing it is skipped), or None.
+
+    Returns:
+        ``(key -> projection, the file's parsed metadata)``.
 
     Raises:
         FileFormatError: if the file is unreadable or lacks a key.
@@ -133,7 +141,8 @@ def read_projections(
     path = Path(path)
     out: dict[str, Projection] = {}
     with _open(path) as f:
-        meta = _meta(f, path)
+        if meta is None:
+            meta = _meta(f, path)
         for k in keys:
             if k not in meta:
                 raise FileFormatError(f"{str(path)!r} has no item {k!r}; rebuild the index")
@@ -150,4 +159,4 @@ def read_projections(
                 error=float(m["error"]),
                 raw=None if raw is None else raw.get(k),
             )
-    return out
+    return out, meta

@@ -292,6 +292,7 @@ class Index:
             kind: [r for r in rows if r["kind"] == kind] for kind in KINDS
         }
         self._embeddings: dict[str, Tensor] = {}
+        self._file_meta: dict[str, Any] = {}  # parsed metadata of projection files, by file
         self._tmp: Any = None
 
     # -- building and loading ------------------------------------------------------------------
@@ -541,9 +542,12 @@ class Index:
 
         row = self.items[kind][pos]
         raw = row["caption"] if kind == "text" else self._open_image(row)
-        return read_projections(self.root / row["file"], [row["key"]], {row["key"]: raw})[
-            row["key"]
-        ]
+        meta = self._file_meta.get(row["file"])
+        got, meta = read_projections(
+            self.root / row["file"], [row["key"]], {row["key"]: raw}, meta=meta
+        )
+        self._file_meta[row["file"]] = meta
+        return got[row["key"]]
 
     def _open_image(self, row: dict[str, Any]) -> Any:
         from dualex.data.types import ImageRef
@@ -635,12 +639,8 @@ class Index:
                 f"this index has no {kind} items; search its {' or '.join(have)} items"
             )
         scores = self.scores(parts, kind)
-        k = min(k, scores.numel())
-        # exact search; a few extra candidates so round-off cannot drop a tie from the top k
-        top = torch.topk(scores, min(scores.numel(), k + 4)).indices.tolist()
+        top = torch.topk(scores, min(k, scores.numel())).indices.tolist()
         hits = [self._hit(parts, kind, pos) for pos in top]
-        hits.sort(key=lambda h: -h.score)
-        hits = hits[:k]
         for r, h in enumerate(hits, 1):
             h.rank = r
         return hits
