@@ -1,7 +1,7 @@
 """Explain a search: what a search with k = 10 explained hits costs, what an index stores, and
 how fast it builds, on the built-in model and on a random-init HF CLIP ViT-B/32 at 224 px.
 
-    python -m benchmarks.search [--n 24] [--quick]
+    python -m benchmarks.search [--models builtin,hf-clip-b32-224] [--steps adaptive,4]
 
 Per model, in one process (ratios are taken back to back, so a busy machine affects both sides):
 
@@ -103,9 +103,12 @@ def measure(name: str, n: int, steps: int | None = None, k: int = 10) -> dict:
         return time.perf_counter() - t
 
     forward(QUERIES[0])
-    fwd, srch, m_err = [], [], []
+    fwd, srch, proj, m_err = [], [], [], []
     for q in QUERIES:
         fwd.append(forward(q))
+        t = time.perf_counter()
+        idx.query_parts(q)
+        proj.append(time.perf_counter() - t)
         t = time.perf_counter()
         hits = idx.search(q, k=k)
         srch.append(time.perf_counter() - t)
@@ -116,6 +119,8 @@ def measure(name: str, n: int, steps: int | None = None, k: int = 10) -> dict:
     out["text_forward_s"] = statistics.median(fwd)
     out["search_s"] = statistics.median(srch)
     out["search_over_forward"] = out["search_s"] / out["text_forward_s"]
+    out["query_projection_s"] = statistics.median(proj)
+    out["projection_over_forward"] = out["query_projection_s"] / out["text_forward_s"]
     out["float16_matrix_error"] = max(m_err)
     out["query_steps"] = hits[0].explanation.completeness.steps[0]
 
@@ -144,24 +149,29 @@ def main() -> None:
     ap.add_argument(
         "--steps", default="adaptive,4", help="quadrature settings, comma-separated (adaptive|N)"
     )
-    ap.add_argument("--quick", action="store_true", help="the built-in model only")
+    ap.add_argument(
+        "--models",
+        default="builtin,hf-clip-b32-224",
+        help="comma-separated: builtin, hf-clip-b32-224",
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    names = ["builtin"] if args.quick else ["builtin", "hf-clip-b32-224"]
+    names = args.models.split(",")
     settings = [None if s == "adaptive" else int(s) for s in args.steps.split(",")]
     sizes = {"builtin": args.n, "hf-clip-b32-224": args.n_b32}
     results = [measure(n, sizes[n], st) for n in names for st in settings]
     print(
-        "| model | steps | gallery | search k=10 / text forward | bytes/image fp32 | bytes/image fp16 "
+        "| model | steps | gallery | search k=10 / text forward | of which the query's projection | bytes/image fp32 | bytes/image fp16 "
         "| fp16 error: P, hit matrices | build / explain --data |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['model']} | {r['steps']} (query: {r['query_steps']}) | {r['n_images']} "
             f"| {r['search_over_forward']:.2f}× "
             f"({r['search_s'] * 1e3:.1f} / {r['text_forward_s'] * 1e3:.1f} ms) "
+            f"| {r['projection_over_forward']:.2f}× "
             f"| {r['bytes_per_image_f32']:,.0f} | {r['bytes_per_image_f16']:,.0f} "
             f"| {r['float16_P_error']:.1e}, {r['float16_matrix_error']:.1e} "
             f"| {r['build_over_explain']:.2f}× ({r['build_s']:.1f} / {r['explain_data_s']:.1f} s) |"
