@@ -135,8 +135,12 @@ def search_command(
     idx = _load(index, model)
     qimage = load_image(image) if image is not None else None
     hits = idx.search(query, k, image=qimage, weights=_parse_weights(weights), target=target)
+    from dualex.data.types import is_generated
+
     for h in hits:
-        label = h.caption if h.kind == "text" else (h.path or "")
+        label = h.caption if h.kind == "text" else h.path
+        if is_generated(label):
+            label = "(generated scene)"
         print(f"#{h.rank:<3} id {h.id!s:<8} score {h.score:+.4f}  {label}")
         words = "; ".join(
             f"{w['word']} {w['score']:+.4f} at {w['where']} "

@@ -23,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from dualex.data.types import is_generated
 from dualex.explanation import Explanation
 from dualex.search.index import FusedExplanation, Hit
 from dualex.towers.positions import ImagePositions, TextPositions
@@ -68,7 +69,7 @@ def hit_record(hit: Hit, query_text: TextPositions | None) -> dict[str, Any]:
         "id": hit.id,
         "score": hit.score,
         "kind": hit.kind,
-        "name": Path(hit.path).name if hit.path else "",
+        "name": Path(hit.path).name if hit.path and not is_generated(hit.path) else "",
         "caption": hit.caption,
         "refs": float(sum(c.reference_terms)),
         "abs_error": c.absolute_error,
