@@ -122,7 +122,8 @@ CAPTIONS: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "plain": ("a red circle", OK),
     "empty": ("", ("caption is empty",)),
     "whitespace": ("  \t\n ", ("caption is empty",)),
-    "emoji": ("🐶 🐱 🦊", OK),
+    "emoji": ("🐶 🐱 🦊", ("knows none of the words", "'🐶', '🐱', '🦊'")),  # nothing to explain
+    "mostly emoji": ("a red 🐶 🐱 🦊", OK),  # explained, with a warning and greyed words
     "long": ("a red circle " * 800, OK),  # 10,400 characters: truncated with a warning
     "control": ("a red\x1b[31m circle\x07 \x00here", OK),
     "markup": ("<b>a red</b> <script>alert(1)</script> circle &amp; [bold]x[/bold]", OK),

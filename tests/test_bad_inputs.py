@@ -91,8 +91,9 @@ def test_api_caption_corpus(builtin, corpus, name):
         assert ex.matrix.shape[0] == 32 and "were dropped" in messages
         dropped = ex.text_positions.dropped
         assert dropped > 0 and f"{dropped} token(s) were dropped" in messages
-    elif name == "emoji":
-        assert "3 of 3 caption tokens" in messages and "unknown" in messages
+    elif name == "mostly emoji":
+        assert "3 of 5 caption tokens" in messages and "unknown" in messages
+        assert ex.text_positions.unknown_words() == ["🐶", "🐱", "🦊"]
     elif name == "plain":
         assert not warned
 
@@ -218,7 +219,7 @@ def test_cli_caption_corpus(monkeypatch, capsys, corpus, tmp_path, name):
     assert "\x1b[31m" not in stdout  # a caption's escape codes never reach the terminal raw
     if name == "long":
         assert "were dropped" in err
-    if name == "emoji":
+    if name == "mostly emoji":
         assert "unknown to the model's vocabulary" in err
 
 

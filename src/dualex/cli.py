@@ -145,11 +145,13 @@ def _summary(ex: Any, console: Console) -> None:
     with suppress(DualexError):  # two texts have no image side
         console.print("caption × whole image: ", tokens_rich(ex.text_positions, ex.text_scores()))
 
+    from dualex.towers.positions import ImagePositions
     from dualex.viz.summary import modality_names, strongest_interactions, unknown_note
 
     note = unknown_note(ex)
-    if note:  # the struck-through words of the caption above
-        console.print(f"[dim]struck through: {escape(note)}[/]", soft_wrap=True)
+    if note:  # the struck-through words of the caption above (two texts: no caption line)
+        shown = "struck through: " if isinstance(ex.b, ImagePositions) else ""
+        console.print(f"[dim]{shown}{escape(note)}[/]", soft_wrap=True)
 
     table = Table(title="strongest interactions (by |value|)", title_justify="left")
     name_a, name_b = modality_names(ex)

@@ -1,8 +1,9 @@
 """Explain every pair of a dataset, read the stored explanations back, and report K of them.
 
 ``dualex explain --data SPEC --out DIR`` runs the ``explain`` task: DIR gets one safetensors file
-per shard (``explanations/shard-NNNNNN.safetensors``: one ``[S_text, S_image]`` matrix per pair,
-keyed by pair id, with the pair's positions and completeness as JSON metadata) and the index
+per shard (``explanations/shard-NNNNNN.safetensors``, written by
+:meth:`dualex.Explanation.save_many`: the pairs in the one explanation format, keyed by pair id)
+and the index
 ``index.parquet``: ``pair_id, idx, image_id, caption, image_path, score, completeness`` (relative
 error), ``abs_error, file, key, error``. ``dualex report DIR --limit K --sort ...`` picks K pairs
 from the index and writes the interactive HTML report of them.
@@ -17,7 +18,14 @@ from typing import Any
 
 from dualex.errors import FileFormatError, SettingError
 
-__all__ = ["SORTS", "explain_dataset", "load_explanation", "read_index", "report_dataset"]
+__all__ = [
+    "SORTS",
+    "explain_dataset",
+    "load_explanation",
+    "pair_name",
+    "read_index",
+    "report_dataset",
+]
 
 SORTS = {
     "worst-completeness": ("completeness", True),

@@ -167,7 +167,7 @@ def run_job(
             if 0 < len(todo) < workers:
                 warnings.warn(
                     f"{len(todo)} shard{'s' if len(todo) > 1 else ''} to run for {workers} "
-                    f"workers: only {len(todo)} worker{'s' if len(todo) > 1 else ''} start (a "
+                    f"workers: only {len(todo)} worker{'s start' if len(todo) > 1 else ' starts'} (a "
                     f"shard is one worker's unit of work); for more parallel work cut the "
                     f"dataset into more shards with a smaller --batch (now {shard_size})",
                     DualexWarning,
