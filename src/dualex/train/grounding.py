@@ -36,9 +36,13 @@ from dualex.train.monitor import Monitor, kept, write_rows
 
 __all__ = [
     "DEFAULT_TOL",
+    "TARGET_SHARE",
     "GroundingMonitor",
     "MonitorPass",
     "TensorBoardSink",
+    "choose_every",
+    "expected_share",
+    "global_values",
     "scalar_name",
     "unchanged",
 ]
