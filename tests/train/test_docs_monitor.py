@@ -37,7 +37,7 @@ def test_monitor_example_runs_as_written(k, tmp_path, monkeypatch):
     exec(compile(_blocks()[k], f"finetuning.md[{k}]", "exec"), namespace)
     monitor = namespace["monitor"]
     steps = sorted({r["step"] for r in monitor.timeline})
-    assert steps == [[0, 15, 30], [0, 5, 10], [0, 5, 10]][k]
+    assert steps == [[0, 10, 20], [0, 5, 10], [0, 5, 10]][k]
     assert any(r["group"] == "class" and r["metric"] == "pointing" for r in monitor.timeline)
     assert namespace["model"].training  # the loop's mode survived the monitor
     logdir = tmp_path / "runs"

@@ -46,7 +46,7 @@ def finetune_command(
     warmup: Annotated[float, typer.Option(help="Fraction of steps warming up.")] = 0.1,
     eval_every: Annotated[
         int | None,
-        typer.Option(help="Monitor every K steps (default: about 20 % of training time)."),
+        typer.Option(help="Monitor every K steps (default: chosen for at most 10 % of the time)."),
     ] = None,
     monitor_mentions: Annotated[
         int, typer.Option(help="Mentions the grounding monitor explains each time.")

@@ -36,9 +36,13 @@ from dualex.train.monitor import Monitor, kept, write_rows
 
 __all__ = [
     "DEFAULT_TOL",
+    "TARGET_SHARE",
     "GroundingMonitor",
     "MonitorPass",
     "TensorBoardSink",
+    "choose_every",
+    "expected_share",
+    "global_values",
     "scalar_name",
     "unchanged",
 ]
@@ -501,8 +505,8 @@ class GroundingMonitor:
         steps = sorted({r["step"] for r in self.timeline})
         summary = dict(summary or {})
         summary.setdefault("monitor_share", self.share())
-        summary.setdefault("first", _globals(self.timeline, steps[0]))
-        summary.setdefault("last", _globals(self.timeline, steps[-1]))
+        summary.setdefault("first", global_values(self.timeline, steps[0]))
+        summary.setdefault("last", global_values(self.timeline, steps[-1]))
         name = self.name or next(iter(self._trainables.values()), (None, None))[1]
         name = name if isinstance(name, str) else getattr(name, "name", "model")
         return write_report(self.timeline, summary, self.out, self.picks,
@@ -520,6 +524,7 @@ def expected_share(pass_seconds: float, step_seconds: float, every: int) -> floa
     return pass_seconds / max(pass_seconds + every * step_seconds, 1e-12)
 
 
-def _globals(timeline: list[dict[str, Any]], step: int) -> dict[str, float]:
+def global_values(timeline: list[dict[str, Any]], step: int) -> dict[str, float]:
+    """The global metrics at ``step``: ``{metric: value}``."""
     return {r["metric"]: r["value"] for r in timeline
             if r["step"] == step and r["group"] == "global"}  # fmt: skip

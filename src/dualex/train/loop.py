@@ -38,7 +38,7 @@ import torch.nn.functional as F
 
 from dualex.errors import SettingError
 from dualex.models.train_builtin import _atomic_json, _atomic_save
-from dualex.train.grounding import GroundingMonitor
+from dualex.train.grounding import GroundingMonitor, global_values
 from dualex.train.monitor import Monitor, contrastive_loss, kept, read_rows, write_rows
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "measure"]
@@ -453,8 +453,8 @@ def _finish(cfg: FinetuneConfig, tr: Any, monitor: GroundingMonitor, train_log: 
         "monitor_share": share,
         "eval_every": state["eval_every"],
         "final": str(final),
-        "first": _globals(timeline, 0),
-        "last": _globals(timeline, cfg.steps),
+        "first": global_values(timeline, 0),
+        "last": global_values(timeline, cfg.steps),
     }
     intro = (f"Fine-tuned on <code>{html.escape(cfg.train)}</code> for {cfg.steps} steps "
              f"(batch {cfg.batch}×{cfg.accum}, lr {cfg.lr:g}); monitored on "
@@ -493,8 +493,3 @@ def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4
     else:
         tr = trainable_from(model)
     return Monitor(load_samples(data, "--eval"), mentions, nodes, seed=seed).run(tr, 0)
-
-
-def _globals(timeline: list[dict[str, Any]], step: int) -> dict[str, float]:
-    return {r["metric"]: r["value"] for r in timeline
-            if r["step"] == step and r["group"] == "global"}  # fmt: skip
