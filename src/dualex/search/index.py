@@ -56,7 +56,7 @@ def model_fingerprint(model: DualEncoder) -> str:
             for name, t in sorted(module.state_dict().items()):
                 flat = t.detach().reshape(-1)
                 h.update(f"{name}{tuple(t.shape)}".encode())
-                if flat.numel() and (flat.is_floating_point() or not flat.is_complex()):
+                if flat.numel():
                     step = max(1, flat.numel() // 1024)
                     sample = flat[::step][:1024].double().cpu()
                     h.update(sample.numpy().tobytes())
@@ -138,6 +138,8 @@ class Hit:
         kind: ``"image"`` or ``"text"``.
         path: The image's path (``""`` for none).
         caption: The caption of a text item (``""`` for an image).
+        query_side: Which side of a one-part explanation is the query (``"a"``, or ``"b"``
+            for an image query against captions: ``explain(caption, image)``'s order).
     """
 
     rank: int
@@ -147,6 +149,7 @@ class Hit:
     kind: str = "image"
     path: str = ""
     caption: str = ""
+    query_side: str = "a"
 
     def words(self, k: int = 3) -> list[dict[str, Any]]:
         """The ``k`` query (or caption) words that add most to the score, and where.
@@ -684,6 +687,7 @@ class Index:
             kind=kind,
             path=row.get("path") or "",
             caption=row.get("caption") or "",
+            query_side=sides[0],
         )
 
     def _pair(self, q: Projection, qt: str, g: Projection, gt: str) -> tuple[Explanation, str]:
