@@ -541,16 +541,25 @@ class Index:
 
     def projection(self, kind: str, pos: int) -> Projection:
         """The stored projection of item ``pos`` of ``kind`` (with its image or caption)."""
+        return self.projections(kind, [pos])[0]
+
+    def projections(self, kind: str, positions: Sequence[int]) -> list[Projection]:
+        """The stored projections of items ``positions`` of ``kind``, each file opened once."""
         from dualex.projection_store import read_projections
 
-        row = self.items[kind][pos]
-        raw = row["caption"] if kind == "text" else self._open_image(row)
-        meta = self._file_meta.get(row["file"])
-        got, meta = read_projections(
-            self.root / row["file"], [row["key"]], {row["key"]: raw}, meta=meta
-        )
-        self._file_meta[row["file"]] = meta
-        return got[row["key"]]
+        rows = [self.items[kind][pos] for pos in positions]
+        by_file: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_file.setdefault(row["file"], []).append(row)
+        found: dict[str, Projection] = {}
+        for file, group in by_file.items():
+            raw = {r["key"]: r["caption"] if kind == "text" else self._open_image(r) for r in group}
+            got, meta = read_projections(
+                self.root / file, list(raw), raw, meta=self._file_meta.get(file)
+            )
+            self._file_meta[file] = meta
+            found.update(got)
+        return [found[row["key"]] for row in rows]
 
     def _open_image(self, row: dict[str, Any]) -> Any:
         from dualex.data.types import ImageRef
@@ -643,7 +652,8 @@ class Index:
             )
         scores = self.scores(parts, kind)
         top = torch.topk(scores, min(k, scores.numel())).indices.tolist()
-        hits = [self._hit(parts, kind, pos) for pos in top]
+        stored = self.projections(kind, top)
+        hits = [self._hit(parts, kind, pos, g) for pos, g in zip(top, stored, strict=True)]
         for r, h in enumerate(hits, 1):
             h.rank = r
         return hits
@@ -666,8 +676,7 @@ class Index:
             total += p.weight * s
         return total
 
-    def _hit(self, parts: list[_Part], kind: str, pos: int) -> Hit:
-        g = self.projection(kind, pos)
+    def _hit(self, parts: list[_Part], kind: str, pos: int, g: Projection) -> Hit:
         gt = self._tower(kind)
         exps, sides = [], []
         for p in parts:
