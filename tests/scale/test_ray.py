@@ -194,3 +194,19 @@ def _kill_leftovers(marker: str) -> None:
                     os.kill(int(d.name), signal.SIGKILL)
             except OSError:
                 continue
+
+
+def test_a_search_index_built_on_ray_equals_the_local_one(cluster, short_dir):
+    """``dualex index --backend ray``: the same projection files, byte for byte, as locally."""
+    from dualex.search import Index
+
+    opts = {"data": DATA, "captions": True, "steps": 2, "shard_size": 2}
+    with torch_threads(1):
+        local = Index.build("random-clip", short_dir / "idx-local", **opts)
+    ray = Index.build("random-clip", short_dir / "idx-ray", backend="ray", workers=2, **opts)
+    files = sorted((short_dir / "idx-local" / "projections").iterdir())
+    assert len(files) == 3 and local.meta["counts"] == ray.meta["counts"] == {"image": 3, "text": 6}
+    for f in files:
+        assert (short_dir / "idx-ray" / "projections" / f.name).read_bytes() == f.read_bytes()
+    want = [(h.id, h.score) for h in local.search("a red circle", k=3)]
+    assert [(h.id, h.score) for h in ray.search("a red circle", k=3)] == want

@@ -21,6 +21,7 @@ import pytest
 from dualex.data.sources import parse_data_spec
 from dualex.search import Index
 from dualex.search.serve import MAX_UPLOAD
+from dualex.viz.tokens import token_labels
 from tests.scale.helpers import SRC
 
 CHROMIUM = os.environ.get("DUALEX_CHROMIUM", "/usr/bin/chromium")
@@ -132,7 +133,7 @@ def _search(pg, expect: int) -> None:
 
 @pytest.mark.browser
 def test_the_web_app_in_chromium(server, browser, tmp_path):
-    url, _ = server
+    url, root = server
     ctx = browser.new_context(viewport={"width": 1300, "height": 900})
     pg = ctx.new_page()
     errors: list[str] = []
@@ -157,6 +158,21 @@ def test_the_web_app_in_chromium(server, browser, tmp_path):
     pg.wait_for_selector(".hit:nth-of-type(1) canvas[data-drawn='1']")
     assert np.abs(_pixels(pg, ".hit canvas") - first).max() > 0
     assert "matched in every hit" in pg.locator("#query .note").inner_text()
+    # drag a box on a hit: the per-word scores of the patches under it
+    box = pg.locator(".hit canvas").first.bounding_box()
+    pg.mouse.move(box["x"] + 2, box["y"] + 2)
+    pg.mouse.down()
+    pg.mouse.move(box["x"] + box["width"] - 2, box["y"] + box["height"] - 2)
+    pg.mouse.up()
+    text = pg.locator(".hit .boxwords").first.inner_text()
+    ex = Index.load(root / "g.idx").search("a red circle", k=1)[0].explanation
+    rows, cols = ex.grid
+    assert text.startswith(f"box ({rows * cols} patches)"), text  # every patch
+    shown = dict(part.rsplit(" ", 1) for part in text.split(": ", 1)[1].split("; "))
+    want = ex.text_scores()  # the whole image, as the page sums it
+    labels = token_labels(ex.text_positions)
+    for word in ("red", "circle"):
+        assert abs(float(shown[word]) - float(want[labels.index(word)])) <= 1e-4
     # why A above B: the difference map and a row per word
     assert pg.locator("#why").is_visible()
     rows = pg.locator("#why-table tr").all_inner_texts()

@@ -56,7 +56,7 @@ def model_fingerprint(model: DualEncoder) -> str:
             for name, t in sorted(module.state_dict().items()):
                 flat = t.detach().reshape(-1)
                 h.update(f"{name}{tuple(t.shape)}".encode())
-                if flat.numel() and (flat.is_floating_point() or not flat.is_complex()):
+                if flat.numel():
                     step = max(1, flat.numel() // 1024)
                     sample = flat[::step][:1024].double().cpu()
                     h.update(sample.numpy().tobytes())
@@ -138,6 +138,8 @@ class Hit:
         kind: ``"image"`` or ``"text"``.
         path: The image's path (``""`` for none).
         caption: The caption of a text item (``""`` for an image).
+        query_side: Which side of a one-part explanation is the query (``"a"``, or ``"b"``
+            for an image query against captions: ``explain(caption, image)``'s order).
     """
 
     rank: int
@@ -147,6 +149,7 @@ class Hit:
     kind: str = "image"
     path: str = ""
     caption: str = ""
+    query_side: str = "a"
 
     def words(self, k: int = 3) -> list[dict[str, Any]]:
         """The ``k`` query (or caption) words that add most to the score, and where.
@@ -538,16 +541,25 @@ class Index:
 
     def projection(self, kind: str, pos: int) -> Projection:
         """The stored projection of item ``pos`` of ``kind`` (with its image or caption)."""
+        return self.projections(kind, [pos])[0]
+
+    def projections(self, kind: str, positions: Sequence[int]) -> list[Projection]:
+        """The stored projections of items ``positions`` of ``kind``, each file opened once."""
         from dualex.projection_store import read_projections
 
-        row = self.items[kind][pos]
-        raw = row["caption"] if kind == "text" else self._open_image(row)
-        meta = self._file_meta.get(row["file"])
-        got, meta = read_projections(
-            self.root / row["file"], [row["key"]], {row["key"]: raw}, meta=meta
-        )
-        self._file_meta[row["file"]] = meta
-        return got[row["key"]]
+        rows = [self.items[kind][pos] for pos in positions]
+        by_file: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_file.setdefault(row["file"], []).append(row)
+        found: dict[str, Projection] = {}
+        for file, group in by_file.items():
+            raw = {r["key"]: r["caption"] if kind == "text" else self._open_image(r) for r in group}
+            got, meta = read_projections(
+                self.root / file, list(raw), raw, meta=self._file_meta.get(file)
+            )
+            self._file_meta[file] = meta
+            found.update(got)
+        return [found[row["key"]] for row in rows]
 
     def _open_image(self, row: dict[str, Any]) -> Any:
         from dualex.data.types import ImageRef
@@ -640,7 +652,8 @@ class Index:
             )
         scores = self.scores(parts, kind)
         top = torch.topk(scores, min(k, scores.numel())).indices.tolist()
-        hits = [self._hit(parts, kind, pos) for pos in top]
+        stored = self.projections(kind, top)
+        hits = [self._hit(parts, kind, pos, g) for pos, g in zip(top, stored, strict=True)]
         for r, h in enumerate(hits, 1):
             h.rank = r
         return hits
@@ -663,8 +676,7 @@ class Index:
             total += p.weight * s
         return total
 
-    def _hit(self, parts: list[_Part], kind: str, pos: int) -> Hit:
-        g = self.projection(kind, pos)
+    def _hit(self, parts: list[_Part], kind: str, pos: int, g: Projection) -> Hit:
         gt = self._tower(kind)
         exps, sides = [], []
         for p in parts:
@@ -684,6 +696,7 @@ class Index:
             kind=kind,
             path=row.get("path") or "",
             caption=row.get("caption") or "",
+            query_side=sides[0],
         )
 
     def _pair(self, q: Projection, qt: str, g: Projection, gt: str) -> tuple[Explanation, str]:

@@ -39,10 +39,12 @@ def _asset(name: str) -> str:
     return resources.files("dualex.search").joinpath("assets", name).read_text(encoding="utf-8")
 
 
-def _parts(ex: Explanation | FusedExplanation) -> list[tuple[Any, float, str]]:
+def _parts(hit: Hit) -> list[tuple[Explanation, float, str]]:
+    """``(explanation, weight, query side)`` of each query part of a hit."""
+    ex = hit.explanation
     if isinstance(ex, FusedExplanation):
         return list(zip(ex.parts, ex.weights, ex.query_sides, strict=True))
-    return [(ex, 1.0, "a")]
+    return [(ex, 1.0, hit.query_side)]
 
 
 def _window(pos: ImagePositions) -> list[float]:
@@ -79,7 +81,7 @@ def hit_record(hit: Hit, query_text: TextPositions | None) -> dict[str, Any]:
         "image_part": None,
         "image_total": 0.0,
     }
-    for part, w, side in _parts(ex):
+    for part, w, side in _parts(hit):
         m = part.matrix.double() * w
         qpos = part.a if side == "a" else part.b
         gpos = part.b if side == "a" else part.a
@@ -119,7 +121,7 @@ def page_data(
     """The data the search page draws: the query (its words, its image) and every hit."""
     text_pos: TextPositions | None = None
     qimage: dict[str, Any] | None = None
-    for part, _w, side in _parts(hits[0].explanation) if hits else []:
+    for part, _w, side in _parts(hits[0]) if hits else []:
         qpos = part.a if side == "a" else part.b
         if isinstance(qpos, TextPositions) and text_pos is None:
             text_pos = qpos
