@@ -36,6 +36,21 @@ class Explanation:
         raw_b: Original input of side b, if kept.
         weights: Where the model's weights come from: ``"random"`` (not a trained model),
             ``"builtin"``, ``"pretrained"`` or ``"unknown"``; reports and figures flag random.
+        method: ``"dualex"`` (the paper's integrated-Jacobian interactions, which add up to the
+            score with the three reference terms) or ``"banzhaf"`` (sampled weighted Banzhaf
+            interactions of the masking game, :mod:`dualex.faithful`). For ``"banzhaf"`` the
+            completeness describes the coalition prediction at the full pair:
+            ``reference_terms`` = (order-0 constant, Σ first-order terms of side a, of side b),
+            ``absolute_error`` = |score − that prediction| (``relative_error`` divides by
+            |score|), ``tower_errors`` = each side's relative sampling error, ``steps`` = the
+            coalitions of each side and ``rule`` = ``"banzhaf"``.
+        settings: The method's settings and figures (JSON values); for ``"banzhaf"``:
+            ``budget``, ``p``, ``masking``, ``estimator``, ``seed``, ``grid``,
+            ``sampling_error`` (relative standard error of the matrix, from split halves),
+            ``empty_value`` (``v(∅)``), ``predicted_value``, ``coalitions``, ``exact``.
+        first_order_a: ``[S_a]`` first-order terms kept by a ``"banzhaf"`` explanation (a
+            position's share of its player's term), or ``None``.
+        first_order_b: ``[S_b]`` likewise for side b.
     """
 
     matrix: Tensor
@@ -47,6 +62,17 @@ class Explanation:
     raw_a: Any = field(default=None, repr=False)
     raw_b: Any = field(default=None, repr=False)
     weights: str = "unknown"
+    method: str = "dualex"
+    settings: dict[str, Any] = field(default_factory=dict)
+    first_order_a: Tensor | None = field(default=None, repr=False)
+    first_order_b: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def sampling_error(self) -> float | None:
+        """Relative sampling error of a ``"banzhaf"`` matrix (split halves); ``None`` for
+        ``"dualex"``, whose matrix is not sampled."""
+        v = self.settings.get("sampling_error")
+        return None if v is None else float(v)
 
     # -- convenient views ----------------------------------------------------------------------
     @property
@@ -184,6 +210,12 @@ class Explanation:
 
         path = Path(path)
         tensors = {"matrix": self.matrix.detach().cpu().contiguous()}
+        for key, fo in (
+            ("first_order_a", self.first_order_a),
+            ("first_order_b", self.first_order_b),
+        ):
+            if fo is not None:
+                tensors[key] = fo.detach().cpu().contiguous()
         for key, raw in (("image_a", self.raw_a), ("image_b", self.raw_b)):
             if isinstance(raw, Image.Image):
                 tensors[key] = torch.from_numpy(np.asarray(raw.convert("RGB")).copy())
@@ -195,6 +227,8 @@ class Explanation:
             "layers": list(self.layers),
             "model": self.model,
             "weights": self.weights,
+            "method": self.method,
+            "settings": self.settings,
         }
         from dualex.io import atomic_write
 
@@ -252,10 +286,22 @@ class Explanation:
             if raws[1] is not None
             else (b.text if isinstance(b, TextPositions) else None),
             weights=str(meta.get("weights", "unknown")),
+            method=str(meta.get("method", "dualex")),  # files written before methods: dualex
+            settings=dict(meta.get("settings") or {}),
+            first_order_a=tensors.get("first_order_a"),
+            first_order_b=tensors.get("first_order_b"),
         )
 
     def __repr__(self) -> str:
         c = self.completeness
+        if self.method != "dualex":
+            st = self.settings
+            return (
+                f"Explanation(method={self.method!r}, model={self.model!r}, "
+                f"matrix={tuple(self.matrix.shape)}, score={c.score:.6g}, "
+                f"sampling_error={st.get('sampling_error', float('nan')):.2e}, "
+                f"budget={st.get('budget')}, p={st.get('p')}, estimator={st.get('estimator')!r})"
+            )
         return (
             f"Explanation(model={self.model!r}, matrix={tuple(self.matrix.shape)}, "
             f"score={c.score:.6g}, relative_error={c.relative_error:.2e}, steps={c.steps}, "
