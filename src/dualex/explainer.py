@@ -395,7 +395,7 @@ def _check_order(model: DualEncoder, a: Any, b: Any) -> None:
         )
 
 
-def _method_settings(
+def method_settings(
     method: Any,
     budget: Any,
     p: Any,
@@ -502,7 +502,7 @@ def explain(
 
     model = wrap(model)
     _check_order(model, a, b)
-    banzhaf = _method_settings(method, budget, p, masking, estimator, seed, grid, layers, steps)
+    banzhaf = method_settings(method, budget, p, masking, estimator, seed, grid, layers, steps)
     if banzhaf is not None:
         from dualex.faithful import project_banzhaf
 
@@ -621,7 +621,7 @@ def project(
         raise InvalidInputError(
             "project() needs at least one input on each side (texts= and images=, or a= and b=)"
         )
-    banzhaf = _method_settings(method, budget, p, masking, estimator, seed, grid, layers, steps)
+    banzhaf = method_settings(method, budget, p, masking, estimator, seed, grid, layers, steps)
     la, lb = _pair(layers, "layers")
     sa, sb = _pair(steps, "steps")
     ra, rb = _pair(reference, "reference")

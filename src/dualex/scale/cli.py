@@ -26,6 +26,10 @@ def explain_data(
     limit: int | None,
     image: Any = None,
     text: Any = None,
+    *,
+    method: str = "dualex",
+    budget: int | None = None,
+    seed: int | None = None,
 ) -> None:
     """``dualex explain --data SPEC --out DIR``: explain every pair, print one summary line."""
     from rich.console import Console
@@ -41,6 +45,9 @@ def explain_data(
         raise SettingError("with --data, pass --out DIR: a folder for the explanations and index")
     parse_data_spec(data)
     parse_backend(backend)
+    from dualex.explainer import method_settings
+
+    method_settings(method, budget, None, None, None, seed, None, parse_layers(layers), steps)
     result = explain_dataset(
         model,
         data,
@@ -50,6 +57,9 @@ def explain_data(
         limit=limit,
         backend=backend,
         workers=workers,
+        method=method,
+        budget=budget,
+        seed=seed,
     )
     rate = result.samples_done / result.seconds if result.seconds > 0 else float("nan")
     Console().print(

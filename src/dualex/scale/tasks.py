@@ -127,6 +127,9 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     tensors: dict[str, torch.Tensor] = {}
     pairs: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
+    method = job.methods[0] if job.methods else "dualex"
+    chosen = {} if method == "dualex" else {"method": method}
+    chosen.update({k: st[k] for k in ("budget", "seed") if st.get(k) is not None})
     for group in image_groups(samples):
         try:
             proj: Any = dualex.project(
@@ -135,6 +138,7 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                 images=[group[0][1].image],
                 layers=_layers(st.get("layers")),
                 steps=st.get("steps"),
+                **chosen,
             )
         except DualexError as err:
             proj = err
@@ -153,8 +157,10 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                 "key": "",
                 "error": "",
             }
+            if method != "dualex":
+                row["sampling_error"] = math.nan
             try:
-                if not isinstance(proj, dualex.Projections):
+                if isinstance(proj, DualexError):
                     raise proj
                 ex = proj.explanation(j, 0)
                 c = ex.completeness
@@ -166,6 +172,9 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                     "layers": list(ex.layers),
                     "model": ex.model,
                 }
+                if method != "dualex":
+                    pairs[pair].update(method=ex.method, settings=ex.settings)
+                    row["sampling_error"] = float(ex.sampling_error or 0.0)
                 row.update(
                     score=float(c.score),
                     completeness=float(c.relative_error),
@@ -204,7 +213,7 @@ def _register() -> None:
         key, _ = task.load()
         TASKS[name] = Task(name, key, ("idx",), _evaluation(name), task.methods or tuple(METHODS))
     TASKS["explain"] = Task(
-        "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex",), table="index.parquet"
+        "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex", "banzhaf"), table="index.parquet"
     )
 
 
