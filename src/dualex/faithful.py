@@ -160,7 +160,13 @@ RIDGE_GRID = np.concatenate([[0.0], np.logspace(-4, 2, 25)])
 """Ridge ``λ`` candidates, relative to ``K p (1 − p)`` (the diagonal of ``XᵀX``)."""
 
 
-def fit_side(d: Design, values: np.ndarray, p: float, estimator: str = "regression") -> SideFit:
+def fit_side(
+    d: Design,
+    values: np.ndarray,
+    p: float,
+    estimator: str = "regression",
+    ridge: float | None = None,
+) -> SideFit:
     """Fit one side's terms from its coalitions' values (see the module docstring).
 
     Enumerated designs are fitted exactly (both estimators). A sampled design with
@@ -174,6 +180,7 @@ def fit_side(d: Design, values: np.ndarray, p: float, estimator: str = "regressi
         values: ``[K, E]`` values (embeddings) of the coalitions, float64.
         p: Presence probability.
         estimator: ``"regression"`` or ``"sign"``.
+        ridge: Use this ``λ`` (absolute) instead of choosing one (regression only).
 
     Returns:
         The :class:`SideFit`.
@@ -195,8 +202,8 @@ def fit_side(d: Design, values: np.ndarray, p: float, estimator: str = "regressi
     rest = float((Yc**2).sum() - proj.sum())
     scale = K * q
     floor = (n + 1) / K if 2 * (n + 1) > K else 0.0
-    best, best_lam = math.inf, 0.0
-    for rel in RIDGE_GRID:
+    best, best_lam = (0.0, float(ridge)) if ridge is not None else (math.inf, 0.0)
+    for rel in RIDGE_GRID if ridge is None else ():
         if rel < floor:
             continue
         lam = rel * scale
