@@ -44,6 +44,8 @@ def _run(
         extra["budget"] = settings.budget
     if task == "faithfulness":
         extra.update(coalitions=settings.coalitions, seed=settings.seed)
+    if settings.protocol != "dualex":  # dualex-protocol jobs keep the settings they always had
+        extra["protocol"] = settings.protocol
     job = Job(
         model=spec,
         data=data if data is not None else "<in-process samples>",

@@ -87,6 +87,7 @@ def eval_settings(job: Any) -> Any:
         budget=int(st.get("budget", 1024)),
         coalitions=int(st.get("coalitions", 128)),
         seed=int(st.get("seed", 0)),
+        protocol=str(st.get("protocol", "dualex")),
     )
 
 

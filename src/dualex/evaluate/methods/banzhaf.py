@@ -309,7 +309,7 @@ def banzhaf(
         p: Probability of each player being present (``0.5``: Banzhaf interactions).
         grid: Regions of patches (see :class:`PairGame`; ``None``: patches up to 64, else
             at most 8 × 8 regions).
-        text_absent: ``"reference"`` or ``"remove"`` (see :class:`PairGame`).
+        text_absent: ``"reference"``, ``"remove"`` or ``"attention"`` (see :class:`PairGame`).
         seed: Sampling seed (each text's coalitions come from ``seed`` and the text's CRC-32,
             so a text gets the same estimate alone or among others).
         batch_size: Masked inputs per forward pass.
