@@ -100,6 +100,7 @@ from dualex.faithful import ESTIMATORS, Design, SideFit, design, fit_side, sampl
 __all__ = [
     "MAX_BUDGET",
     "METHOD",
+    "METHODS",
     "MIN_BUDGET",
     "BanzhafTerms",
     "Design",
@@ -432,8 +433,28 @@ METHOD = Method(
     name="banzhaf",
     order=2,
     summary="sampled cross-modal weighted Banzhaf interactions of tokens and image regions "
-    "(FIxLIP-like; Baniecki et al. 2025); image–text models",
+    "(FIxLIP-like; Baniecki et al. 2025), per-tower ridge regression; image–text models",
     run=banzhaf,
     check=needs_image_tower("banzhaf"),
 )
 """The ``banzhaf`` method."""
+
+
+def _banzhaf_sign(model: Any, image: Any, texts: list[str], **kw: Any) -> list[Attribution]:
+    out = banzhaf(model, image, texts, estimator="sign", **kw)
+    for a in out:
+        a.method = "banzhaf-sign"
+    return out
+
+
+METHODS = {
+    "banzhaf": METHOD,
+    "banzhaf-sign": Method(
+        name="banzhaf-sign",
+        order=2,
+        summary="banzhaf with the sign-weighted Monte-Carlo estimator (the earlier default)",
+        run=_banzhaf_sign,
+        check=needs_image_tower("banzhaf-sign"),
+    ),
+}
+"""``banzhaf`` and ``banzhaf-sign`` (the same coalitions, the sign-weighted estimator)."""

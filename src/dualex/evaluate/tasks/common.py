@@ -88,7 +88,7 @@ class EvalSettings:
             raise SettingError(f"protocol={self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.coalitions < 8:
             raise SettingError(f"coalitions must be >= 8, got {self.coalitions}")
-        if "banzhaf" in self.methods:  # refused here, before a run writes anything
+        if {"banzhaf", "banzhaf-sign"} & set(self.methods):  # refused before a run writes
             from dualex.evaluate.methods.banzhaf import check_budget
 
             check_budget(self.budget)
@@ -97,7 +97,7 @@ class EvalSettings:
         """Keyword options of ``method`` taken from these settings."""
         if method in ("dualex", "dualex-span"):
             return {"layers": self.layers, "steps": self.steps}
-        if method == "banzhaf":
+        if method in ("banzhaf", "banzhaf-sign"):
             masking = {"text_absent": TEXT_ABSENT[self.protocol]}
             return {"budget": self.budget, "seed": self.seed, **masking}
         return {}
