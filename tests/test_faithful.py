@@ -213,3 +213,14 @@ def test_bad_settings_raise(clip64, image):
     tt = DualEncoder(clip64.tower_a, clip64.tower_a, name="text-text")
     with pytest.raises(UnsupportedMethodError, match="text–text model"):
         dualex.explain(tt, "a red circle", "a blue star", method="banzhaf")
+
+
+def test_figure_title_names_the_method_and_its_sampling_error(clip64, image):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dualex.viz.figure import figure1
+
+    ex = dualex.explain(clip64, "red circle left of a star", image, method="banzhaf", budget=32)
+    title = figure1(ex)._suptitle.get_text()
+    assert "banzhaf, sampling error" in title and "rel. error" not in title
