@@ -131,3 +131,22 @@ def test_attention_masking_equals_the_shorter_text_without_position_embeddings(i
     # the filler-token masking of dualex's protocol is another game
     r = PairGame(model, image, caption).text_embeddings(np.array([[True, False, True]]))[0]
     assert _cos(r, short) < 1 - 1e-6
+
+
+def test_cli_eval_grid_with_the_fixlip_protocol(tmp_path, monkeypatch, capsys):
+    import pyarrow.parquet as pq
+
+    from tests.test_cli import run
+
+    out = tmp_path / "grid"
+    args = ["eval", "grid", "--model", "builtin", "--data", "synthetic-grid:seed=1,n=4"]
+    args += ["--methods", "dualex,random", "--steps", "2", "--protocol", "fixlip"]
+    code, _, err = run(monkeypatch, capsys, *args, "--out", str(out))
+    assert code == 0, err
+    rows = pq.read_table(out / "rows.parquet").to_pylist()
+    assert {r["protocol"] for r in rows} == {"fixlip"}
+    assert all(r["mass_total"] > 0 for r in rows)
+    assert json.loads((out / "grid.json").read_text())["data"].endswith(",fill=all")
+    code, _, err = run(monkeypatch, capsys, "eval", "grid", "--protocol", "theirs", "--out",
+                       str(tmp_path / "bad"))  # fmt: skip
+    assert code == 2 and "protocol=" in err and not (tmp_path / "bad").exists()
