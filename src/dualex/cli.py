@@ -133,15 +133,21 @@ def _summary(ex: Any, console: Console) -> None:
     from rich.markup import escape
     from rich.table import Table
 
+    from dualex.viz.summary import method_lines
     from dualex.viz.tokens import tokens_rich
 
     c = ex.completeness
-    console.print(
-        f"[bold]{escape(str(ex.model))}[/]  score [bold]{c.score:.5g}[/] = Σ interactions "
-        f"{c.attribution_sum:.5g} + reference terms {sum(c.reference_terms):.5g}  "
-        f"(relative error {c.relative_error:.2e}, steps {c.steps[0]}/{c.steps[1]} {c.rule}, "
-        f"layers {ex.layers[0]}/{ex.layers[1]})"
-    )
+    if getattr(ex, "method", "dualex") != "dualex":
+        console.print(f"[bold]{escape(str(ex.model))}[/]  score [bold]{c.score:.5g}[/]")
+        for label, value in method_lines(ex):
+            console.print(f"  {escape(label)}: {escape(value)}", soft_wrap=True)
+    else:
+        console.print(
+            f"[bold]{escape(str(ex.model))}[/]  score [bold]{c.score:.5g}[/] = Σ interactions "
+            f"{c.attribution_sum:.5g} + reference terms {sum(c.reference_terms):.5g}  "
+            f"(relative error {c.relative_error:.2e}, steps {c.steps[0]}/{c.steps[1]} {c.rule}, "
+            f"layers {ex.layers[0]}/{ex.layers[1]})"
+        )
     with suppress(DualexError):  # two texts have no image side
         console.print("caption × whole image: ", tokens_rich(ex.text_positions, ex.text_scores()))
 
@@ -305,6 +311,18 @@ def explain(
         ),
     ] = 8,
     limit: Annotated[int | None, typer.Option(help="With --data: most samples.")] = None,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="dualex (the paper's interactions, exact completeness) or banzhaf (sampled "
+            "weighted Banzhaf interactions of the masking game; caption–image models)."
+        ),
+    ] = "dualex",
+    budget: Annotated[
+        int | None,
+        typer.Option(help="banzhaf: tower passes per pair (16..4194304; default 2048)."),
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="banzhaf: sampling seed (default 0).")] = None,
 ) -> None:
     """Explain one caption–image pair (token × patch) or two texts (token × token).
 
@@ -323,7 +341,20 @@ def explain(
         from dualex.scale.cli import explain_data
 
         return explain_data(
-            data, out, model, layers, steps, backend, workers, limit, image, text, batch=batch
+            data,
+            out,
+            model,
+            layers,
+            steps,
+            backend,
+            workers,
+            limit,
+            image,
+            text,
+            batch=batch,
+            method=method,
+            budget=budget,
+            seed=seed,
         )
     if image is None or text is None:
         missing = "IMAGE': pass an image file and" if image is None else "TEXT': pass"
@@ -338,6 +369,10 @@ def explain(
     kind = _output_kind(out)  # fail on bad settings before any slow work
     check_steps(steps, max_steps, rule=canonical_rule(rule), names=("--steps", "--max-steps"))
     layer_arg = parse_layers(layers)
+    from dualex.explainer import method_settings
+
+    method_settings(method, budget, None, None, None, seed, None, layer_arg, steps)
+    chosen = {} if method == "dualex" else {"method": method, "budget": budget, "seed": seed}
     for b in box or []:
         parse_box(b)
     from dualex.towers.inputs import check_text
@@ -362,15 +397,9 @@ def explain(
             f"{encoder.name} compares two texts; pass two texts, not an image file"
         )
     with _progress(f"explaining with {encoder.name}"):
-        ex = (
-            dualex.explain(
-                encoder, first, text, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
-            )
-            if two_texts
-            else dualex.explain(
-                encoder, text, first, layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps
-            )
-        )
+        opts = dict(layers=layer_arg, steps=steps, rule=rule, max_steps=max_steps, **chosen)
+        pair = (first, text) if two_texts else (text, first)
+        ex = dualex.explain(encoder, *pair, **opts)
     ex.weights = model_weights(encoder, model)
     _summary(ex, console)
     _warn_random(ex)

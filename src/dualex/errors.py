@@ -19,6 +19,10 @@ class InvalidInputError(DualexError, ValueError):
     """An input (text, image, reference) that cannot be used."""
 
 
+class UnsupportedMethodError(InvalidInputError):
+    """A method that cannot run on the model's family (the message lists the families it can)."""
+
+
 class SpanError(DualexError, ValueError):
     """A caption span that does not occur in, or does not fit, the caption."""
 

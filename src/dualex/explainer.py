@@ -419,6 +419,49 @@ def _check_order(model: DualEncoder, a: Any, b: Any) -> None:
         )
 
 
+def method_settings(
+    method: Any,
+    budget: Any,
+    p: Any,
+    masking: Any,
+    estimator: Any,
+    seed: Any,
+    grid: Any,
+    layers: Any,
+    steps: Any,
+) -> dict[str, Any] | None:
+    """The ``banzhaf`` settings (defaults filled in), or ``None`` for ``method="dualex"``.
+
+    Raises:
+        SettingError: for an unknown method, settings of the other method, or a setting out of
+            range.
+    """
+    from dualex.faithful import DEFAULT_BUDGET, check_settings
+
+    given = {
+        k: v
+        for k, v in dict(
+            budget=budget, p=p, masking=masking, estimator=estimator, seed=seed, grid=grid
+        ).items()
+        if v is not None
+    }
+    if method == "dualex":
+        if given:
+            raise SettingError(
+                f"{', '.join(given)} set(s) method='banzhaf'; pass method='banzhaf' or drop them"
+            )
+        return None
+    st = dict(budget=DEFAULT_BUDGET, p=0.5, masking="reference", estimator="regression", seed=0)
+    st.update(given)
+    check_settings(method, st["budget"], st["p"], st["masking"], st["estimator"], st["seed"])
+    if layers is not None or steps is not None:
+        raise SettingError(
+            "layers and steps set method='dualex'; method='banzhaf' masks inputs instead"
+        )
+    st.setdefault("grid", None)
+    return st
+
+
 def explain(
     model: DualEncoder | Any,
     a: Any,
@@ -433,6 +476,13 @@ def explain(
     tol: float = DEFAULT_TOL,
     max_steps: int = DEFAULT_MAX_STEPS,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    method: str = "dualex",
+    budget: int | None = None,
+    p: float | None = None,
+    masking: str | None = None,
+    estimator: str | None = None,
+    seed: int | None = None,
+    grid: tuple[int, int] | None = None,
 ) -> Explanation:
     """Explain the similarity of one pair by token × patch (or token × token) interactions.
 
@@ -457,6 +507,19 @@ def explain(
         tol: Target per-tower relative error of adaptive steps.
         max_steps: Cap of adaptive steps.
         memory_budget: Bytes one chunk of work may use (approximately).
+        method: ``"dualex"`` (the paper's method: exact completeness, about three forward
+            passes per input) or ``"banzhaf"`` (sampled cross-modal weighted Banzhaf
+            interactions of the masking game, :mod:`dualex.faithful`: faithful to what the
+            model does with parts of the inputs removed, at ``budget`` tower passes; image–text
+            models only).
+        budget: ``"banzhaf"``: tower passes, ``budget // 2`` coalitions per input (default
+            2048).
+        p: ``"banzhaf"``: probability of each player being present (default 0.5).
+        masking: ``"banzhaf"``: how an absent token is masked, ``"reference"`` (default: the
+            pad reference's filler token), ``"remove"`` or ``"attention"``.
+        estimator: ``"banzhaf"``: ``"regression"`` (default) or ``"sign"``.
+        seed: ``"banzhaf"``: sampling seed (default 0).
+        grid: ``"banzhaf"``: ``(rows, cols)`` image regions (default: every patch up to 64).
 
     Returns:
         An :class:`Explanation` whose ``matrix`` is ``[S_a, S_b]`` over every position.
@@ -465,6 +528,11 @@ def explain(
 
     model = wrap(model)
     _check_order(model, a, b)
+    banzhaf = method_settings(method, budget, p, masking, estimator, seed, grid, layers, steps)
+    if banzhaf is not None:
+        from dualex.faithful import project_banzhaf
+
+        return project_banzhaf(model, [a], [b], scale=scale, **banzhaf).explanation(0, 0)
     la, lb = _pair(layers, "layers")
     sa, sb = _pair(steps, "steps")
     ra, rb = _pair(reference, "reference")
@@ -559,7 +627,14 @@ def project(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: bool | None = None,
-) -> Projections:
+    method: str = "dualex",
+    budget: int | None = None,
+    p: float | None = None,
+    masking: str | None = None,
+    estimator: str | None = None,
+    seed: int | None = None,
+    grid: tuple[int, int] | None = None,
+) -> Projections | Any:
     """Project many inputs once each, so n × m pairs cost n + m projections.
 
     Inputs of one shape are projected ``batch_size`` at a time (one prefix pass, one batched
@@ -572,10 +647,13 @@ def project(
             ``[B, C, H, W]``. For two-text models pass ``a=`` and ``b=``.
         batch_size: Inputs per pass.
         progress: Show a progress bar (``None``: when stderr is a terminal).
+        method: ``"dualex"`` or ``"banzhaf"`` (per-input Banzhaf terms, see :func:`explain`).
         Other arguments: as in :func:`explain`.
 
     Returns:
-        :class:`Projections`; ``.explanation(i, j)`` equals ``explain(model, a[i], b[j], ...)``.
+        :class:`Projections` (``method="banzhaf"``:
+        :class:`dualex.faithful.BanzhafProjections`); ``.explanation(i, j)`` equals
+        ``explain(model, a[i], b[j], ...)`` with the same settings.
     """
     from dualex.model import wrap
 
@@ -591,6 +669,7 @@ def project(
         raise InvalidInputError(
             "project() needs at least one input on each side (texts= and images=, or a= and b=)"
         )
+    banzhaf = method_settings(method, budget, p, masking, estimator, seed, grid, layers, steps)
     la, lb = _pair(layers, "layers")
     sa, sb = _pair(steps, "steps")
     ra, rb = _pair(reference, "reference")
@@ -604,6 +683,17 @@ def project(
     )
     from tqdm.auto import tqdm
 
+    if banzhaf is not None:
+        from dualex.faithful import project_banzhaf
+
+        with tqdm(
+            total=len(items_a) + len(items_b),
+            disable=None if progress is None else not progress,
+            desc="fitting banzhaf terms",
+        ) as bar:
+            return project_banzhaf(
+                model, items_a, items_b, scale=scale, batch_size=batch_size, progress=bar, **banzhaf
+            )
     with (
         tqdm(
             total=len(items_a) + len(items_b),

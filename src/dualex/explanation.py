@@ -41,6 +41,21 @@ class Explanation:
         raw_b: Original input of side b, if kept.
         weights: Where the model's weights come from: ``"random"`` (not a trained model),
             ``"builtin"``, ``"pretrained"`` or ``"unknown"``; reports and figures flag random.
+        method: ``"dualex"`` (the paper's integrated-Jacobian interactions, which add up to the
+            score with the three reference terms) or ``"banzhaf"`` (sampled weighted Banzhaf
+            interactions of the masking game, :mod:`dualex.faithful`). For ``"banzhaf"`` the
+            completeness describes the coalition prediction at the full pair:
+            ``reference_terms`` = (order-0 constant, Σ first-order terms of side a, of side b),
+            ``absolute_error`` = |score − that prediction| (``relative_error`` divides by
+            |score|), ``tower_errors`` = each side's relative sampling error, ``steps`` = the
+            coalitions of each side and ``rule`` = ``"banzhaf"``.
+        settings: The method's settings and figures (JSON values); for ``"banzhaf"``:
+            ``budget``, ``p``, ``masking``, ``estimator``, ``seed``, ``grid``,
+            ``sampling_error`` (relative standard error of the matrix, from split halves),
+            ``empty_value`` (``v(∅)``), ``predicted_value``, ``coalitions``, ``exact``.
+        first_order_a: ``[S_a]`` first-order terms kept by a ``"banzhaf"`` explanation (a
+            position's share of its player's term), or ``None``.
+        first_order_b: ``[S_b]`` likewise for side b.
     """
 
     matrix: Tensor
@@ -52,6 +67,17 @@ class Explanation:
     raw_a: Any = field(default=None, repr=False)
     raw_b: Any = field(default=None, repr=False)
     weights: str = "unknown"
+    method: str = "dualex"
+    settings: dict[str, Any] = field(default_factory=dict)
+    first_order_a: Tensor | None = field(default=None, repr=False)
+    first_order_b: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def sampling_error(self) -> float | None:
+        """Relative sampling error of a ``"banzhaf"`` matrix (split halves); ``None`` for
+        ``"dualex"``, whose matrix is not sampled."""
+        v = self.settings.get("sampling_error")
+        return None if v is None else float(v)
 
     # -- convenient views ----------------------------------------------------------------------
     @property
@@ -199,11 +225,29 @@ class Explanation:
             "layers": list(self.layers),
             "model": self.model,
             "weights": self.weights,
+            "method": self.method,
+            "settings": self.settings,
+        }
+
+    def _first_order_tensors(self, prefix: str = "") -> dict[str, Tensor]:
+        """The first-order terms a method keeps (banzhaf), as named tensors."""
+        return {
+            f"{prefix}{name}": fo.detach().cpu().contiguous()
+            for name, fo in (
+                ("first_order_a", self.first_order_a),
+                ("first_order_b", self.first_order_b),
+            )
+            if fo is not None
         }
 
     @classmethod
     def _from_metadata(
-        cls, meta: dict[str, Any], matrix: Tensor, raw_a: Any = None, raw_b: Any = None
+        cls,
+        meta: dict[str, Any],
+        matrix: Tensor,
+        raw_a: Any = None,
+        raw_b: Any = None,
+        first_order: dict[str, Tensor] | None = None,
     ) -> Explanation:
         a, b = positions_from_json(meta["a"]), positions_from_json(meta["b"])
         return cls(
@@ -220,6 +264,10 @@ class Explanation:
             if raw_b is not None
             else (b.text if isinstance(b, TextPositions) else None),
             weights=str(meta.get("weights", "unknown")),  # absent in files before it
+            method=str(meta.get("method", "dualex")),  # files written before methods: dualex
+            settings=dict(meta.get("settings") or {}),
+            first_order_a=(first_order or {}).get("first_order_a"),
+            first_order_b=(first_order or {}).get("first_order_b"),
         )
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -232,7 +280,7 @@ class Explanation:
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {"matrix": self.matrix.detach().cpu().contiguous()}
+        tensors = {"matrix": self.matrix.detach().cpu().contiguous(), **self._first_order_tensors()}
         for key, raw in (("image_a", self.raw_a), ("image_b", self.raw_b)):
             if isinstance(raw, Image.Image):
                 tensors[key] = torch.from_numpy(np.asarray(raw.convert("RGB")).copy())
@@ -266,7 +314,10 @@ class Explanation:
 
         if not explanations:
             raise InvalidInputError("save_many needs at least one explanation")
-        tensors = {k: ex.matrix.detach().cpu().contiguous() for k, ex in explanations.items()}
+        tensors = {}
+        for k, ex in explanations.items():
+            tensors[k] = ex.matrix.detach().cpu().contiguous()
+            tensors.update(ex._first_order_tensors(f"{k}/"))
         pairs = {k: ex._metadata() for k, ex in explanations.items()}
         # one metadata entry: safetensors keeps metadata in a hash map, whose order (and so the
         # file's bytes) would otherwise change from process to process
@@ -292,7 +343,12 @@ class Explanation:
                     f"{str(path)!r} holds {len(pairs)} explanations ({some}, ...); {what}, or "
                     "read them all with Explanation.load_many"
                 )
-            return cls._from_metadata(pairs[key], read([key])[key])
+            fo = [f"{key}/{n}" for n in ("first_order_a", "first_order_b")]
+            fo = [n for n in fo if n in _tensor_names(path)]
+            tensors = read([key, *fo])
+            return cls._from_metadata(
+                pairs[key], tensors[key], first_order=_first_order(tensors, key)
+            )
         if key is not None:
             raise FileFormatError(f"{str(path)!r} holds one explanation; call load without key")
         tensors = read(None)
@@ -300,7 +356,7 @@ class Explanation:
             Image.fromarray(tensors[k].numpy()) if k in tensors else None
             for k in ("image_a", "image_b")
         ]
-        return cls._from_metadata(meta, tensors["matrix"], raws[0], raws[1])
+        return cls._from_metadata(meta, tensors["matrix"], raws[0], raws[1], _first_order(tensors))
 
     @classmethod
     def load_many(cls, path: str | os.PathLike) -> dict[str, Explanation]:
@@ -314,11 +370,22 @@ class Explanation:
         if meta.get("format") != MANY_FORMAT:
             return {"": cls.load(path)}
         pairs = meta.get("pairs") or {}
-        tensors = read(list(pairs))
-        return {k: cls._from_metadata(m, tensors[k]) for k, m in pairs.items()}
+        tensors = read(None)
+        return {
+            k: cls._from_metadata(m, tensors[k], first_order=_first_order(tensors, k))
+            for k, m in pairs.items()
+        }
 
     def __repr__(self) -> str:
         c = self.completeness
+        if self.method != "dualex":
+            st = self.settings
+            return (
+                f"Explanation(method={self.method!r}, model={self.model!r}, "
+                f"matrix={tuple(self.matrix.shape)}, score={c.score:.6g}, "
+                f"sampling_error={st.get('sampling_error', float('nan')):.2e}, "
+                f"budget={st.get('budget')}, p={st.get('p')}, estimator={st.get('estimator')!r})"
+            )
         return (
             f"Explanation(model={self.model!r}, matrix={tuple(self.matrix.shape)}, "
             f"score={c.score:.6g}, relative_error={c.relative_error:.2e}, steps={c.steps}, "
@@ -328,6 +395,23 @@ class Explanation:
 
 def _labels(pos: Positions) -> list[str]:
     return pos.tokens if isinstance(pos, TextPositions) else pos.labels
+
+
+def _first_order(tensors: Mapping[str, Tensor], key: str | None = None) -> dict[str, Tensor]:
+    """The first-order tensors of one explanation among a file's tensors (``key``: its name in a
+    file of many)."""
+    prefix = "" if key is None else f"{key}/"
+    return {
+        n: tensors[prefix + n] for n in ("first_order_a", "first_order_b") if prefix + n in tensors
+    }
+
+
+def _tensor_names(path: str | os.PathLike) -> set[str]:
+    """The names of the tensors in a safetensors file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return set(f.keys())
 
 
 def _open(path: str | os.PathLike) -> tuple[dict[str, Any], Any]:

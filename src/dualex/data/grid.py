@@ -53,6 +53,10 @@ EMPTY_RGB = (124, 116, 104)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", ".PNG")
 
 
+FILLS = ("named", "all")
+"""How a grid's quadrants are filled (see :func:`iter_synthetic_grids`)."""
+
+
 def quadrant_box(q: int, tile: int) -> tuple[float, float, float, float]:
     """Box ``(x0, y0, x1, y1)`` of quadrant ``q`` (0 top-left, 1 top-right, 2 bottom-left,
     3 bottom-right) in a grid of ``2 * tile`` pixels."""
@@ -113,9 +117,17 @@ def _sample(
     tile: int,
     rng: np.random.Generator,
     meta: dict[str, Any],
+    named: int | None = None,
 ) -> Sample:
-    """The sample of grid ``i``: ``tiles`` = (quadrant, source, phrase)."""
-    order = [tiles[k] for k in rng.permutation(len(tiles))]
+    """The sample of grid ``i``: ``tiles`` = (quadrant, source, phrase).
+
+    ``named=None``: every tile is named, in random order; else the first ``named`` tiles in
+    quadrant order are named (in that order) and the others are unnamed distractors.
+    """
+    if named is None:
+        order = [tiles[k] for k in rng.permutation(len(tiles))]
+    else:
+        order = sorted(tiles, key=lambda t: t[0])[:named]
     caption, mentions, pos = "", [], 0
     for q, _source, phrase in order:
         if caption:
@@ -150,7 +162,12 @@ def _layout(seed: int, i: int, n_classes: int) -> tuple[np.random.Generator, lis
 
 
 def iter_synthetic_grids(
-    n: int, seed: int = 0, domain: str = "plain", tile: int = 64, start: int = 0
+    n: int,
+    seed: int = 0,
+    domain: str = "plain",
+    tile: int = 64,
+    start: int = 0,
+    fill: str = "named",
 ) -> Iterator[Sample]:
     """Grids of one-object synthetic scenes (each quadrant a different shape).
 
@@ -161,10 +178,14 @@ def iter_synthetic_grids(
             ``mixed``).
         tile: Side of a quadrant in pixels (the grid is ``2 * tile`` square).
         start: Index of the first grid.
+        fill: ``"named"``: only the named objects' quadrants are filled (the rest flat grey),
+            named in random order; ``"all"`` (FIxLIP's grids): all four quadrants are filled
+            with distinct objects and the first ``i % 4 + 1`` in quadrant order are named, so
+            the others are distractors.
 
     Yields:
-        Samples with one mention per object (its quadrant as the box); ``meta["source"] ==
-        "synthetic-grid"``, ``meta["domain"]``.
+        Samples with one mention per named object (its quadrant as the box);
+        ``meta["source"] == "synthetic-grid"``, ``meta["domain"]``, ``meta["fill"]``.
     """
     from dualex.data.synthetic import DOMAINS, SHAPES
 
@@ -172,8 +193,16 @@ def iter_synthetic_grids(
         raise SettingError(
             f"domain={domain!r} is unknown; choose from {', '.join((*DOMAINS, 'mixed'))}"
         )
+    if fill not in FILLS:
+        raise SettingError(f"fill={fill!r} is unknown; choose from {', '.join(FILLS)}")
     for i in range(start, start + n):
         rng, quadrants, classes = _layout(seed, i, len(SHAPES))
+        named = None
+        if fill == "all":
+            named = len(quadrants)
+            rest = [int(c) for c in rng.permutation(len(SHAPES)) if int(c) not in classes]
+            classes = [*classes, *rest[: 4 - named]]  # the named classes first
+            quadrants = [0, 1, 2, 3]  # so the named objects are the first in quadrant order
         tiles = [
             (
                 q,
@@ -188,7 +217,8 @@ def iter_synthetic_grids(
             )
             for q, c in zip(quadrants, classes, strict=True)
         ]
-        yield _sample(i, tiles, tile, rng, {"source": "synthetic-grid", "domain": domain})
+        meta = {"source": "synthetic-grid", "domain": domain, "fill": fill}
+        yield _sample(i, tiles, tile, rng, meta, named)
 
 
 def folder_classes(folder: str | os.PathLike[str]) -> list[tuple[str, str, list[Path]]]:

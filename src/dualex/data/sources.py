@@ -8,7 +8,7 @@ Specs:
     ``synthetic:seed=S,n=N,domain=D``  the synthetic world (optional ``image_size=64``,
                                        ``start=0`` and any ``WorldConfig`` field; lists are
                                        joined by ``+``: ``shapes=circle+star``).
-    ``synthetic-grid:seed=S,n=N[,domain=D,tile=64]``
+    ``synthetic-grid:seed=S,n=N[,domain=D,tile=64,fill=all]``
                                        2×2 grids of one-object synthetic scenes (FIxLIP's
                                        pointing game; :mod:`dualex.data.grid`).
     ``grid:FOLDER[,n=N,seed=S,tile=224]``
@@ -198,7 +198,9 @@ def _grid_args(kind: str, options: dict[str, Any], spec: str) -> dict[str, Any]:
     """
     from dualex.data.synthetic import DOMAINS
 
-    allowed = {"n", "seed", "tile", "start"} | ({"domain"} if kind == "synthetic-grid" else set())
+    allowed = {"n", "seed", "tile", "start"} | (
+        {"domain", "fill"} if kind == "synthetic-grid" else set()
+    )
     bad = sorted(set(options) - allowed)
     if bad:
         raise SettingError(
@@ -227,6 +229,14 @@ def _grid_args(kind: str, options: dict[str, Any], spec: str) -> dict[str, Any]:
                 f"{', '.join((*DOMAINS, 'mixed'))}"
             )
         out["domain"] = domain
+        from dualex.data.grid import FILLS
+
+        fill = str(options.get("fill", "named"))
+        if fill not in FILLS:
+            raise SettingError(
+                f"fill={fill!r} in --data {spec!r} is unknown; choose from {', '.join(FILLS)}"
+            )
+        out["fill"] = fill
     return out
 
 

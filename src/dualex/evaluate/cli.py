@@ -239,6 +239,21 @@ def mismatch(
     typer.echo(to_markdown(tables["mismatch"], MISMATCH_METRICS))
 
 
+_PROTOCOL = typer.Option(
+    "--protocol",
+    help="dualex (default) or fixlip: FIxLIP's protocol (attention-mask text masking, all "
+    "four quadrants filled, per-image aggregation, its coalition laws and counts).",
+)
+
+
+def _grid_data(data: str, protocol: str) -> str:
+    """FIxLIP's grids fill all four quadrants: add ``fill=all`` to a synthetic-grid spec that
+    does not say."""
+    if protocol == "fixlip" and data.startswith("synthetic-grid:") and "fill=" not in data:
+        return data + ",fill=all"
+    return data
+
+
 def _methods(text: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in text.split(",") if m.strip())
 
@@ -271,6 +286,7 @@ def grid(
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
     backend: Annotated[str, _BACKEND] = "local",
     workers: Annotated[int, _WORKERS] = 1,
+    protocol: Annotated[str, _PROTOCOL] = "dualex",
 ) -> None:
     """FIxLIP's pointing game on 2×2 grids: mass and sign ratio per method and number of
     objects; writes rows.parquet and summary.{md,csv}. Re-running the same command resumes."""
@@ -288,7 +304,9 @@ def grid(
         batch=batch,
         limit=limit,
         budget=budget,
+        protocol=protocol,
     )
+    data = _grid_data(data, protocol)
     encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
     path = run_task(
         "grid",
@@ -316,8 +334,11 @@ def faithfulness(
     ),
     out: Annotated[Path, _OUT] = Path("runs/faithfulness"),
     coalitions: Annotated[
-        int, typer.Option("--coalitions", help="Coalitions per sample and size law.")
-    ] = 128,
+        int | None,
+        typer.Option(
+            "--coalitions", help="Coalitions per sample and law (default 128; fixlip: 1000)."
+        ),
+    ] = None,
     budget: Annotated[
         int, typer.Option("--budget", help="banzhaf: coalitions sampled per explanation.")
     ] = 1024,
@@ -331,6 +352,7 @@ def faithfulness(
     threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
     backend: Annotated[str, _BACKEND] = "local",
     workers: Annotated[int, _WORKERS] = 1,
+    protocol: Annotated[str, _PROTOCOL] = "dualex",
 ) -> None:
     """R² of each method's prediction of the masked model on sampled coalitions (plain and
     size-weighted) and insertion / deletion AUC; writes rows.parquet and summary.{md,csv}."""
@@ -339,8 +361,10 @@ def faithfulness(
     from dualex.evaluate.report import write_faithfulness_tables
     from dualex.evaluate.runs import run_task
     from dualex.evaluate.tasks import EvalSettings
-    from dualex.evaluate.tasks.faithfulness import METRICS
+    from dualex.evaluate.tasks.faithfulness import FIXLIP_COALITIONS, metrics
 
+    if coalitions is None:
+        coalitions = FIXLIP_COALITIONS if protocol == "fixlip" else 128
     settings = EvalSettings(
         methods=_methods(methods),
         layers=parse_layers(layers),
@@ -350,6 +374,7 @@ def faithfulness(
         budget=budget,
         coalitions=coalitions,
         seed=seed,
+        protocol=protocol,
     )
     encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
     path = run_task(
@@ -366,7 +391,7 @@ def faithfulness(
     _write_meta(out, "faithfulness", model=model, data=data, settings=settings)
     tables = write_faithfulness_tables(out)
     typer.echo(f"wrote {path} and summary.csv in {out}")
-    typer.echo(to_markdown(tables["summary"], (*METRICS, "seconds")))
+    typer.echo(to_markdown(tables["summary"], (*metrics(settings.protocol), "seconds")))
 
 
 @eval_app.command()

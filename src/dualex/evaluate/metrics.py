@@ -31,10 +31,12 @@ from dualex.towers.positions import ImagePositions
 __all__ = [
     "box_mask",
     "energy_in_box",
+    "mass_parts",
     "mass_ratio",
     "mismatch",
     "patch_centres",
     "pointing_game",
+    "sign_parts",
     "sign_ratio",
     "text_energy",
     "text_pointing",
@@ -116,12 +118,25 @@ def mass_ratio(values: Tensor | np.ndarray, inside: np.ndarray) -> float:
     Returns:
         A value in ``[0, 1]``; NaN for an all-zero map.
     """
-    v, q = _flat_region(values, inside)
-    total = np.abs(v).sum()
+    right, total = mass_parts(values, inside)
     if not total > 0:
         return float("nan")
+    return right / total
+
+
+def mass_parts(values: Tensor | np.ndarray, inside: np.ndarray) -> tuple[float, float]:
+    """The mass ratio's numerator and denominator ``(right mass, Σ |v|)`` (see
+    :func:`mass_ratio`); FIxLIP's per-image ratio sums both over an image's phrases."""
+    v, q = _flat_region(values, inside)
     right = np.clip(v[q], 0, None).sum() + np.clip(-v[~q], 0, None).sum()
-    return float(right / total)
+    return float(right), float(np.abs(v).sum())
+
+
+def sign_parts(values: Tensor | np.ndarray, inside: np.ndarray) -> tuple[float, float]:
+    """The sign ratio's numerator and denominator ``(right entries, entries)`` (see
+    :func:`sign_ratio`)."""
+    v, q = _flat_region(values, inside)
+    return float(((v > 0) & q).sum() + ((v < 0) & ~q).sum()), float(v.size)
 
 
 def sign_ratio(values: Tensor | np.ndarray, inside: np.ndarray) -> float:
@@ -132,10 +147,10 @@ def sign_ratio(values: Tensor | np.ndarray, inside: np.ndarray) -> float:
         values: ``[rows, cols]`` (or flat) map.
         inside: ``bool`` of the same shape: the target region.
     """
-    v, q = _flat_region(values, inside)
-    if v.size == 0:
+    right, count = sign_parts(values, inside)
+    if count == 0:
         return float("nan")
-    return float(((v > 0) & q).sum() + ((v < 0) & ~q).sum()) / v.size
+    return right / count
 
 
 def energy_in_box(heatmap: Tensor | np.ndarray, boxes: Sequence[Box], pos: ImagePositions) -> float:

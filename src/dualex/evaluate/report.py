@@ -142,16 +142,18 @@ def write_grid_tables(out_dir: str | os.PathLike[str]) -> dict[str, list[dict[st
 
 def write_faithfulness_tables(out_dir: str | os.PathLike[str]) -> dict[str, list[dict[str, Any]]]:
     """``summary.{md,csv}`` of a faithfulness run: one row per method."""
-    from dualex.evaluate.tasks.faithfulness import METRICS
+    from dualex.evaluate.tasks.faithfulness import metrics
     from dualex.evaluate.tasks.faithfulness import summary as faith_summary
 
     out = Path(out_dir)
-    table = faith_summary(read_rows(out))
+    rows = read_rows(out)
+    table = faith_summary(rows)
+    fixlip = any(r.get("protocol") == "fixlip" for r in rows)
     _write(
         out,
         "summary",
         table,
-        (*METRICS, "seconds"),
+        (*metrics("fixlip" if fixlip else "dualex"), "seconds"),
         "Faithfulness by method: R² on sampled coalitions, insertion / deletion (mean [95% CI])",
     )
     return {"summary": table}

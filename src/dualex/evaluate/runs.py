@@ -40,10 +40,12 @@ def _run(
         model if isinstance(model, str) else str(getattr(model, "name", "") or type(model).__name__)
     )
     extra: dict[str, Any] = {}
-    if "banzhaf" in settings.methods:
+    if {"banzhaf", "banzhaf-sign"} & set(settings.methods):
         extra["budget"] = settings.budget
     if task == "faithfulness":
         extra.update(coalitions=settings.coalitions, seed=settings.seed)
+    if settings.protocol != "dualex":  # dualex-protocol jobs keep the settings they always had
+        extra["protocol"] = settings.protocol
     job = Job(
         model=spec,
         data=data if data is not None else "<in-process samples>",

@@ -28,6 +28,9 @@ def explain_data(
     text: Any = None,
     *,
     batch: int = 8,
+    method: str = "dualex",
+    budget: int | None = None,
+    seed: int | None = None,
 ) -> None:
     """``dualex explain --data SPEC --out DIR``: explain every pair, print one summary line.
 
@@ -48,6 +51,9 @@ def explain_data(
     parse_data_spec(data)
     parse_backend(backend)
     check_steps(steps, 64, names=("--steps", "--max-steps"))  # before any shard runs
+    from dualex.explainer import method_settings
+
+    method_settings(method, budget, None, None, None, seed, None, parse_layers(layers), steps)
     result = explain_dataset(
         model,
         data,
@@ -58,6 +64,9 @@ def explain_data(
         limit=limit,
         backend=backend,
         workers=workers,
+        method=method,
+        budget=budget,
+        seed=seed,
     )
     rate = result.samples_done / result.seconds if result.seconds > 0 else float("nan")
     Console().print(

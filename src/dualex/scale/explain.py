@@ -82,6 +82,9 @@ def explain_dataset(
     workers: int = 1,
     threads: int | None = None,
     progress: bool = True,
+    method: str = "dualex",
+    budget: int | None = None,
+    seed: int | None = None,
 ) -> Any:
     """Explain every caption–image pair of a dataset (resumable, local or on Ray).
 
@@ -97,9 +100,13 @@ def explain_dataset(
         workers: Ray actors.
         threads: torch threads per Ray actor.
         progress: Show a progress bar.
+        method: ``"dualex"`` or ``"banzhaf"`` (see :func:`dualex.explain`).
+        budget: ``"banzhaf"``: tower passes per pair.
+        seed: ``"banzhaf"``: sampling seed.
 
     Returns:
-        The :class:`~dualex.scale.run.RunResult` (``rows`` is ``index.parquet``).
+        The :class:`~dualex.scale.run.RunResult` (``rows`` is ``index.parquet``; a
+        ``"banzhaf"`` run's rows also carry ``sampling_error``).
 
     Raises:
         JobError: if shards failed (the others are saved) or ``out`` holds another job.
@@ -107,13 +114,15 @@ def explain_dataset(
     from dualex.scale.job import Job
     from dualex.scale.run import raise_on_failures, run_job
 
-    job = Job(
-        model=model,
-        data=data,
-        task="explain",
-        methods=("dualex",),
-        settings={"layers": layers, "steps": steps, "shard_size": shard_size, "limit": limit},
-    )
+    settings: dict[str, Any] = {
+        "layers": layers,
+        "steps": steps,
+        "shard_size": shard_size,
+        "limit": limit,
+    }
+    if method != "dualex":  # a dualex run's settings (and so its job) are as they always were
+        settings.update(budget=budget, seed=seed)
+    job = Job(model=model, data=data, task="explain", methods=(method,), settings=settings)
     result = run_job(job, out, backend=backend, workers=workers, threads=threads, progress=progress)
     raise_on_failures(result)
     return result

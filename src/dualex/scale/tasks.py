@@ -96,6 +96,7 @@ def eval_settings(job: Any) -> Any:
         budget=int(st.get("budget", 1024)),
         coalitions=int(st.get("coalitions", 128)),
         seed=int(st.get("seed", 0)),
+        protocol=str(st.get("protocol", "dualex")),
     )
 
 
@@ -134,6 +135,9 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     weights = model_weights(model, job.model)
     explained: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
+    method = job.methods[0] if job.methods else "dualex"
+    chosen = {} if method == "dualex" else {"method": method}
+    chosen.update({k: st[k] for k in ("budget", "seed") if st.get(k) is not None})
     for group in image_groups(samples):
         try:
             proj: Any = dualex.project(
@@ -142,6 +146,7 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                 images=[group[0][1].image],
                 layers=_layers(st.get("layers")),
                 steps=st.get("steps"),
+                **chosen,
             )
         except DualexError as err:
             proj = err
@@ -160,13 +165,17 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
                 "key": "",
                 "error": "",
             }
+            if method != "dualex":
+                row["sampling_error"] = math.nan
             try:
-                if not isinstance(proj, dualex.Projections):
+                if isinstance(proj, DualexError):
                     raise proj
                 ex = proj.explanation(j, 0)
                 ex.weights = weights
                 c = ex.completeness
                 explained[pair] = ex
+                if method != "dualex":
+                    row["sampling_error"] = float(ex.sampling_error or 0.0)
                 row.update(
                     score=float(c.score),
                     completeness=float(c.relative_error),
@@ -284,7 +293,7 @@ def _register() -> None:
         key, _ = task.load()
         TASKS[name] = Task(name, key, ("idx",), _evaluation(name), task.methods or tuple(METHODS))
     TASKS["explain"] = Task(
-        "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex",), table="index.parquet"
+        "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex", "banzhaf"), table="index.parquet"
     )
     TASKS["index"] = Task("index", ("key",), ("idx",), _index, ("dualex",), table="items.parquet")
 

@@ -349,7 +349,12 @@ def figure1(
         (title + note if title else None)
         or _ellipsis(
             f"“{text.text}”  ·  score {c.score:.4f}  ·  Σ interactions "
-            f"{c.attribution_sum:.4f}  ·  rel. error {c.relative_error:.1e}",
+            f"{c.attribution_sum:.4f}  ·  "
+            + (
+                f"rel. error {c.relative_error:.1e}"
+                if getattr(ex, "sampling_error", None) is None
+                else f"{ex.method}, sampling error {ex.sampling_error:.1e}"
+            ),
             140 - len(note),
         )
         + note,

@@ -34,7 +34,12 @@ from dualex.io import atomic_write
 from dualex.towers.positions import TextPositions
 from dualex.viz.colors import STOPS, stops_rgb
 from dualex.viz.heatmap import crop_note, image_positions
-from dualex.viz.summary import modality_names, strongest_interactions, unknown_note
+from dualex.viz.summary import (
+    method_lines,
+    modality_names,
+    strongest_interactions,
+    unknown_note,
+)
 from dualex.viz.tokens import pieces
 
 MAX_SIDE = 512
@@ -102,6 +107,8 @@ def _common(ex: Any, name: str | None, fallback: str) -> dict[str, Any]:
         "columns": list(modality_names(ex)),
         "top": [[a, b, v] for a, b, v in strongest_interactions(ex, 8)],
         "unknown_note": unknown_note(ex),
+        "method": str(getattr(ex, "method", "dualex")),
+        "method_rows": [[k, v] for k, v in method_lines(ex)],
     }
 
 

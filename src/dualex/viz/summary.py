@@ -12,6 +12,7 @@ from dualex.towers.positions import ImagePositions, Positions, TextPositions
 __all__ = [
     "UNKNOWN_NOTE",
     "display_text",
+    "method_lines",
     "modality_names",
     "position_labels",
     "strongest_interactions",
@@ -125,3 +126,50 @@ def strongest_interactions(
     nb = m.shape[1]
     values = ex.matrix.detach().double().flatten()
     return [(la[i // nb], lb[i % nb], float(values[i])) for i in ids.tolist()]
+
+
+def method_lines(ex: Any, k: int = 3) -> list[tuple[str, str]]:
+    """What a ``"banzhaf"`` explanation holds besides its matrix, as ``(label, value)`` rows:
+    the method and its settings, the sampling error, the coalition prediction of the full pair
+    and the strongest first-order terms; ``[]`` for the paper's method (whose completeness
+    says it all)."""
+    if getattr(ex, "method", "dualex") == "dualex":
+        return []
+    st = ex.settings
+    c = ex.completeness
+
+    def num(v: Any) -> str:
+        return f"{float(v):.4g}"
+
+    rows = [
+        (
+            "method",
+            f"{ex.method}: weighted Banzhaf interactions of the masking game (p {st.get('p')}, "
+            f"budget {st.get('budget')}, {st.get('estimator')} estimator, masking "
+            f"{st.get('masking')}, seed {st.get('seed')})",
+        ),
+        (
+            "sampling error",
+            "0 (every coalition enumerated)"
+            if st.get("exact")
+            else f"{float(st.get('sampling_error', 0.0)):.2e} (relative, from split halves)",
+        ),
+        ("coalitions", " × ".join(str(v) for v in st.get("coalitions", []))),
+        ("v(∅) (all masked)", num(st.get("empty_value", float("nan")))),
+        ("order-0 constant", num(c.reference_terms[0])),
+        ("Σ first-order " + modality_names(ex)[0], num(c.reference_terms[1])),
+        ("Σ first-order " + modality_names(ex)[1], num(c.reference_terms[2])),
+        ("Σ interactions", num(c.attribution_sum)),
+        ("prediction of the full pair", num(st.get("predicted_value", float("nan")))),
+    ]
+    for fo, pos, name in (
+        (ex.first_order_a, ex.a, modality_names(ex)[0]),
+        (ex.first_order_b, ex.b, modality_names(ex)[1]),
+    ):
+        if fo is None:
+            continue
+        labels = position_labels(pos, boxes=False)
+        top = sorted(range(len(labels)), key=lambda i: -abs(float(fo[i])))[:k]
+        shown = ", ".join(f"{labels[i]} {float(fo[i]):+.3g}" for i in top if float(fo[i]) != 0)
+        rows.append((f"strongest first-order {name}s", shown or "none"))
+    return rows

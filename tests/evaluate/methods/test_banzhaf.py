@@ -157,12 +157,15 @@ def exact_nonlinear():
     return terms
 
 
-def test_sampled_estimates_converge(exact_nonlinear):
+@pytest.mark.parametrize("estimator", ["sign", "regression"])
+def test_sampled_estimates_converge(exact_nonlinear, estimator):
     scale = np.sqrt(np.mean(exact_nonlinear.interactions**2))
     rmse = {}
     for budget in (2**6, 2**8, 2**10, 2**12):
         errs = [
-            estimate(_nonlinear_table, BT, BI, budget=budget, seed=s).interactions
+            estimate(
+                _nonlinear_table, BT, BI, budget=budget, seed=s, estimator=estimator
+            ).interactions
             - exact_nonlinear.interactions
             for s in range(4)
         ]
@@ -173,7 +176,9 @@ def test_sampled_estimates_converge(exact_nonlinear):
 
 
 def test_sampled_estimator_is_unbiased(exact_nonlinear):
-    runs = [estimate(_nonlinear_table, BT, BI, budget=32, seed=s) for s in range(300)]
+    runs = [
+        estimate(_nonlinear_table, BT, BI, budget=32, seed=s, estimator="sign") for s in range(300)
+    ]
     for name in ("interactions", "banzhaf_text", "banzhaf_image", "expected"):
         x = np.array([np.asarray(getattr(t, name)) for t in runs])
         se = x.std(0, ddof=1) / np.sqrt(len(runs))

@@ -6,6 +6,7 @@ name           order  method                                                    
 ``dualex``     2      dualex's interactions of the whole caption, phrases sliced       every
 ``dualex-span`` 2     dualex with each phrase as the whole text                        every
 ``banzhaf``    2      sampled cross-modal weighted Banzhaf interactions (FIxLIP-like)  image–text
+``banzhaf-sign`` 2    banzhaf with the sign-weighted Monte-Carlo estimator             image–text
 ``ig``         1      Integrated Gradients on pixels, target cosine                    every image
 ``gae``        1      Chefer et al. 2021 generic attention explainability             ViT
 ``maskclip``   1      MaskCLIP (value path of the last block)                          ViT
@@ -32,6 +33,7 @@ METHODS: dict[str, str] = {
     "dualex": "dualex_method",
     "dualex-span": "dualex_method",
     "banzhaf": "banzhaf",
+    "banzhaf-sign": "banzhaf",
     "ig": "ig",
     "gae": "gae",
     "maskclip": "maskclip",

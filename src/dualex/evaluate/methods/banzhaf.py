@@ -39,6 +39,12 @@ exactly unbiased: ``Σ_a (s_a − s̄) g_a / (K − 1) = Σ_a (g_a − ḡ_{−a
 the mean of the other samples' values, which is independent of sample ``a``, and
 ``E[x_a] = 0``. Each factor is unbiased and the sides are independent, so ``I``,
 ``b_text``, ``b_image`` and ``e`` are unbiased; when both sides are enumerated they are exact.
+That is the ``"sign"`` estimator. The default, ``"regression"``, fits each sampled side's
+``m`` and ``G / q`` jointly by ridge least squares on the same coalitions
+(:func:`dualex.faithful.fit_side`): each player's coefficient is then freed of the other
+players' main effects, which the sign-weighted average leaves in as noise. It is biased by
+``O(1/K)`` (far below its noise) and, on the built-in model, 2–4× less noisy at equal
+coalitions (docs/results.md); enumerated sides are exact either way.
 
 **Budget.** ``budget`` counts model evaluations for the sampled coalitions: tower forward passes,
 ``K_t + K_i``. A side is enumerated when ``2^n`` fits (the text first, when ``2^n_t ≤
@@ -89,10 +95,12 @@ from dualex.evaluate.methods.base import (
     UnsupportedMethodError,
     needs_image_tower,
 )
+from dualex.faithful import ESTIMATORS, Design, SideFit, design, fit_side, sampled_design
 
 __all__ = [
     "MAX_BUDGET",
     "METHOD",
+    "METHODS",
     "MIN_BUDGET",
     "BanzhafTerms",
     "Design",
@@ -109,45 +117,6 @@ MIN_BUDGET = 16
 
 MAX_BUDGET = 2**22
 """Most model evaluations per text."""
-
-
-@dataclass
-class Design:
-    """One side's coalitions and the weights that turn sums over them into expectations.
-
-    Attributes:
-        coalitions: ``[K, n]`` bool.
-        weights: ``[K]`` summing to 1.
-        centred: ``[K, n]`` float64 ``x̃`` (see the module docstring).
-        exact: Whether the coalitions are every coalition (exact expectations).
-    """
-
-    coalitions: np.ndarray
-    weights: np.ndarray
-    centred: np.ndarray
-    exact: bool
-
-
-def design(n: int, k: int, p: float, rng: np.random.Generator | None = None) -> Design:
-    """``k`` coalitions of ``n`` players drawn from ``Bern(p)^n``, or all ``2^n`` when they fit.
-
-    Args:
-        n: Players.
-        k: Coalitions wanted (``≥ 2`` when sampled).
-        p: Probability of each player being present.
-        rng: Random generator for sampling (``None``: seed 0).
-    """
-    if (1 << n) <= k:
-        s = all_coalitions(n)
-        size = s.sum(1)
-        w = p**size * (1.0 - p) ** (n - size)
-        return Design(s, w, s - p, exact=True)
-    if k < 2:
-        raise SettingError(f"need at least 2 sampled coalitions of {n} players, got {k}")
-    rng = rng if rng is not None else np.random.default_rng(0)
-    s = rng.random((k, n)) < p
-    centred = (s - s.mean(0)) * (k / (k - 1))
-    return Design(s, np.full(k, 1.0 / k), centred, exact=False)
 
 
 def split_budget(budget: int, n_text: int, n_image: int) -> tuple[int, int]:
@@ -211,9 +180,18 @@ class BanzhafTerms:
 
 
 def cross_banzhaf(
-    text: Design, image: Design, left: torch.Tensor, right: torch.Tensor, p: float
+    text: Design,
+    image: Design,
+    left: torch.Tensor,
+    right: torch.Tensor,
+    p: float,
+    estimator: str = "sign",
 ) -> BanzhafTerms:
     """Weighted Banzhaf terms from the values ``left @ right.T`` of every text × image coalition.
+
+    Each side is fitted by :func:`dualex.faithful.fit_side` (exact when enumerated; sampled:
+    the sign-weighted average or the ridge regression), and the terms are products of the two
+    sides' fits (see the module docstring and :mod:`dualex.faithful`).
 
     Args:
         text: The text coalitions (``K_t``).
@@ -221,15 +199,17 @@ def cross_banzhaf(
         left: ``[K_t, E]`` (the text embeddings, or a value table ``[K_t, K_i]``).
         right: ``[K_i, E]`` (the image embeddings, or the identity).
         p: Presence probability.
+        estimator: ``"sign"`` or ``"regression"``.
     """
     L, R = left.double().cpu().numpy(), right.double().cpu().numpy()
-    q = p * (1.0 - p)
-    m_t, m_i = text.weights @ L, image.weights @ R
-    g_t = (text.centred * text.weights[:, None]).T @ L
-    g_i = (image.centred * image.weights[:, None]).T @ R
-    inter = g_t @ g_i.T / q**2
-    b_t, b_i = g_t @ m_i / q, g_i @ m_t / q
-    e = float(m_t @ m_i)
+    return _terms(text, image, fit_side(text, L, p, estimator), fit_side(image, R, p, estimator), p)
+
+
+def _terms(text: Design, image: Design, ft: SideFit, fi: SideFit, p: float) -> BanzhafTerms:
+    """The pair's terms from the two sides' fits."""
+    inter = ft.slopes @ fi.slopes.T
+    b_t, b_i = ft.slopes @ fi.mean, fi.slopes @ ft.mean
+    e = float(ft.mean @ fi.mean)
     return BanzhafTerms(
         interactions=inter,
         banzhaf_text=b_t,
@@ -253,6 +233,7 @@ def estimate(
     budget: int = 2**12,
     p: float = 0.5,
     seed: int = 0,
+    estimator: str = "regression",
 ) -> BanzhafTerms:
     """Weighted Banzhaf terms of any game with text and image players.
 
@@ -264,19 +245,31 @@ def estimate(
         budget: ``K_t + K_i`` (see :func:`split_budget`).
         p: Presence probability.
         seed: Sampling seed.
+        estimator: ``"regression"`` or ``"sign"`` (:func:`dualex.faithful.fit_side`).
     """
     _check(budget, p)
+    _check_estimator(estimator)
     rng = np.random.default_rng(seed)
     k_t, k_i = split_budget(budget, n_text, n_image)
     dt, di = design(n_text, k_t, p, rng), design(n_image, k_i, p, rng)
     table = torch.as_tensor(np.asarray(value_table(dt.coalitions, di.coalitions)))
-    return cross_banzhaf(dt, di, table, torch.eye(len(di.weights), dtype=torch.float64), p)
+    eye = np.eye(len(di.weights))
+    # the image side's "embeddings" are the identity (its values are the table's columns): a
+    # data-driven ridge is chosen on the table's columns, then applied to the identity
+    ridge = fit_side(di, table.numpy().T, p, estimator).ridge
+    ft = fit_side(dt, table.numpy(), p, estimator)
+    return _terms(dt, di, ft, fit_side(di, eye, p, estimator, ridge=ridge), p)
 
 
 def check_budget(budget: Any) -> None:
     """Refuse a budget outside ``[MIN_BUDGET, MAX_BUDGET]`` (a :class:`SettingError` naming the
     bounds), e.g. before a run writes anything."""
     _check(budget, 0.5)
+
+
+def _check_estimator(estimator: Any) -> None:
+    if estimator not in ESTIMATORS:
+        raise SettingError(f"estimator={estimator!r}; use one of {ESTIMATORS}")
 
 
 def _check(budget: Any, p: Any) -> None:
@@ -302,6 +295,7 @@ def banzhaf(
     text_absent: str = "reference",
     seed: int = 0,
     batch_size: int = 32,
+    estimator: str = "regression",
 ) -> list[Attribution]:
     """Cross-modal weighted Banzhaf interactions of each text with the image.
 
@@ -316,10 +310,13 @@ def banzhaf(
         p: Probability of each player being present (``0.5``: Banzhaf interactions).
         grid: Regions of patches (see :class:`PairGame`; ``None``: patches up to 64, else
             at most 8 × 8 regions).
-        text_absent: ``"reference"`` or ``"remove"`` (see :class:`PairGame`).
+        text_absent: ``"reference"``, ``"remove"`` or ``"attention"`` (see :class:`PairGame`).
         seed: Sampling seed (each text's coalitions come from ``seed`` and the text's CRC-32,
             so a text gets the same estimate alone or among others).
         batch_size: Masked inputs per forward pass.
+        estimator: ``"regression"`` (ridge least squares per side,
+            :func:`dualex.faithful.fit_side`; 2–4× less noisy at equal coalitions) or ``"sign"``
+            (the sign-weighted Monte-Carlo average).
 
     Returns:
         One :class:`Attribution` per text: ``matrix [S_text, S_image]`` (score units),
@@ -336,6 +333,7 @@ def banzhaf(
     import dualex
 
     _check(budget, p)
+    _check_estimator(estimator)
     t0 = time.perf_counter()
     model = dualex.wrap(model)
     if model.tower_b.modality != "image":
@@ -376,13 +374,13 @@ def banzhaf(
         else:
             assert shared is not None
             c = shared.coalitions[:k_i]
-            di = Design(c, np.full(k_i, 1.0 / k_i), (c - c.mean(0)) * (k_i / (k_i - 1)), False)
+            di = sampled_design(c)
             ei = e_shared[:k_i]
         key = zlib.crc32(game.text_positions.text.encode("utf-8"))
         dt = design(game.n_text, k_t, p, np.random.default_rng([seed, key]))
         ends = np.array([[True] * game.n_text, [False] * game.n_text])
         et = game.text_embeddings(np.concatenate([ends, dt.coalitions]))
-        terms = cross_banzhaf(dt, di, et[2:], ei, p)
+        terms = cross_banzhaf(dt, di, et[2:], ei, p, estimator)
         score = float(et[0] @ e_img[0])
         empty = float(et[1] @ e_img[1])
         matrix, ft, fi = _spread(game, terms)
@@ -407,6 +405,7 @@ def banzhaf(
                     "coalitions": len(dt.weights) * len(di.weights),
                     "image_passes": image_passes,
                     "p": p,
+                    "estimator": estimator,
                 },
             )
         )
@@ -434,8 +433,28 @@ METHOD = Method(
     name="banzhaf",
     order=2,
     summary="sampled cross-modal weighted Banzhaf interactions of tokens and image regions "
-    "(FIxLIP-like; Baniecki et al. 2025); image–text models",
+    "(FIxLIP-like; Baniecki et al. 2025), per-tower ridge regression; image–text models",
     run=banzhaf,
     check=needs_image_tower("banzhaf"),
 )
 """The ``banzhaf`` method."""
+
+
+def _banzhaf_sign(model: Any, image: Any, texts: list[str], **kw: Any) -> list[Attribution]:
+    out = banzhaf(model, image, texts, estimator="sign", **kw)
+    for a in out:
+        a.method = "banzhaf-sign"
+    return out
+
+
+METHODS = {
+    "banzhaf": METHOD,
+    "banzhaf-sign": Method(
+        name="banzhaf-sign",
+        order=2,
+        summary="banzhaf with the sign-weighted Monte-Carlo estimator (the earlier default)",
+        run=_banzhaf_sign,
+        check=needs_image_tower("banzhaf-sign"),
+    ),
+}
+"""``banzhaf`` and ``banzhaf-sign`` (the same coalitions, the sign-weighted estimator)."""

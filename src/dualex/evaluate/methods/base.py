@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dualex.errors import InvalidInputError, SettingError
+from dualex.errors import SettingError, UnsupportedMethodError
 from dualex.towers.positions import ImagePositions, TextPositions
 
 __all__ = [
@@ -29,10 +29,6 @@ __all__ = [
     "needs_image_tower",
     "timed",
 ]
-
-
-class UnsupportedMethodError(InvalidInputError):
-    """A method that cannot run on the model's family (the message lists the families it can)."""
 
 
 @dataclass

@@ -19,6 +19,7 @@ from dualex.evaluate.methods import METHODS, get
 from dualex.evaluate.methods.base import Attribution
 
 __all__ = [
+    "PROTOCOLS",
     "EvalSettings",
     "Variant",
     "base_row",
@@ -29,6 +30,12 @@ __all__ = [
 ]
 
 NAN = float("nan")
+
+PROTOCOLS = ("dualex", "fixlip")
+"""Evaluation protocols: dualex's own and FIxLIP's (``EvalSettings.protocol``)."""
+
+TEXT_ABSENT = {"dualex": "reference", "fixlip": "attention"}
+"""How each protocol masks an absent token (:mod:`dualex.masking`)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,10 @@ class EvalSettings:
         budget: Coalitions sampled per explanation by ``banzhaf``.
         coalitions: Coalitions sampled per sample and size law by the faithfulness task.
         seed: Seed of every sampled quantity (coalitions, random maps).
+        protocol: ``"dualex"`` (dualex's own protocol) or ``"fixlip"`` (FIxLIP's: tokens
+            masked by their attention-mask entries, grids scored per image over single-token
+            class names, faithfulness on FIxLIP's coalition laws and counts in logit units
+            minus ``v(∅)``; see docs/results.md).
     """
 
     methods: tuple[str, ...] = ("dualex", "random")
@@ -60,6 +71,7 @@ class EvalSettings:
     budget: int = 1024
     coalitions: int = 128
     seed: int = 0
+    protocol: str = "dualex"
 
     def __post_init__(self) -> None:
         bad = [m for m in self.methods if m not in METHODS]
@@ -72,9 +84,11 @@ class EvalSettings:
             raise SettingError(f"shard {i}/{n} is invalid; pass i/n with 0 <= i < n")
         if self.batch < 1:
             raise SettingError("batch must be >= 1")
+        if self.protocol not in PROTOCOLS:
+            raise SettingError(f"protocol={self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.coalitions < 8:
             raise SettingError(f"coalitions must be >= 8, got {self.coalitions}")
-        if "banzhaf" in self.methods:  # refused here, before a run writes anything
+        if {"banzhaf", "banzhaf-sign"} & set(self.methods):  # refused before a run writes
             from dualex.evaluate.methods.banzhaf import check_budget
 
             check_budget(self.budget)
@@ -83,8 +97,9 @@ class EvalSettings:
         """Keyword options of ``method`` taken from these settings."""
         if method in ("dualex", "dualex-span"):
             return {"layers": self.layers, "steps": self.steps}
-        if method == "banzhaf":
-            return {"budget": self.budget, "seed": self.seed}
+        if method in ("banzhaf", "banzhaf-sign"):
+            masking = {"text_absent": TEXT_ABSENT[self.protocol]}
+            return {"budget": self.budget, "seed": self.seed, **masking}
         return {}
 
 

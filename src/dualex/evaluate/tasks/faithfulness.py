@@ -42,14 +42,16 @@ import numpy as np
 from dualex.data.types import Sample
 from dualex.errors import DualexError
 from dualex.evaluate.methods import get
-from dualex.evaluate.tasks.common import NAN, EvalSettings, base_row
+from dualex.evaluate.tasks.common import NAN, TEXT_ABSENT, EvalSettings, base_row
 
 __all__ = [
     "CURVE_STEPS",
     "KEY",
+    "LAWS",
     "METRICS",
     "curve_auc",
     "faithfulness_rows",
+    "metrics",
     "predict",
     "r_squared",
     "sample_coalitions",
@@ -66,15 +68,49 @@ CURVE_STEPS = 16
 """Most steps of the insertion and deletion curves."""
 
 
+LAWS = {
+    "dualex": (("r2", "banzhaf"), ("r2_sizes", "sizes")),
+    "fixlip": (("r2_p30", "bern:0.3"), ("r2_p50", "bern:0.5"), ("r2_p70", "bern:0.7"),
+               ("r2_shap", "kernel")),
+}  # fmt: skip
+"""Per protocol: the coalition laws, each with its R² column (``r2_fit…`` likewise)."""
+
+FIXLIP_COALITIONS = 1000
+"""Coalitions per law of the fixlip protocol (FIxLIP's count)."""
+
+
+def metrics(protocol: str = "dualex") -> tuple[str, ...]:
+    """The per-sample metric columns of a protocol's rows."""
+    r2 = [name for name, _ in LAWS[protocol]]
+    fit = [name.replace("r2", "r2_fit", 1) for name in r2]
+    return (*r2, *fit, "insertion", "deletion")
+
+
 def sample_coalitions(n: int, k: int, rng: np.random.Generator, law: str) -> np.ndarray:
     """``k`` coalitions of ``n`` players, ``bool [k, n]``.
 
     Args:
-        law: ``"banzhaf"`` (each player present with probability ½) or ``"sizes"`` (a size
-            uniform in ``0..n``, then a uniform subset of that size).
+        law: ``"banzhaf"`` (each player present with probability ½), ``"bern:P"`` (with
+            probability ``P``), ``"sizes"`` (a size uniform in ``0..n``, then a uniform subset
+            of that size) or ``"kernel"`` (FIxLIP's KernelSHAP sizes: the empty and the full
+            coalition first, then sizes ``s ∈ 1..n−1`` with weight ``∝ (n−1) / (s (n−s))`` and a
+            uniform subset of each size).
     """
     if law == "banzhaf":
         return rng.random((k, n)) < 0.5
+    if law.startswith("bern:"):
+        return rng.random((k, n)) < float(law[5:])
+    if law == "kernel":
+        out = np.zeros((k, n), dtype=bool)  # row 0: the empty coalition
+        if k > 1:
+            out[1] = True  # row 1: the full coalition
+        if n > 1 and k > 2:
+            s = np.arange(1, n)
+            w = (n - 1) / (s * (n - s))
+            sizes = rng.choice(s, size=k - 2, p=w / w.sum())
+            for r, size in enumerate(sizes, start=2):
+                out[r, rng.permutation(n)[:size]] = True
+        return out
     sizes = rng.integers(0, n + 1, size=k)
     out = np.zeros((k, n), dtype=bool)
     for r, s in enumerate(sizes):
@@ -195,25 +231,40 @@ def faithfulness_rows(
     from dualex.evaluate.game import PairGame
 
     rows: list[dict[str, Any]] = []
+    protocol = settings.protocol
+    laws = LAWS[protocol]
+    columns = metrics(protocol)
     for idx, s in group:
         base = base_row(s, idx)
         todo = [m for m in settings.methods if not skip(m, base["sample_id"], 0)]
         if not todo:
             continue
         empty = dict(
-            base, n_text=-1, n_image=-1, seconds=NAN, error="", **dict.fromkeys(METRICS, NAN)
+            base,
+            n_text=-1,
+            n_image=-1,
+            seconds=NAN,
+            error="",
+            protocol=protocol,
+            **dict.fromkeys(columns, NAN),
         )
         try:
-            game = PairGame(model, s.image, s.caption)
+            game = PairGame(model, s.image, s.caption, text_absent=TEXT_ABSENT[protocol])
             rng = np.random.default_rng([settings.seed, zlib.crc32(base["sample_id"].encode())])
             k = settings.coalitions
-            cb = sample_coalitions(game.n_players, k, rng, "banzhaf")
-            cs = sample_coalitions(game.n_players, k, rng, "sizes")
+            coalitions = [sample_coalitions(game.n_players, k, rng, law) for _, law in laws]
             ends = np.zeros((2, game.n_players), dtype=bool)
             ends[:, : game.n_text] = True
             ends[1, game.n_text :] = True
-            v = game.value(np.concatenate([cb, cs, ends]))
-            vb, vs, (v_none, v_all) = v[:k], v[k : 2 * k], v[2 * k :]
+            v = game.value(np.concatenate([*coalitions, ends]))
+            v_none, v_all = v[-2:]
+            # fixlip: logits minus the empty coalition's value (R² is unchanged by this affine
+            # map applied to values and predictions alike; kept so the numbers are FIxLIP's)
+            shift, scale = 0.0, 1.0
+            if protocol == "fixlip":
+                shift = float(game.value(np.zeros((1, game.n_players), dtype=bool))[0])
+                scale = float(model.current_logit_scale() or 1.0)
+            values = [scale * (v[i * k : (i + 1) * k] - shift) for i in range(len(laws))]
         except DualexError as err:
             rows += [dict(empty, method=m, error=str(err)) for m in todo]
             continue
@@ -221,16 +272,15 @@ def faithfulness_rows(
             row = dict(empty, method=m, n_text=game.n_text, n_image=game.n_image)
             try:
                 (attr,) = get(m)(model, s.image, [s.caption], **settings.options(m))
-                pred, direct = predict(attr, game, np.concatenate([cb, cs]))
-                pb, ps = pred[:k], pred[k:]
+                pred, direct = predict(attr, game, np.concatenate(coalitions))
                 order = np.argsort(-_image_scores(attr, game), kind="stable")
                 ins, dele = _curves(game, order)
                 curve = game.value(np.concatenate([ins, dele]))
+                for i, (name, _) in enumerate(laws):
+                    y, yhat = values[i], scale * (pred[i * k : (i + 1) * k] - shift)
+                    row[name] = r_squared(y, yhat) if direct else NAN
+                    row[name.replace("r2", "r2_fit", 1)] = r_squared(y, yhat, fit=True)
                 row.update(
-                    r2=r_squared(vb, pb) if direct else NAN,
-                    r2_sizes=r_squared(vs, ps) if direct else NAN,
-                    r2_fit=r_squared(vb, pb, fit=True),
-                    r2_fit_sizes=r_squared(vs, ps, fit=True),
                     insertion=curve_auc(curve[: len(ins)], v_none, v_all),
                     deletion=curve_auc(curve[len(ins) :], v_none, v_all),
                     seconds=attr.seconds,
@@ -247,7 +297,10 @@ def summary(rows: Iterable[dict[str, Any]], seed: int = 0) -> list[dict[str, Any
     from dualex.evaluate.analysis import group_table
 
     rows = list(rows)
-    # n counts the first metric's finite values: r2_fit, which every method has
-    first = ("r2_fit", *[m for m in METRICS if m != "r2_fit"], "seconds")
+    protocol = "fixlip" if any(r.get("protocol") == "fixlip" for r in rows) else "dualex"
+    cols = metrics(protocol)
+    # n counts the first fitted R²'s finite values, which every method has
+    fit = next(c for c in cols if c.startswith("r2_fit"))
+    first = (fit, *[m for m in cols if m != fit], "seconds")
     table = group_table(rows, by=("method",), metrics=first, seed=seed)
     return table

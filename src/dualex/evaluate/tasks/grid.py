@@ -17,8 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import numpy as np
+
 from dualex.data.types import Sample
-from dualex.errors import DualexError
+from dualex.errors import DualexError, InvalidInputError
 from dualex.evaluate import metrics as mt
 from dualex.evaluate.tasks.common import (
     NAN,
@@ -27,13 +29,16 @@ from dualex.evaluate.tasks.common import (
     each_mention,
 )
 
-__all__ = ["KEY", "METRICS", "grid_rows", "summary"]
+__all__ = ["KEY", "METRICS", "PARTS", "grid_rows", "per_image", "summary"]
 
 KEY = ("method", "sample_id", "mention")
 """Columns that identify a grid row."""
 
 METRICS = ("mass_ratio", "sign_ratio", "pointing")
 """Per-mention metrics of the grid task."""
+
+PARTS = ("mass_right", "mass_total", "sign_right", "sign_total")
+"""Numerators and denominators of the ratios, for FIxLIP's per-image aggregation."""
 
 
 def grid_rows(
@@ -60,6 +65,7 @@ def grid_rows(
     if not group:
         return rows
     image_pos = model.tower_b.prepare(group[0][1].image).positions
+    fixlip = settings.protocol == "fixlip"
     for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, skip):
         base = base_row(s, idx)
         mention = s.mentions[k]
@@ -79,13 +85,25 @@ def grid_rows(
             score=NAN,
             completeness=NAN,
             error="",
+            protocol=settings.protocol,
+            **dict.fromkeys(PARTS, NAN),
         )
         try:
             if isinstance(attr, DualexError):
                 raise attr
+            if fixlip and _tokens(model, mention.label) != 1:
+                raise InvalidInputError(
+                    f"{mention.label!r} is not one token; the fixlip protocol drops such classes"
+                )
             hm = attr.map_for(span)
             inside = mt.box_mask(image_pos, list(mention.boxes))
+            m_right, m_total = mt.mass_parts(hm, inside)
+            s_right, s_total = mt.sign_parts(hm, inside)
             row.update(
+                mass_right=m_right,
+                mass_total=m_total,
+                sign_right=s_right,
+                sign_total=s_total,
                 mass_ratio=mt.mass_ratio(hm, inside),
                 sign_ratio=mt.sign_ratio(hm, inside),
                 pointing=mt.pointing_game(hm, list(mention.boxes), image_pos),
@@ -100,8 +118,42 @@ def grid_rows(
     return rows
 
 
+def _tokens(model: Any, phrase: str) -> int:
+    """Non-special tokens of a phrase alone."""
+    return sum(not sp for sp in model.tower_a.prepare(phrase).positions.special)
+
+
+def per_image(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """FIxLIP's aggregation: one row per (method, image) whose ratios are the sums of the
+    numerators over the image's phrases divided by the sums of the denominators (a phrase's
+    ``mass_right / mass_total``, ``sign_right / sign_total``); rows without parts are left out.
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        if all(isinstance(r.get(p), float | int) and r[p] == r[p] for p in PARTS):
+            groups.setdefault((str(r["method"]), str(r["image_id"])), []).append(r)
+    out = []
+    for (method, image), rs in groups.items():
+        sums = {p: float(sum(r[p] for r in rs)) for p in PARTS}
+        out.append(
+            dict(
+                rs[0],
+                method=method,
+                image_id=image,
+                mass_ratio=sums["mass_right"] / sums["mass_total"] if sums["mass_total"] else NAN,
+                sign_ratio=sums["sign_right"] / sums["sign_total"] if sums["sign_total"] else NAN,
+                seconds=float(np.nanmean([r.get("seconds", NAN) for r in rs])),
+                pointing=float(np.nanmean([r.get("pointing", NAN) for r in rs])),
+            )
+        )
+    return out
+
+
 def summary(rows: Iterable[dict[str, Any]], seed: int = 0) -> list[dict[str, Any]]:
     """One row per method × number of objects.
+
+    Rows of the ``fixlip`` protocol are first aggregated per image (:func:`per_image`), so
+    their means are over images; the others' are over mentions.
 
     Returns:
         Dicts with ``method, objects, n, mass_ratio, sign_ratio`` (means over mentions),
@@ -110,6 +162,9 @@ def summary(rows: Iterable[dict[str, Any]], seed: int = 0) -> list[dict[str, Any
     """
     from dualex.evaluate.analysis import bootstrap_ci
 
+    rows = list(rows)
+    if any(r.get("protocol") == "fixlip" for r in rows):
+        rows = per_image(rows)
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((str(r["method"]), int(r["objects"])), []).append(r)

@@ -520,9 +520,12 @@
   }
 
   function buildCompleteness(p) {
-    var c = p.completeness, rt = c.reference_terms, body = $("completeness").tBodies[0];
+    var c = p.completeness, rt = c.reference_terms, table = $("completeness"),
+      body = table.tBodies[0];
     body.textContent = "";
-    var rows = [
+    var banzhaf = p.method_rows && p.method_rows.length > 0;
+    table.caption.textContent = banzhaf ? "method, sampling error and kept terms" : "completeness";
+    var rows = banzhaf ? [["score", fmt(c.score)]].concat(p.method_rows) : [
       ["score", fmt(c.score)],
       ["\u03a3 interactions", fmt(c.attribution_sum)],
       ["reference " + p.reference_names[0], fmt(rt[0])],
@@ -534,6 +537,9 @@
       ["tower errors", c.tower_errors.map(fmt).join("  ")],
       ["steps", c.steps.join(", ") + " (" + c.rule + ")"],
       ["layers", p.layers.join(", ")],
+      ["method", "dualex: second-order integrated-Jacobian interactions (Moeller et al. 2025)"],
+    ];
+    rows = rows.concat([
       ["model", p.model],
       ["weights", p.weights === "random" ? "random (not a trained model)" : p.weights],
       ["tokens dropped", (p.dropped || [0, 0]).some(function (d) { return d > 0; })
@@ -542,7 +548,7 @@
         (p.unknown_b || []).length) + " (struck through; not ranked)" : "none"],
       ["matrix", p.matrix.shape.join(" \u00d7 ") +
         (isText(p) ? "  (tokens A \u00d7 tokens B)" : "  (grid " + p.grid.join("\u00d7") + ")")],
-    ];
+    ]);
     rows.forEach(function (row) {
       var tr = document.createElement("tr"), th = document.createElement("th"),
         td = document.createElement("td");
