@@ -183,6 +183,25 @@ def test_save_and_load_keep_the_method(clip64, image, tmp_path):
     assert old.sampling_error is None
 
 
+def test_many_in_one_file_keep_method_settings_and_first_order(clip64, image, tmp_path):
+    # a dataset shard holds many explanations: each keeps what a single file keeps
+    exs = {
+        "p0": dualex.explain(clip64, CAPTION, image, method="banzhaf", budget=32, seed=1),
+        "p1": dualex.explain(clip64, CAPTION, image),
+    }
+    path = dualex.Explanation.save_many(exs, tmp_path / "shard.safetensors")
+    every = dualex.Explanation.load_many(path)
+    for key, ex in exs.items():
+        for back in (dualex.Explanation.load(path, key=key), every[key]):
+            assert back.method == ex.method and back.settings == ex.settings
+            assert torch.equal(back.matrix, ex.matrix)
+            for got, want in ((back.first_order_a, ex.first_order_a),
+                              (back.first_order_b, ex.first_order_b)):  # fmt: skip
+                assert (got is None) == (want is None)
+                assert got is None or torch.equal(got, want)
+    assert every["p0"].first_order_a is not None
+
+
 def test_scale_and_masking_modes(clip64, image):
     plain = dualex.explain(clip64, CAPTION, image, method="banzhaf", budget=32)
     scaled = dualex.explain(clip64, CAPTION, image, method="banzhaf", budget=32, scale=True)
