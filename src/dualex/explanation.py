@@ -36,6 +36,10 @@ class Explanation:
         raw_b: Original input of side b, if kept.
         weights: Where the model's weights come from: ``"random"`` (not a trained model),
             ``"builtin"``, ``"pretrained"`` or ``"unknown"``; reports and figures flag random.
+        projections: ``(P_a [E, S_a], P_b [E, S_b])``, the two sides' projections, when known
+            (kept by :func:`dualex.explain`; needed by :meth:`concept_split`).
+        factor: ``f`` with ``matrix = f · P_aᵀ P_b`` (``1/‖e_a‖‖e_b‖`` for the cosine, times the
+            logit scale if any), when known.
     """
 
     matrix: Tensor
@@ -47,6 +51,8 @@ class Explanation:
     raw_a: Any = field(default=None, repr=False)
     raw_b: Any = field(default=None, repr=False)
     weights: str = "unknown"
+    projections: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    factor: float | None = None
 
     # -- convenient views ----------------------------------------------------------------------
     @property
@@ -173,17 +179,38 @@ class Explanation:
             (la[i // nb], lb[i % nb], float(v)) for v, i in zip(vals, ids.tolist(), strict=True)
         ]
 
+    def concept_split(self, concepts: Any) -> Any:
+        """Split the matrix into per-concept matrices of a concept dictionary.
+
+        Args:
+            concepts: A :class:`dualex.Concepts` dictionary trained on this explanation's model.
+
+        Returns:
+            A :class:`dualex.concepts.ConceptSplit`: ``.matrices [K', S_a, S_b]``,
+            ``.concepts``, ``.names``, ``.residual [S_a, S_b]``; matrices and residual sum to
+            :attr:`matrix` (float64). See :mod:`dualex.engine.concepts` for the derivation.
+        """
+        return concepts.split(self)
+
     # -- IO ------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, projections: bool = False) -> Path:
         """Write the explanation to a ``.safetensors`` file (atomically; no pickle).
 
         The matrix (and the original image(s), as uint8 arrays) are tensors; positions,
         completeness, layers and the model name are JSON in the file's metadata.
+
+        Args:
+            path: The file to write.
+            projections: Also keep ``P_a`` and ``P_b`` (``E/S_b + E/S_a`` times the matrix's
+                size), so that the loaded explanation can be split into concepts.
         """
         from safetensors.torch import save_file
 
         path = Path(path)
         tensors = {"matrix": self.matrix.detach().cpu().contiguous()}
+        if projections and self.projections is not None:
+            for key, P in zip(("P_a", "P_b"), self.projections, strict=True):
+                tensors[key] = P.detach().cpu().contiguous()
         for key, raw in (("image_a", self.raw_a), ("image_b", self.raw_b)):
             if isinstance(raw, Image.Image):
                 tensors[key] = torch.from_numpy(np.asarray(raw.convert("RGB")).copy())
@@ -195,6 +222,7 @@ class Explanation:
             "layers": list(self.layers),
             "model": self.model,
             "weights": self.weights,
+            "factor": self.factor,
         }
         from dualex.io import atomic_write
 
@@ -252,6 +280,8 @@ class Explanation:
             if raws[1] is not None
             else (b.text if isinstance(b, TextPositions) else None),
             weights=str(meta.get("weights", "unknown")),
+            projections=(tensors["P_a"], tensors["P_b"]) if "P_a" in tensors else None,
+            factor=None if meta.get("factor") is None else float(meta["factor"]),
         )
 
     def __repr__(self) -> str:
