@@ -200,6 +200,7 @@ def _write(
     spans: list[str],
     boxes: list[str],
     shared_range: bool = True,
+    addons: Any = (),
 ) -> Path:
     from dualex.towers.positions import TextPositions
 
@@ -208,7 +209,7 @@ def _write(
     if kind == "report":
         from dualex.viz.report import write_report
 
-        return write_report([ex], out, names=[name], title=f"dualex: {name}")
+        return write_report([ex], out, names=[name], title=f"dualex: {name}", addons=addons)
     from dualex.viz.figure import figure1, save_figure, text_pair_figure
 
     if isinstance(ex.a, TextPositions) and isinstance(ex.b, TextPositions):
@@ -306,6 +307,9 @@ def explain(
     backend: Annotated[str, typer.Option(help="With --data: local, ray or ray:ADDRESS.")] = "local",
     workers: Annotated[int, typer.Option(help="With --data: Ray workers.", min=1)] = 1,
     limit: Annotated[int | None, typer.Option(help="With --data: most samples.")] = None,
+    concepts: Annotated[
+        Path | None, typer.Option(help="Concept dictionary folder: the report's concept panel.")
+    ] = None,
 ) -> None:
     """Explain one caption–image pair (token × patch) or two texts (token × token).
 
@@ -378,7 +382,10 @@ def explain(
     if out is not None and kind is not None:
         name = _pair_name(ex, image.name) if two_texts else image.name
         with _progress(f"writing {out.name}"):
-            path = _write(ex, out, kind, name, span or [], box or [], not per_panel_range)
+            from dualex.concepts.cli import report_addons
+
+            addons = report_addons(ex, concepts, encoder) if kind == "report" else []
+            path = _write(ex, out, kind, name, span or [], box or [], not per_panel_range, addons)
         console.print(f"wrote {path}", soft_wrap=True)
 
 
@@ -508,6 +515,10 @@ from dualex.train.cli import EPILOG as _FT_EPILOG  # noqa: E402
 from dualex.train.cli import finetune_command  # noqa: E402
 
 app.command("finetune", epilog=_FT_EPILOG)(finetune_command)
+
+from dualex.concepts.cli import concepts_app  # noqa: E402
+
+app.add_typer(concepts_app, name="concepts")
 
 
 @contextmanager

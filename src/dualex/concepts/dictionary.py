@@ -36,7 +36,7 @@ from dualex.errors import (
     SettingError,
 )
 
-__all__ = ["Concepts", "ConceptExamples", "weights_fingerprint"]
+__all__ = ["ConceptExamples", "Concepts", "weights_fingerprint"]
 
 FORMAT = "dualex.concepts/1"
 TENSORS = "concepts.safetensors"
@@ -58,6 +58,9 @@ BATCH = 2048
 PAIR_BATCH = 256
 CHUNK = 256
 CROP = 32
+PHRASE = 3
+"""Tokens of the phrase a token's activation is credited to, for the labels (itself and the
+ones before it)."""
 
 
 # -- the model it belongs to --------------------------------------------------------------------
@@ -317,9 +320,13 @@ class Concepts:
 
     @property
     def names(self) -> list[str]:
-        """Each concept's label: the caption word(s) that activate it most on the training data
-        (mean activation over a word's occurrences; a second word joins when it reaches 60 % of
-        the first); ``"(unused)"`` for a concept that never fired."""
+        """Each concept's label: the caption word(s) that activate it most on the training data.
+
+        A token's activation is credited to the words of its phrase (itself and the two content
+        tokens before it: in context, "red circle" may fire at "circle"); a word's score is its
+        mean credit over its occurrences (at least 3); the label is the best word, and the
+        second joins (``"red / circle"``) when it reaches 60 % of the first. ``"(unused)"``:
+        the concept never fired on a caption word."""
         return list(self.meta.get("names") or [f"concept {k}" for k in range(self.size)])
 
     @property
@@ -378,7 +385,7 @@ class Concepts:
                 f"this concept dictionary belongs to model {want['name']!r}, but the explanation "
                 f"is of {ex.model!r}; use a dictionary trained on {ex.model!r}"
             )
-        if E != want["embed_dim"] or kinds != list(want["modalities"]):
+        if want["embed_dim"] != E or kinds != list(want["modalities"]):
             raise ModelMismatchError(
                 f"this concept dictionary is for {want['modalities']} embeddings of size "
                 f"{want['embed_dim']}, the explanation has {kinds} of size {E}; use a "
@@ -752,10 +759,16 @@ def _finish(
             word_ids.append(words.setdefault(tok, len(words)))
         wid = torch.tensor(word_ids, dtype=torch.int64)
         a = acts[side][sel].clamp_min(0).double()  # [N, K]
-        s = torch.zeros(len(words), K, dtype=torch.float64).index_add_(0, wid, a)
-        c = torch.zeros(len(words), dtype=torch.float64).index_add_(
-            0, wid, torch.ones(len(wid), dtype=torch.float64)
-        )
+        item_of = d["item"][sel]
+        # a token's activation is credited to the words of its phrase: itself and the
+        # PHRASE - 1 content tokens before it (in context, "red circle" may fire at "circle")
+        s = torch.zeros(len(words), K, dtype=torch.float64)
+        c = torch.zeros(len(words), dtype=torch.float64)
+        for o in range(PHRASE):
+            same = item_of[o:] == item_of[: len(item_of) - o]
+            src = torch.arange(o, len(wid))[same]
+            s.index_add_(0, wid[src - o], a[src])
+            c.index_add_(0, wid[src - o], torch.ones(len(src), dtype=torch.float64))
         sums.append(s)
         counts.append(c)
         # top captions: the caption's largest token activation
