@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dualex.towers.positions import ImagePositions, TextPositions
-from dualex.viz.report import _asset, _json_for_html, _quantise
+from dualex.viz.report import _asset, _quantise
 
 __all__ = ["ConceptPanel", "concept_panel", "concepts_page"]
 
