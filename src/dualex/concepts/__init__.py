@@ -3,6 +3,14 @@
 (:class:`ConceptSplit`, ``ex.concept_split(concepts)``)."""
 
 from dualex.concepts.dictionary import ConceptExamples, Concepts, weights_fingerprint
+from dualex.concepts.gaps import ConceptAgreement, concept_agreement
 from dualex.concepts.split import ConceptSplit
 
-__all__ = ["ConceptExamples", "ConceptSplit", "Concepts", "weights_fingerprint"]
+__all__ = [
+    "ConceptAgreement",
+    "ConceptExamples",
+    "ConceptSplit",
+    "Concepts",
+    "concept_agreement",
+    "weights_fingerprint",
+]
