@@ -19,7 +19,7 @@ from typing import Any
 from dualex.towers.positions import ImagePositions, TextPositions
 from dualex.viz.report import _asset, _quantise
 
-__all__ = ["ConceptPanel", "concept_panel", "concepts_page"]
+__all__ = ["ConceptPanel", "concept_figure", "concept_panel", "concepts_page"]
 
 PANEL_CONCEPTS = 16
 """Concepts shown per pair (largest |share| first)."""
@@ -148,3 +148,52 @@ _PAGE = """<!DOCTYPE html>
 {cards}
 </div></body></html>
 """
+
+
+def concept_figure(ex: Any, concepts: Any, n: int = 4, *, positive_only: bool = False) -> Any:
+    """A figure row: the whole caption's heatmap, then the ``n`` concepts of largest ``|share|``,
+    each the heatmap of its own matrix (the whole caption's rows), on one colour range.
+
+    Args:
+        ex: A caption–image explanation that keeps its projections.
+        concepts: The :class:`dualex.Concepts` of its model, or an already computed split.
+        n: Concepts shown.
+        positive_only: Clip negative values.
+
+    Returns:
+        The matplotlib figure.
+    """
+    import dataclasses
+
+    from dualex.viz.colors import symmetric_range
+    from dualex.viz.figure import _pyplot, weights_note
+    from dualex.viz.heatmap import content_span
+
+    split = concepts if hasattr(concepts, "matrices") else ex.concept_split(concepts)
+    plt = _pyplot()
+    n = min(n, len(split.names))
+    panels = [("all concepts + residual", ex.matrix.double(), float(ex.matrix.double().sum()))]
+    for k in range(n):
+        panels.append(
+            (
+                f"#{int(split.concepts[k])} {split.names[k]}",
+                split.matrices[k],
+                float(split.shares[k]),
+            )
+        )
+    span = content_span(ex)
+    views = [dataclasses.replace(ex, matrix=m) for _, m, _ in panels]
+    vmax = symmetric_range(*[v.image_map(span) for v in views])
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 3.0), squeeze=False)
+    from dualex.viz.figure import plot_image_map
+
+    for ax, view, (title, _, share) in zip(axes[0], views, panels, strict=True):
+        plot_image_map(view, span, ax=ax, vmax=vmax, positive_only=positive_only, colorbar=False)
+        ax.set_title(f"{title}\nshare {share:+.3g}", fontsize=8)
+    fig.suptitle(
+        f"concepts of “{ex.text_positions.text}” (residual {split.residual_share:.0%} of |M|)"
+        + weights_note(ex),
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig
