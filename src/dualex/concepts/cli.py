@@ -35,7 +35,7 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder (re-running it resumes).")],
     concepts: Annotated[int, typer.Option("--concepts", help="Number of concepts K.")] = 64,
     steps: Annotated[int, typer.Option(help="Optimiser steps.")] = 3000,
-    topk: Annotated[int, typer.Option(help="Active concepts per vector.")] = 4,
+    topk: Annotated[int, typer.Option(help="Active concepts per vector.")] = 8,
     seed: Annotated[int, typer.Option(help="Seed of the initialisation and the batches.")] = 0,
     pairs: Annotated[int | None, typer.Option(help="Use at most this many pairs.")] = None,
     checkpoint_every: Annotated[

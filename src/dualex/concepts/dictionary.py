@@ -45,7 +45,7 @@ CHECKPOINT = "checkpoint.safetensors"
 COLUMNS = "columns"
 
 DEFAULT_CONCEPTS = 64
-DEFAULT_TOPK = 4
+DEFAULT_TOPK = 8
 DEFAULT_STEPS = 3000
 PROJECTION_STEPS = 16
 """Gauss–Legendre nodes of the training projections (≈1 % tower error on the built-in model; the

@@ -131,13 +131,15 @@
         ov[t] += v;
       });
     });
+    // each side on its own range: a token sums many patches, a patch many tokens
+    var omax = 1e-30;
     rows.forEach(function (r) { vmax = Math.max(vmax, Math.abs(tv[r])); });
-    cols.forEach(function (t) { vmax = Math.max(vmax, Math.abs(ov[t])); });
+    cols.forEach(function (t) { omax = Math.max(omax, Math.abs(ov[t])); });
     strip($("concept-tokens"), p.pieces, p.special, tv, vmax, true);
     if (p.kind === "text") {
-      strip($("concept-tokens-b"), p.pieces_b, p.special_b, ov, vmax, false);
+      strip($("concept-tokens-b"), p.pieces_b, p.special_b, ov, omax, false);
     } else {
-      heat(c, p, ov, vmax);
+      heat(c, p, ov, omax);
     }
     var e = c.concepts[k];
     document.body.setAttribute("data-concept", String(e[0]));
