@@ -90,6 +90,8 @@ def test_seeded_and_saved_as_safetensors_and_json(small, tmp_path):
     ]  # fmt: skip
     loaded = Concepts.load(out)
     assert torch.equal(loaded.encoder, c.encoder) and loaded.names == c.names
+    again = Concepts.train(model, generate(24, seed=5), concepts=12, topk=3, steps=150, out=out)
+    assert torch.equal(again.encoder, c.encoder) and not (out / "columns").exists()
     meta = json.loads((out / "concepts.json").read_text())
     assert meta["model"]["name"] == "builtin" and len(meta["model"]["fingerprint"]) == 16
     data = generate(6, seed=5)

@@ -553,6 +553,10 @@ class Concepts:
         show = _progress_printer(progress)
         if folder is not None:
             _check_folder(folder, identity)
+            if (folder / META).is_file() and (folder / TENSORS).is_file():
+                done = cls.load(folder)
+                if done.meta["train"]["steps"] == steps:
+                    return done  # finished with these settings: nothing to redo
             from dualex.io import atomic_write
 
             atomic_write(folder / "run.json", json.dumps(identity, indent=1))
