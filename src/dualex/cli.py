@@ -339,6 +339,8 @@ def explain(
     from dualex.limits import check_steps
 
     kind = _output_kind(out)  # fail on bad settings before any slow work
+    if concepts is not None and kind != "report":
+        raise SettingError("--concepts adds a panel to the HTML report; pass --out report.html")
     check_steps(steps, max_steps, rule=canonical_rule(rule), names=("--steps", "--max-steps"))
     layer_arg = parse_layers(layers)
     for b in box or []:

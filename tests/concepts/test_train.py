@@ -176,3 +176,24 @@ def test_text_file_data_for_text_text_models(tmp_path):
     assert source == f"text:{f}"
     with pytest.raises(FileFormatError, match="text:FILE"):
         _pairs(f"text:{tmp_path / 'missing.txt'}", model, None)
+
+
+def test_explain_with_concepts_writes_the_panel(small, tmp_path, monkeypatch, capsys):
+    from tests.test_cli import run
+
+    _model, _c, out = small
+    s = generate(1, seed=902)[0]
+    s.image.save(tmp_path / "scene.png")
+    report = tmp_path / "report.html"
+    code, _, err = run(
+        monkeypatch, capsys, "explain", str(tmp_path / "scene.png"), s.caption,
+        "--concepts", str(out), "--out", str(report), "--steps", "4",
+    )  # fmt: skip
+    assert code == 0, err
+    html = report.read_text()
+    assert 'id="concept-panel"' in html and 'id="dualex-concepts"' in html
+    code, _, err = run(
+        monkeypatch, capsys, "explain", str(tmp_path / "scene.png"), s.caption,
+        "--concepts", str(out), "--out", str(tmp_path / "fig.png"),
+    )  # fmt: skip
+    assert code == 2 and "--out report.html" in err and not (tmp_path / "fig.png").exists()
