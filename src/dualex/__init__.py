@@ -15,6 +15,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "Completeness": "dualex.engine.interactions",
+    "Concepts": "dualex.concepts.dictionary",
     "DualEncoder": "dualex.encoder",
     "Projection": "dualex.explainer",
     "Projections": "dualex.explainer",
@@ -29,6 +30,7 @@ _EXPORTS = {
 
 __all__ = [
     "Completeness",
+    "Concepts",
     "DualEncoder",
     "DualexError",
     "Explanation",
@@ -43,6 +45,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
+    from dualex.concepts.dictionary import Concepts
     from dualex.encoder import DualEncoder
     from dualex.engine.interactions import Completeness
     from dualex.explainer import Projection, Projections, explain, project, project_many

@@ -194,6 +194,7 @@ def _write(
     spans: list[str],
     boxes: list[str],
     shared_range: bool = False,
+    addons: Any = (),
 ) -> Path:
     from dualex.towers.positions import TextPositions
 
@@ -202,7 +203,7 @@ def _write(
     if kind == "report":
         from dualex.viz.report import write_report
 
-        return write_report([ex], out, names=[name], title=f"dualex: {name}")
+        return write_report([ex], out, names=[name], title=f"dualex: {name}", addons=addons)
     from dualex.viz.figure import figure1, save_figure, text_pair_figure
 
     if isinstance(ex.a, TextPositions) and isinstance(ex.b, TextPositions):
@@ -323,6 +324,9 @@ def explain(
         typer.Option(help="banzhaf: tower passes per pair (16..4194304; default 2048)."),
     ] = None,
     seed: Annotated[int | None, typer.Option(help="banzhaf: sampling seed (default 0).")] = None,
+    concepts: Annotated[
+        Path | None, typer.Option(help="Concept dictionary folder: the report's concept panel.")
+    ] = None,
 ) -> None:
     """Explain one caption–image pair (token × patch) or two texts (token × token).
 
@@ -367,6 +371,8 @@ def explain(
     from dualex.limits import check_steps
 
     kind = _output_kind(out)  # fail on bad settings before any slow work
+    if concepts is not None and kind != "report":
+        raise SettingError("--concepts adds a panel to the HTML report; pass --out report.html")
     check_steps(steps, max_steps, rule=canonical_rule(rule), names=("--steps", "--max-steps"))
     layer_arg = parse_layers(layers)
     from dualex.explainer import method_settings
@@ -406,7 +412,10 @@ def explain(
     if out is not None and kind is not None:
         name = _pair_name(ex, image.name) if two_texts else image.name
         with _progress(f"writing {out.name}"):
-            path = _write(ex, out, kind, name, span or [], box or [], shared_range)
+            from dualex.concepts.cli import report_addons
+
+            addons = report_addons(ex, concepts, encoder) if kind == "report" else []
+            path = _write(ex, out, kind, name, span or [], box or [], shared_range, addons)
         console.print(f"wrote {path}", soft_wrap=True)
 
 
@@ -558,6 +567,10 @@ app.command("finetune", epilog=_FT_EPILOG)(_finetune)
 from dualex.search.cli import register as _register_search  # noqa: E402
 
 _register_search(app)
+
+from dualex.concepts.cli import concepts_app  # noqa: E402
+
+app.add_typer(concepts_app, name="concepts")
 
 
 @contextmanager

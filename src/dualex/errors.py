@@ -47,6 +47,10 @@ class InputWarning(DualexWarning):
     """An input was changed on its way into the model (truncated, cropped, unknown tokens)."""
 
 
+class ModelMismatchError(DualexError, ValueError):
+    """A file made for one model (a concept dictionary) used with another."""
+
+
 class OutputError(DualexError):
     """An output path that cannot be written (a read-only folder, a folder in the way, a full disk)."""
 

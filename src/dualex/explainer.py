@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from dualex.encoder import DualEncoder
-from dualex.engine.interactions import interactions
+from dualex.engine.interactions import interactions, pair_scale
 from dualex.engine.lastblock import last_block_nodes
 from dualex.engine.projection import (
     DEFAULT_MEMORY_BUDGET,
@@ -400,6 +400,8 @@ def _combine(
         raw_a=a.raw,
         raw_b=b.raw,
         weights=model.weights,
+        projections=(a.P, b.P),
+        factor=pair_scale(a.embedding, b.embedding, model.similarity, logit_scale),
     )
 
 

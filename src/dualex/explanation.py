@@ -56,6 +56,10 @@ class Explanation:
         first_order_a: ``[S_a]`` first-order terms kept by a ``"banzhaf"`` explanation (a
             position's share of its player's term), or ``None``.
         first_order_b: ``[S_b]`` likewise for side b.
+        projections: ``(P_a [E, S_a], P_b [E, S_b])``, the two sides' projections, when known
+            (kept by :func:`dualex.explain`; needed by :meth:`concept_split`).
+        factor: ``f`` with ``matrix = f · P_aᵀ P_b`` (``1/‖e_a‖‖e_b‖`` for the cosine, times the
+            logit scale if any), when known.
     """
 
     matrix: Tensor
@@ -78,6 +82,9 @@ class Explanation:
         ``"dualex"``, whose matrix is not sampled."""
         v = self.settings.get("sampling_error")
         return None if v is None else float(v)
+
+    projections: tuple[Tensor, Tensor] | None = field(default=None, repr=False)
+    factor: float | None = None
 
     # -- convenient views ----------------------------------------------------------------------
     @property
@@ -215,6 +222,19 @@ class Explanation:
         (see :attr:`TextPositions.unknown`); ``()`` when every word is known."""
         return self._text_side()[0].unknown
 
+    def concept_split(self, concepts: Any) -> Any:
+        """Split the matrix into per-concept matrices of a concept dictionary.
+
+        Args:
+            concepts: A :class:`dualex.Concepts` dictionary trained on this explanation's model.
+
+        Returns:
+            A :class:`dualex.concepts.ConceptSplit`: ``.matrices [K', S_a, S_b]``,
+            ``.concepts``, ``.names``, ``.residual [S_a, S_b]``; matrices and residual sum to
+            :attr:`matrix` (float64). See :mod:`dualex.engine.concepts` for the derivation.
+        """
+        return concepts.split(self)
+
     # -- IO ------------------------------------------------------------------------------------
     def _metadata(self) -> dict[str, Any]:
         """Everything but the tensors, as JSON values (one pair's entry in a file)."""
@@ -227,18 +247,16 @@ class Explanation:
             "weights": self.weights,
             "method": self.method,
             "settings": self.settings,
+            "factor": self.factor,
         }
 
-    def _first_order_tensors(self, prefix: str = "") -> dict[str, Tensor]:
-        """The first-order terms a method keeps (banzhaf), as named tensors."""
-        return {
-            f"{prefix}{name}": fo.detach().cpu().contiguous()
-            for name, fo in (
-                ("first_order_a", self.first_order_a),
-                ("first_order_b", self.first_order_b),
-            )
-            if fo is not None
-        }
+    def _extra_tensors(self, prefix: str = "", projections: bool = False) -> dict[str, Tensor]:
+        """The tensors kept beside the matrix, by name: the first-order terms a method keeps
+        (banzhaf) and, with ``projections``, ``P_a`` / ``P_b``."""
+        named = [("first_order_a", self.first_order_a), ("first_order_b", self.first_order_b)]
+        if projections and self.projections is not None:
+            named += list(zip(("P_a", "P_b"), self.projections, strict=True))
+        return {f"{prefix}{n}": t.detach().cpu().contiguous() for n, t in named if t is not None}
 
     @classmethod
     def _from_metadata(
@@ -247,9 +265,10 @@ class Explanation:
         matrix: Tensor,
         raw_a: Any = None,
         raw_b: Any = None,
-        first_order: dict[str, Tensor] | None = None,
+        extra: dict[str, Tensor] | None = None,
     ) -> Explanation:
         a, b = positions_from_json(meta["a"]), positions_from_json(meta["b"])
+        extra = extra or {}
         return cls(
             matrix=matrix,
             a=a,
@@ -266,21 +285,31 @@ class Explanation:
             weights=str(meta.get("weights", "unknown")),  # absent in files before it
             method=str(meta.get("method", "dualex")),  # files written before methods: dualex
             settings=dict(meta.get("settings") or {}),
-            first_order_a=(first_order or {}).get("first_order_a"),
-            first_order_b=(first_order or {}).get("first_order_b"),
+            first_order_a=extra.get("first_order_a"),
+            first_order_b=extra.get("first_order_b"),
+            projections=(extra["P_a"], extra["P_b"]) if "P_a" in extra else None,
+            factor=None if meta.get("factor") is None else float(meta["factor"]),
         )
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, *, projections: bool = False) -> Path:
         """Write the explanation to a ``.safetensors`` file (atomically; no pickle).
 
-        The matrix (and the original image(s), as uint8 arrays) are tensors; positions,
-        completeness, layers, the model name and the weights' origin are JSON in the file's
-        metadata.
+        The matrix, the first-order terms a method keeps (and the original image(s), as uint8
+        arrays) are tensors; positions, completeness, layers, the model name, the weights'
+        origin, the method and its settings are JSON in the file's metadata.
+
+        Args:
+            path: The file to write.
+            projections: Also keep ``P_a`` and ``P_b`` (``E/S_b + E/S_a`` times the matrix's
+                size), so that the loaded explanation can be split into concepts.
         """
         from safetensors.torch import save_file
 
         path = Path(path)
-        tensors = {"matrix": self.matrix.detach().cpu().contiguous(), **self._first_order_tensors()}
+        tensors = {
+            "matrix": self.matrix.detach().cpu().contiguous(),
+            **self._extra_tensors(projections=projections),
+        }
         for key, raw in (("image_a", self.raw_a), ("image_b", self.raw_b)):
             if isinstance(raw, Image.Image):
                 tensors[key] = torch.from_numpy(np.asarray(raw.convert("RGB")).copy())
@@ -317,7 +346,7 @@ class Explanation:
         tensors = {}
         for k, ex in explanations.items():
             tensors[k] = ex.matrix.detach().cpu().contiguous()
-            tensors.update(ex._first_order_tensors(f"{k}/"))
+            tensors.update(ex._extra_tensors(f"{k}/"))
         pairs = {k: ex._metadata() for k, ex in explanations.items()}
         # one metadata entry: safetensors keeps metadata in a hash map, whose order (and so the
         # file's bytes) would otherwise change from process to process
@@ -343,12 +372,9 @@ class Explanation:
                     f"{str(path)!r} holds {len(pairs)} explanations ({some}, ...); {what}, or "
                     "read them all with Explanation.load_many"
                 )
-            fo = [f"{key}/{n}" for n in ("first_order_a", "first_order_b")]
-            fo = [n for n in fo if n in _tensor_names(path)]
+            fo = [n for n in _tensor_names(path) if n.startswith(f"{key}/")]
             tensors = read([key, *fo])
-            return cls._from_metadata(
-                pairs[key], tensors[key], first_order=_first_order(tensors, key)
-            )
+            return cls._from_metadata(pairs[key], tensors[key], extra=_extra(tensors, key))
         if key is not None:
             raise FileFormatError(f"{str(path)!r} holds one explanation; call load without key")
         tensors = read(None)
@@ -356,7 +382,7 @@ class Explanation:
             Image.fromarray(tensors[k].numpy()) if k in tensors else None
             for k in ("image_a", "image_b")
         ]
-        return cls._from_metadata(meta, tensors["matrix"], raws[0], raws[1], _first_order(tensors))
+        return cls._from_metadata(meta, tensors["matrix"], raws[0], raws[1], _extra(tensors))
 
     @classmethod
     def load_many(cls, path: str | os.PathLike) -> dict[str, Explanation]:
@@ -372,8 +398,7 @@ class Explanation:
         pairs = meta.get("pairs") or {}
         tensors = read(None)
         return {
-            k: cls._from_metadata(m, tensors[k], first_order=_first_order(tensors, k))
-            for k, m in pairs.items()
+            k: cls._from_metadata(m, tensors[k], extra=_extra(tensors, k)) for k, m in pairs.items()
         }
 
     def __repr__(self) -> str:
@@ -397,13 +422,12 @@ def _labels(pos: Positions) -> list[str]:
     return pos.tokens if isinstance(pos, TextPositions) else pos.labels
 
 
-def _first_order(tensors: Mapping[str, Tensor], key: str | None = None) -> dict[str, Tensor]:
-    """The first-order tensors of one explanation among a file's tensors (``key``: its name in a
-    file of many)."""
+def _extra(tensors: Mapping[str, Tensor], key: str | None = None) -> dict[str, Tensor]:
+    """The tensors kept beside one explanation's matrix (first-order terms, projections) among a
+    file's tensors (``key``: its name in a file of many)."""
     prefix = "" if key is None else f"{key}/"
-    return {
-        n: tensors[prefix + n] for n in ("first_order_a", "first_order_b") if prefix + n in tensors
-    }
+    names = ("first_order_a", "first_order_b", "P_a", "P_b")
+    return {n: tensors[prefix + n] for n in names if prefix + n in tensors}
 
 
 def _tensor_names(path: str | os.PathLike) -> set[str]:

@@ -189,6 +189,7 @@ def report_html(
     max_side: int = MAX_SIDE,
     progress: Any = None,
     boxes: Sequence[BoxList | None] | None = None,
+    addons: Sequence[Any] = (),
 ) -> str:
     """The report as one HTML string.
 
@@ -200,6 +201,10 @@ def report_html(
         progress: Optional callable called once per pair added (for progress bars).
         boxes: Per pair, ground-truth boxes ``[(label, (x0, y0, x1, y1)), ...]`` in original
             image pixels to outline on the image (or ``None``).
+        addons: Extra panels, each with ``html`` (a fragment placed below the pair),
+            ``script`` (its JavaScript, allowed by hash) and ``data`` (JSON, in a
+            ``<script id="{addon.id}" type="application/json">`` block); e.g.
+            :func:`dualex.viz.concepts.concept_panel`.
 
     Returns:
         A complete HTML document with no external references.
@@ -232,10 +237,14 @@ def report_html(
         {"title": title, "stops": stops_rgb(), "pairs": pairs, "random_note": RANDOM_WEIGHTS_NOTE}
     )
     script = _asset("report.js")
-    digest = base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
+    scripts = [script, *(a.script for a in addons)]
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(s.encode("utf-8")).digest()).decode() + "'"
+        for s in scripts
+    )
     csp = (
         "default-src 'none'; img-src data:; style-src 'unsafe-inline'; "
-        f"script-src 'sha256-{digest}'; base-uri 'none'; form-action 'none'"
+        f"script-src {hashes}; base-uri 'none'; form-action 'none'"
     )
     css = (
         _asset("report.css")
@@ -248,6 +257,12 @@ def report_html(
         css=css,
         data=data,
         script=script,
+        addons="".join(a.html for a in addons),
+        addon_scripts="".join(
+            f'<script id="{a.id}" type="application/json">{_json_for_html(a.data)}</script>\n'
+            f"<script>{a.script}</script>\n"
+            for a in addons
+        ),
     )
 
 
@@ -260,10 +275,17 @@ def write_report(
     max_side: int = MAX_SIDE,
     progress: Any = None,
     boxes: Sequence[BoxList | None] | None = None,
+    addons: Sequence[Any] = (),
 ) -> Path:
     """Write :func:`report_html` to ``path`` atomically and return the path."""
     text = report_html(
-        explanations, names, title=title, max_side=max_side, progress=progress, boxes=boxes
+        explanations,
+        names,
+        title=title,
+        max_side=max_side,
+        progress=progress,
+        boxes=boxes,
+        addons=addons,
     )
     return atomic_write(path, text)
 
@@ -340,10 +362,11 @@ ${css}
       <div class="matrix-wrap"><canvas id="matrix"></canvas></div>
       <p id="matrix-info" class="legend"></p>
     </section>
+${addons}
   </main>
 </div>
 <script id="dualex-data" type="application/json">${data}</script>
 <script>${script}</script>
-</body>
+${addon_scripts}</body>
 </html>
 """)
