@@ -10,7 +10,6 @@ import pytest
 import torch
 from PIL import Image
 from tests.viz.conftest import CAPTION, scene
-from tests.viz.test_viz_browser import browser  # noqa: F401  (the shared fixture)
 
 import dualex
 from dualex import Concepts
@@ -43,7 +42,7 @@ def concepts(model):
     )  # fmt: skip
 
 
-def _open(browser, path):  # noqa: F811
+def _open(browser, path):
     ctx = browser.new_context(viewport={"width": 1280, "height": 1600})
     pg = ctx.new_page()
     pg.errors, pg.dialogs = [], []
@@ -66,7 +65,7 @@ def _token_colours(pg) -> list[str]:
     )
 
 
-def test_clicking_a_concept_recolours_heatmap_and_tokens(browser, model, concepts, tmp_path):  # noqa: F811
+def test_clicking_a_concept_recolours_heatmap_and_tokens(browser, model, concepts, tmp_path):
     ex = dualex.explain(model, CAPTION, scene(), steps=4)
     split = ex.concept_split(concepts)
     path = write_report(
@@ -115,7 +114,7 @@ def test_clicking_a_concept_recolours_heatmap_and_tokens(browser, model, concept
         ctx.close()
 
 
-def test_text_text_panel_and_dictionary_page(browser, concepts, tmp_path):  # noqa: F811
+def test_text_text_panel_and_dictionary_page(browser, concepts, tmp_path):
     from tests.toys import mixing_model
 
     tt = mixing_model(seed=2, same=True)
