@@ -12,9 +12,9 @@ command. Each row builds a random-init model at 224 px, times the plain forward 
 a dataset), then times the workload. Ratios are taken back to back inside one process, so a noisy
 machine affects both sides alike.
 
-Rows: explain at the default split (HF CLIP, open_clip, OpenAI: the last block's input; SigLIP:
-the text's last block and the image's attention-pool head) for ViT-B/32 and ViT-B/16; throughput
-of 1 image × 80 captions and a 16 × 16 grid through ``project`` and of a dataset job
+Rows: explain at the default split (HF CLIP, open_clip, OpenAI: the last block's input; SigLIP and
+SigLIP-2 NaFlex, B/16 only: the text's last block and the image's attention-pool head) for
+ViT-B/32 and ViT-B/16; throughput of 1 image × 80 captions and a 16 × 16 grid through ``project`` and of a dataset job
 (``dualex explain --data``'s runner, 200 synthetic pairs), in pairs per second; layers 0 and 6 of
 12 (the generic path); open_clip RN50 (CNN); and exclip 1.1 on the same open_clip ViT-B/32 pair
 (its N = 10 Riemann sum; full run only, ``--no-exclip`` keeps the last measurement).
@@ -87,7 +87,8 @@ def _clip_tokenizer():
 
 
 def build(family: str, arch: str):
-    """A random-init model of ``family`` (hf, openclip, openai, siglip) at ``arch`` (B/32, B/16)."""
+    """A random-init model of ``family`` (hf, openclip, openai, siglip, siglip2 NaFlex, rn50) at
+    ``arch`` (B/32, B/16)."""
     import torch
 
     import dualex
@@ -128,6 +129,27 @@ def build(family: str, arch: str):
         cfg._attn_implementation = "eager"
         proc = SiglipImageProcessor(size={"height": size, "width": size})
         return dualex.wrap(SiglipModel(cfg).eval(), tokenizer=tok, image_processor=proc)
+    if family == "siglip2":
+        from transformers import Siglip2Config, Siglip2ImageProcessor, Siglip2Model
+
+        tok = _clip_tokenizer()
+        cfg = Siglip2Config(
+            text_config={
+                "vocab_size": max(len(tok), 49408),
+                "max_position_embeddings": 64,
+                **small,
+                **small_heads,
+            },
+            vision_config={
+                "patch_size": patch,
+                "num_patches": (size // patch) ** 2,
+                **small,
+                **small_heads,
+            },
+        )
+        cfg._attn_implementation = "eager"
+        proc = Siglip2ImageProcessor(patch_size=patch, max_num_patches=(size // patch) ** 2)
+        return dualex.wrap(Siglip2Model(cfg).eval(), tokenizer=tok, image_processor=proc)
     if family in ("openclip", "rn50"):
         import open_clip
 
@@ -305,6 +327,7 @@ def rows(quick: bool) -> list[dict]:
         {"family": "hf", "arch": "B/32", "workload": "grid16"},
         {"family": "hf", "arch": "B/32", "workload": "data200"},
         {"family": "siglip", "arch": "B/16"},
+        {"family": "siglip2", "arch": "B/16"},
         {"family": "rn50", "arch": "RN50"},
     ]
     if not quick:
@@ -362,7 +385,7 @@ def _layer_name(r: dict) -> str:
     if r.get("layers") is not None:
         return str(r["layers"])
     used = r.get("layers_used")
-    if r["family"] == "siglip" and used:
+    if r["family"].startswith("siglip") and used:
         return f"default {tuple(used)} (text last block, image head)"
     return "last block"
 
@@ -454,7 +477,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="B/32 rows only, no exclip")
     ap.add_argument("--device", default="cpu", help="cpu (a subprocess per row) or cuda")
     ap.add_argument("--no-exclip", action="store_true", help="keep the last exclip measurement")
-    ap.add_argument("--only", help="comma-separated families to run (others are kept)")
+    ap.add_argument(
+        "--only", help="comma-separated families to run; the other rows are kept from the last run"
+    )
     ap.add_argument("--out", type=Path, default=None, help="results JSON")
     ap.add_argument("--doc", type=Path, default=None, help="Markdown page")
     ap.add_argument(
@@ -469,15 +494,21 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "benchmarks" / ("results-gpu.json" if gpu else "results.json")
     doc = args.doc or ROOT / "docs" / ("performance-gpu.md" if gpu else "performance.md")
     previous = json.loads(out.read_text()) if out.exists() else {}
-    before = {row_key(r): r for r in previous.get("rows", []) if "error" not in r}
+    last = {row_key(r): r for r in previous.get("rows", []) if "error" not in r}
+    earlier = {row_key(r): r for r in previous.get("before", []) if "error" not in r}
     wanted = rows(args.quick)
     only = set(args.only.split(",")) if args.only else None
-    results = []
+    results, before = [], {}
     for r in wanted:
+        key = row_key(r)
         if only is None or r["family"] in only:
             results.append(_run_row(r, args.device, args.in_process))
-        elif row_key(r) in before:
-            results.append(before[row_key(r)])
+            if key in last:
+                before[key] = last[key]
+        elif key in last:  # kept as it was, beside the row it replaced then
+            results.append(last[key])
+            if key in earlier:
+                before[key] = earlier[key]
     exclip = None
     if not args.quick and not gpu:
         if args.no_exclip and previous.get("exclip"):
@@ -486,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
             exclip = _exclip_row()
     text = table(results, exclip, before, args.device)
     print(text)
-    old_rows = previous.get("rows", [])
+    old_rows = list(before.values())
     out.write_text(json.dumps({"rows": results, "exclip": exclip, "before": old_rows}, indent=1))
     command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
     command += f" --device {args.device}" if gpu else ""
