@@ -410,8 +410,9 @@ def table(
             continue
         old = before.get(row_key(r), {})
         was = f"{old['ratio']:.1f}×" if "ratio" in old else ""
+        wl = "pair" if "workload" not in r else f"pair (of the {r['workload']} run)"
         lines.append(
-            f"| {name} | {_layer_name(r)} | pair | {r['explain_s']:.2f} | {r['forward_s']:.3f} | "
+            f"| {name} | {_layer_name(r)} | {wl} | {r['explain_s']:.2f} | {r['forward_s']:.3f} | "
             f"{r['ratio']:.1f}× | {was} | {r['bound']:.1f}× | {r['ratio'] / r['bound']:.2f} | "
             f"{r['memory_growth_mb']:.0f} | {r['steps']} | {r['relative_error']:.1e} | "
             f"{r['fast_path']} |"
@@ -466,10 +467,26 @@ Notes:
   per node (the generic path), while at the head's input the learned probe is the only query and
   a node costs about one block. Their text towers keep the last block's input (pooled at the
   last position). Pass `layers=(L_text, L_image)` to choose another split.
+- On a shared CPU the rows of one run can differ by 2× or more for equal work (the four
+  hf B/32 pair rows repeat one measurement); a ratio is only comparable within its row.
 - On a GPU: `python -m benchmarks.run --device cuda` runs every row in one process in float32
   (inputs of one shape are already batched through `project`), with synchronised timings and the
   CUDA allocator's peak as memory growth, and writes `docs/performance-gpu.md`.
 """
+
+
+def _write_doc(doc: Path, text: str, quick: bool, gpu: bool, device: str) -> None:
+    command = "python -m benchmarks.run" + (" --quick" if quick else "")
+    command += f" --device {device}" if gpu else ""
+    where = "one GPU" if gpu else "this project's 2-core CPU machine"
+    doc.write_text(
+        "# Performance\n\nRegenerate with `" + command + "` (or `make bench`). Random-init "
+        "models at 224 px, default accuracy (completeness ≤ 1e-3), measured on " + where + "; "
+        "ratios are taken within one process. *before*: the same row in the table this one "
+        "replaced; *bound*: the cost model of `benchmarks/run.py` (fast path: the input's forward "
+        "plus one block per quadrature node; generic path: one tangent per position per node "
+        "through the blocks after the split), in forwards of the pair.\n\n" + text + "\n" + NOTES
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--in-process", action="store_true", help="every row in this process (as on a GPU)"
     )
+    ap.add_argument("--render", action="store_true", help="rewrite the page from the results file")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker:
@@ -494,6 +512,12 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or ROOT / "benchmarks" / ("results-gpu.json" if gpu else "results.json")
     doc = args.doc or ROOT / "docs" / ("performance-gpu.md" if gpu else "performance.md")
     previous = json.loads(out.read_text()) if out.exists() else {}
+    if args.render:  # the page again from the results file, nothing measured
+        before = {row_key(r): r for r in previous.get("before", []) if "error" not in r}
+        text = table(previous["rows"], previous.get("exclip"), before, args.device)
+        _write_doc(doc, text, args.quick, gpu, args.device)
+        print(text)
+        return 0
     last = {row_key(r): r for r in previous.get("rows", []) if "error" not in r}
     earlier = {row_key(r): r for r in previous.get("before", []) if "error" not in r}
     wanted = rows(args.quick)
@@ -519,17 +543,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     old_rows = list(before.values())
     out.write_text(json.dumps({"rows": results, "exclip": exclip, "before": old_rows}, indent=1))
-    command = "python -m benchmarks.run" + (" --quick" if args.quick else "")
-    command += f" --device {args.device}" if gpu else ""
-    where = "one GPU" if gpu else "this project's 2-core CPU machine"
-    doc.write_text(
-        "# Performance\n\nRegenerate with `" + command + "` (or `make bench`). Random-init "
-        "models at 224 px, default accuracy (completeness ≤ 1e-3), measured on " + where + "; "
-        "ratios are taken within one process. *before*: the same row in the table this one "
-        "replaced; *bound*: the cost model of `benchmarks/run.py` (fast path: the input's forward "
-        "plus one block per quadrature node; generic path: one tangent per position per node "
-        "through the blocks after the split), in forwards of the pair.\n\n" + text + "\n" + NOTES
-    )
+    _write_doc(doc, text, args.quick, gpu, args.device)
     return 0
 
 
