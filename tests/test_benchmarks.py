@@ -12,6 +12,7 @@ from benchmarks import run as bench
 def tiny(monkeypatch):
     monkeypatch.setenv("BENCH_TINY", "1")
     monkeypatch.setenv("BENCH_DATA_PAIRS", "3")
+    monkeypatch.setenv("BENCH_REPEATS", "2")
 
 
 def test_a_row_measured_in_process_has_its_ratio_bound_and_throughput(tiny):
