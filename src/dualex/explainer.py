@@ -307,11 +307,12 @@ def _project_group(
         d = diff_norm[sel]
         return torch.where(d > 0, err / torch.where(d > 0, d, 1.0), err)
 
+    fast = tower.fast_path(inps, layer) if mode == "auto" else None
     if steps is not None:
         levels = [Level(*nodes_and_weights(rule, steps), rule)]
     else:
-        levels = nested_levels(rule, max_steps)
-    fast = tower.fast_path(inps, layer) if mode == "auto" else None
+        # the generic path tries levels by cheap column sums, so a 1-node trial costs nothing
+        levels = nested_levels(rule, max_steps, midpoint=fast is None)
     S = H.shape[1]
     if fast is not None:
         # Last-block structure: each node's P costs about one block pass.

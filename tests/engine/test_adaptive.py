@@ -49,6 +49,8 @@ def test_equispaced_levels_are_nested_and_end_at_the_cap(rule):
     gl = nested_levels("gauss-legendre", 30)
     assert [lv.steps for lv in gl] == [4, 9, 19, 30] and gl[-1].rule == "gauss-legendre"
     assert {lv.rule for lv in gl[:-1]} == {"kronrod-patterson"}, "its 4-node rule is Gauss's"
+    mid = nested_levels("gauss-legendre", 30, midpoint=True)
+    assert mid[0].alphas.tolist() == [0.5] and 0.5 in mid[2].alphas.tolist(), "½ is a node of 9"
 
 
 def _recording(monkeypatch, name):
@@ -83,14 +85,21 @@ def test_generic_path_adaptive_evaluates_every_node_once_then_projects(clip64, m
     seen = _recording(monkeypatch, "node_totals")
     ex = dualex.explain(clip64, CAPTION, image, layers=0, tol=1e-6)
     steps = ex.completeness.steps
-    assert all(s in (4, 9, 19, 39, 64) for s in steps) and max(steps) > 4
+    levels = nested_levels("gauss-legendre", 64, midpoint=True)
+    sizes = [lv.steps for lv in levels]
+    assert sizes[0] == 1 and all(s in sizes for s in steps) and max(steps) > 4
+
+    def union(n):  # every node of the levels up to the one with n nodes
+        return {a for lv in levels[: sizes.index(n) + 1] for a in lv.alphas.tolist()}
+
     calls = [len(c) for c in seen]
-    split = next(i for i in range(1, len(calls) + 1) if sum(calls[:i]) == steps[0])
+    split = next(i for i in range(1, len(calls) + 1) if sum(calls[:i]) == len(union(steps[0])))
     for tower_calls, n in ((seen[:split], steps[0]), (seen[split:], steps[1])):
         flat = [a for call in tower_calls for a in call]
-        assert len(set(flat)) == len(flat) == n, "each node once, only those of the last level"
+        assert len(set(flat)) == len(flat), "each node once"
+        assert set(flat) == union(n), "the nodes of the levels tried, no others"
     monkeypatch.undo()
-    rule = ["gauss-legendre" if s == 64 else "kronrod-patterson" for s in steps]
+    rule = ["gauss-legendre" if s in (1, 64) else "kronrod-patterson" for s in steps]
     assert ex.completeness.rule == (
         "kronrod-patterson" if 64 not in steps else ex.completeness.rule
     )

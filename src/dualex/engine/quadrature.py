@@ -138,6 +138,8 @@ def _patterson(level: int) -> tuple[np.ndarray, np.ndarray]:
     new = leg.legroots(np.append(c, 1.0))
     if np.iscomplexobj(new) or np.abs(new).max() >= 1.0:
         raise SettingError(f"the Kronrod–Patterson extension to {2 * m + 1} nodes does not exist")
+    if len(new) % 2 == 1:  # symmetric: the middle root is 0, the 1-node Gauss rule's node
+        new[np.argmin(np.abs(new))] = 0.0
     nodes = np.concatenate([old, np.sort(new.real)])
     # weights: exact for P_0 … P_{2m} (then, by the construction, up to degree 3m + 1)
     weights = np.linalg.solve(leg.legvander(nodes, 2 * m).T, np.eye(2 * m + 1)[0] * 2.0)
@@ -163,7 +165,7 @@ class Level:
         return len(self.alphas)
 
 
-def nested_levels(rule: str | None, max_steps: int) -> list[Level]:
+def nested_levels(rule: str | None, max_steps: int, midpoint: bool = False) -> list[Level]:
     """The rules adaptive steps try in turn, up to ``max_steps`` nodes.
 
     Consecutive levels share nodes as the same floats (a caller keeps the values it has):
@@ -174,6 +176,9 @@ def nested_levels(rule: str | None, max_steps: int) -> list[Level]:
     * ``"kronrod-patterson"``: the same sequence;
     * ``"riemann"``: 1, 2, 4, … nodes (right endpoints ``k/N``: every node is one of the next);
     * ``"trapezoid"``: 2, 3, 5, 9, … nodes (``k/(N−1)``: every node is one of the next).
+
+    With ``midpoint``, the Gauss sequence starts with the 1-node rule (α = ½, a node of the
+    9-node level): for a caller whose trial levels are cheap next to the final one.
 
     The last level is the rule with ``max_steps`` nodes itself when the sequence does not reach
     it exactly (Gauss–Legendre for the Gauss sequence), so adaptive steps can still end at the cap.
@@ -193,6 +198,8 @@ def nested_levels(rule: str | None, max_steps: int) -> list[Level]:
             x, w = _patterson(i)
             a, wt = torch.as_tensor((x + 1.0) / 2.0), torch.as_tensor(w / 2.0)
             levels.append(Level(a, wt, "kronrod-patterson"))
+        if midpoint and max_steps > 1:
+            levels.insert(0, Level(*nodes_and_weights("gauss-legendre", 1), "gauss-legendre"))
         if not sizes or (name == "gauss-legendre" and sizes[-1] != max_steps):
             levels.append(Level(*nodes_and_weights("gauss-legendre", max_steps), "gauss-legendre"))
         return levels
