@@ -167,8 +167,10 @@ def weights_of(spec: str) -> str:
     kind, _, rest = key.partition(":")
     if kind in RANDOM_SPECS:
         return "random"
-    if key == "builtin":
+    if key == "builtin":  # the CLI falls back to random-clip while it is missing
         return "builtin" if builtin.available() else "random"
+    if key in builtin.BUILTIN_MODELS:
+        return "builtin"
     if kind == "openclip" and "/" not in rest:
         return "random"
     return "pretrained"
@@ -462,7 +464,7 @@ def models() -> None:
             return False
 
     status = {
-        "builtin": "installed"
+        "builtin": "installed: " + builtin.summary("builtin")
         if builtin.available()
         else "not installed: --model builtin falls back to random-clip (with a warning)",
         "hf:<id-or-path>": "available" if have("transformers") else "needs transformers",
@@ -472,6 +474,9 @@ def models() -> None:
         "openai:<name>": "available"
         if have("clip", "dualex.towers.openai_clip")
         else "not available (pip install clip-anytorch)",
+        "builtin-clip": "installed: " + builtin.summary("builtin-clip")
+        if builtin.available("builtin-clip")
+        else "not installed (train it: python -m dualex.models.train_builtin --preset clip)",
         "st:<id-or-path>": "available"
         if have("sentence_transformers", "dualex.towers.sentence_transformers")
         else "not available (pip install 'dualex[st]')",

@@ -41,23 +41,27 @@ __all__ = [
 ]
 
 
-def samples(domain: str, n: int, start: int = 0) -> list[Any]:
-    """``n`` held-out samples of a domain (seed from :data:`EVAL_SEEDS`)."""
-    return generate(n, seed=EVAL_SEEDS[domain], domain=domain, start=start, config=world_config())
+def samples(domain: str, n: int, start: int = 0, world: str = "default") -> list[Any]:
+    """``n`` held-out samples of a domain (seed from :data:`EVAL_SEEDS`) of a world
+    (:data:`~dualex.models.train_builtin.WORLDS`: ``"default"`` for ``builtin``, ``"clip"`` for
+    ``builtin-clip``)."""
+    cfg = world_config(world=world)
+    return generate(n, seed=EVAL_SEEDS[domain], domain=domain, start=start, config=cfg)
 
 
 def load_parts(path: str | Path = "builtin") -> SimpleNamespace:
-    """A model folder's ``CLIPModel``, tokenizer, image processor and the wrapped ``dual``."""
+    """A model folder's (or a built-in model's, by spec) ``CLIPModel``, tokenizer, image processor
+    and the wrapped ``dual``."""
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     import dualex
-    from dualex.models.builtin import BUILTIN_DIR
+    from dualex.models.builtin import BUILTIN_MODELS
 
-    d = str(BUILTIN_DIR if str(path) == "builtin" else path)
+    name = str(path)
+    d = str(BUILTIN_MODELS[name].folder if name in BUILTIN_MODELS else path)
     model = CLIPModel.from_pretrained(d, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(d)
     proc = CLIPImageProcessor.from_pretrained(d)
-    name = "builtin" if str(path) == "builtin" else str(path)
     dual = dualex.wrap(model, tokenizer=tok, image_processor=proc, name=name)
     return SimpleNamespace(model=model, tokenizer=tok, image_processor=proc, dual=dual)
 
@@ -209,21 +213,23 @@ def evaluate(
     n_mentions_ood: int = 200,
     layers: Sequence[int | None] = (None,),
     progress: bool = True,
+    world: str = "default",
 ) -> dict[str, Any]:
     """All metrics of MODEL.md.
 
     Args:
-        model: ``"builtin"``, a model folder, or :func:`load_parts`' result.
+        model: ``"builtin"``, ``"builtin-clip"``, a model folder, or :func:`load_parts`' result.
         n_images: Held-out images per domain for retrieval / negatives (multiple of 100).
         n_mentions: In-domain mentions of the pointing game (half plain, half textured).
         n_mentions_ood: Cluttered mentions of the pointing game.
         layers: Split layers to measure the pointing game at (``None`` = dualex's default).
         progress: Progress bars.
+        world: The world of the held-out scenes (the model's training world).
     """
     if isinstance(model, str | Path):
         model = load_parts(model)
     res: dict[str, Any] = {"retrieval": {}, "pointing": {}}
-    data = {d: samples(d, n_images) for d in ("plain", "textured", "cluttered")}
+    data = {d: samples(d, n_images, world=world) for d in ("plain", "textured", "cluttered")}
     for d, s in data.items():
         res["retrieval"][d] = retrieval(model, s)
     ind = {
@@ -271,7 +277,8 @@ def format_markdown(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Command line: print the metrics as Markdown and optionally save them as JSON."""
     p = argparse.ArgumentParser(description="Evaluate the built-in model")
-    p.add_argument("--model", default="builtin", help='"builtin" or a model folder')
+    p.add_argument("--model", default="builtin", help='"builtin", "builtin-clip" or a folder')
+    p.add_argument("--world", default="default", help='held-out world: "default" or "clip"')
     p.add_argument("--out", default=None, help="write the metrics JSON here")
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--mentions", type=int, default=500)
@@ -281,7 +288,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     layers = [None if x == "default" else int(x) for x in a.layers.split(",")]
-    res = evaluate(a.model, a.images, a.mentions, a.mentions_ood, layers)
+    res = evaluate(a.model, a.images, a.mentions, a.mentions_ood, layers, world=a.world)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))
     print(format_markdown(res))
