@@ -200,7 +200,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "max_text": 48,
         "n_train": 40000,
         "curriculum": 0.1,
-        "steps": 4000,
+        "steps": 1500,
         "threads": 1,
     },
 }
