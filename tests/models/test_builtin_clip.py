@@ -15,10 +15,12 @@ from dualex.models.train_builtin import PRESETS, TrainConfig, train
 
 MODEL_MD = Path(builtin.__file__).parent / "MODEL.md"
 
-RET_MIN = 0.5
-"""Floor of the shipped weights' R@1 among 50 on the guard set (chance 0.02)."""
-POINT_MIN = 0.3
-"""Floor of the shipped weights' pointing hit rate on the guard set's mentions."""
+RET_MIN = 0.7
+"""Floor of the shipped weights' R@1 among 50 on the guard set: they reach 0.82 (image→text) and
+0.88 (text→image); random weights of the same architecture 0.04 / 0.00 (chance 0.02)."""
+POINT_MIN = 0.25
+"""Floor of the shipped weights' pointing hit rate on the guard set's 32 mentions: they reach
+0.31 (random patch: 0.14), so one flipped mention still passes."""
 
 shipped = pytest.mark.skipif(
     not builtin.available("builtin-clip"),
@@ -127,7 +129,7 @@ def test_loads_offline_through_the_hf_code_path(monkeypatch):
     model = dualex.load("builtin-clip")
     assert model.name == "builtin-clip"
     assert (builtin.BUILTIN_CLIP_DIR / "model.safetensors").stat().st_size <= 20 * 2**20
-    assert type(model.model).__name__ == "CLIPModel"
+    assert type(model.module).__name__ == "CLIPModel" and model.weights == "builtin"
 
 
 @shipped
@@ -160,14 +162,17 @@ def test_models_command_lists_it_with_size_and_data(monkeypatch, capsys):
 
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr(sys, "argv", ["dualex", "models"])
-    with pytest.raises(SystemExit) as done:
+    code = 0
+    try:
         cli.main()
+    except SystemExit as done:
+        code = done.code
     out = capsys.readouterr().out
-    assert done.value.code in (0, None)
+    assert code in (0, None)
     line = next(ln for ln in out.splitlines() if "builtin-clip " in ln)  # its first table row
     assert "installed: " in line, out
     info = builtin.summary("builtin-clip")
-    n = sum(p.numel() for p in builtin.load_builtin("builtin-clip").model.parameters())
+    n = sum(p.numel() for p in builtin.load_builtin("builtin-clip").module.parameters())
     assert info.startswith(f"{n / 1e6:.2f} M parameters, "), info
     assert "collages" in info and "global contrastive loss only" in info
 
@@ -182,7 +187,6 @@ def test_held_out_retrieval_and_pointing_guard_the_weights(parts):
 
     data = generate(50, seed=907, domain="textured", config=world_config(world="clip"))
     r = retrieval(parts, data, group=50)
-    # chance is 0.02; the shipped model reaches ~RET on this set
     assert r["i2t_r1"] >= RET_MIN and r["t2i_r1"] >= RET_MIN, r
     hits, rand = [], []
     for s in data[:12]:
@@ -193,4 +197,5 @@ def test_held_out_retrieval_and_pointing_guard_the_weights(parts):
             inside = _hit(centres, m.boxes)
             hits.append(bool(inside[int(ex.image_map(tuple(m.span)).flatten().argmax())]))
             rand.append(inside.mean())
-    assert np.mean(hits) >= POINT_MIN > 2 * np.mean(rand), (np.mean(hits), np.mean(rand))
+    assert len(hits) == 32
+    assert np.mean(hits) >= POINT_MIN and np.mean(hits) > 1.5 * np.mean(rand), (hits, rand)
