@@ -499,7 +499,7 @@ def models() -> None:
             return False
 
     status = {
-        "builtin": "installed"
+        "builtin": "installed: " + builtin.summary("builtin")
         if builtin.available()
         else "not installed: --model builtin falls back to random-clip (with a warning)",
         "hf:<id-or-path>": "available" if have("transformers") else "needs transformers",
@@ -509,6 +509,9 @@ def models() -> None:
         "openai:<name>": "available"
         if have("clip", "dualex.towers.openai_clip")
         else "not available (pip install clip-anytorch)",
+        "builtin-clip": "installed: " + builtin.summary("builtin-clip")
+        if builtin.available("builtin-clip")
+        else "not installed (train it: python -m dualex.models.train_builtin --preset clip)",
         "st:<id-or-path>": "available"
         if have("sentence_transformers", "dualex.towers.sentence_transformers")
         else "not available (pip install 'dualex[st]')",

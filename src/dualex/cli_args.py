@@ -112,8 +112,10 @@ def weights_of(spec: str) -> str:
     kind, _, rest = key.partition(":")
     if kind in RANDOM_SPECS:
         return "random"
-    if key == "builtin":
+    if key == "builtin":  # the CLI falls back to random-clip while it is missing
         return "builtin" if builtin.available() else "random"
+    if key in builtin.BUILTIN_MODELS:
+        return "builtin"
     if kind == "openclip" and "/" not in rest:
         return "random"
     return "pretrained"

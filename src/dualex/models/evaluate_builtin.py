@@ -5,7 +5,8 @@ Run::
     python -m dualex.models.evaluate_builtin [--model DIR] [--out metrics.json]
 
 * retrieval: image→text and text→image R@1 among 100 candidates (held-out images in groups of
-  100, averaged), per domain;
+  100, averaged), per domain, with 95 % percentile-bootstrap intervals over the queries
+  (``<metric>_ci``; in-domain over the pooled plain and textured queries);
 * hard negatives: how often the true caption scores above its hard negative, per kind;
 * pointing game: the peak patch of ``dualex.explain(...).image_map(mention)`` has its centre inside
   one of the mention's boxes; the random baseline is the expected hit rate of a uniformly random
@@ -41,23 +42,27 @@ __all__ = [
 ]
 
 
-def samples(domain: str, n: int, start: int = 0) -> list[Any]:
-    """``n`` held-out samples of a domain (seed from :data:`EVAL_SEEDS`)."""
-    return generate(n, seed=EVAL_SEEDS[domain], domain=domain, start=start, config=world_config())
+def samples(domain: str, n: int, start: int = 0, world: str = "default") -> list[Any]:
+    """``n`` held-out samples of a domain (seed from :data:`EVAL_SEEDS`) of a world
+    (:data:`~dualex.models.train_builtin.WORLDS`: ``"default"`` for ``builtin``, ``"clip"`` for
+    ``builtin-clip``)."""
+    cfg = world_config(world=world)
+    return generate(n, seed=EVAL_SEEDS[domain], domain=domain, start=start, config=cfg)
 
 
 def load_parts(path: str | Path = "builtin") -> SimpleNamespace:
-    """A model folder's ``CLIPModel``, tokenizer, image processor and the wrapped ``dual``."""
+    """A model folder's (or a built-in model's, by spec) ``CLIPModel``, tokenizer, image processor
+    and the wrapped ``dual``."""
     from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel
 
     import dualex
-    from dualex.models.builtin import BUILTIN_DIR
+    from dualex.models.builtin import BUILTIN_MODELS
 
-    d = str(BUILTIN_DIR if str(path) == "builtin" else path)
+    name = str(path)
+    d = str(BUILTIN_MODELS[name].folder if name in BUILTIN_MODELS else path)
     model = CLIPModel.from_pretrained(d, attn_implementation="eager").eval()
     tok = AutoTokenizer.from_pretrained(d)
     proc = CLIPImageProcessor.from_pretrained(d)
-    name = "builtin" if str(path) == "builtin" else str(path)
     dual = dualex.wrap(model, tokenizer=tok, image_processor=proc, name=name)
     return SimpleNamespace(model=model, tokenizer=tok, image_processor=proc, dual=dual)
 
@@ -96,12 +101,15 @@ def retrieval(model: Any, data: Sequence[Any], group: int = 100) -> dict[str, fl
     img = _embed(model, images=[s.image for s in data])
     txt = _embed(model, texts=[s.caption for s in data])
     i2t, t2i, i2t_true, t2i_true, ceiling = [], [], [], [], []
+    hits: dict[str, list[float]] = {"i2t_r1": [], "t2i_r1": []}
     for g0 in range(0, len(data) - group + 1, group):
         part = data[g0 : g0 + group]
         sim = img[g0 : g0 + group] @ txt[g0 : g0 + group].T
         target = torch.arange(group)
-        i2t.append((sim.argmax(1) == target).float().mean().item())
-        t2i.append((sim.argmax(0) == target).float().mean().item())
+        hits["i2t_r1"] += (sim.argmax(1) == target).float().tolist()
+        hits["t2i_r1"] += (sim.argmax(0) == target).float().tolist()
+        i2t.append(float(np.mean(hits["i2t_r1"][-group:])))
+        t2i.append(float(np.mean(hits["t2i_r1"][-group:])))
         # holds[c, i]: caption c describes image i (its own, or an equivalent scene's)
         holds = torch.tensor(
             [[caption_holds(c, i.meta["objects"], i.image.width) for i in part] for c in part]
@@ -126,7 +134,17 @@ def retrieval(model: Any, data: Sequence[Any], group: int = 100) -> dict[str, fl
         wins = pos[idx] > (img[idx] * neg).sum(-1)
         out[f"neg_{kind}"] = wins.float().mean().item()
         out[f"neg_{kind}_n"] = len(rows)
+        hits[f"neg_{kind}"] = wins.float().tolist()
+    out["hits"] = hits
+    out.update(_intervals(hits))
     return out
+
+
+def _intervals(hits: dict[str, list[float]]) -> dict[str, list[float]]:
+    """95 % percentile-bootstrap intervals ``<key>_ci = [low, high]`` of per-query hit lists."""
+    from dualex.evaluate.analysis import bootstrap_ci
+
+    return {f"{k}_ci": list(bootstrap_ci(v)[1:3]) for k, v in hits.items() if v}
 
 
 def _hit(centres: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
@@ -193,6 +211,7 @@ def pointing_game(
                 rand.append(float(inside.mean()))
         out["default" if layer is None else str(layer)] = {
             "hit": float(np.mean(hits)),
+            **_intervals({"hit": [float(h) for h in hits]}),
             "random": float(np.mean(rand)),
             "n": len(hits),
             "completeness_mean": float(np.mean(errs)),
@@ -209,28 +228,36 @@ def evaluate(
     n_mentions_ood: int = 200,
     layers: Sequence[int | None] = (None,),
     progress: bool = True,
+    world: str = "default",
 ) -> dict[str, Any]:
     """All metrics of MODEL.md.
 
     Args:
-        model: ``"builtin"``, a model folder, or :func:`load_parts`' result.
+        model: ``"builtin"``, ``"builtin-clip"``, a model folder, or :func:`load_parts`' result.
         n_images: Held-out images per domain for retrieval / negatives (multiple of 100).
         n_mentions: In-domain mentions of the pointing game (half plain, half textured).
         n_mentions_ood: Cluttered mentions of the pointing game.
         layers: Split layers to measure the pointing game at (``None`` = dualex's default).
         progress: Progress bars.
+        world: The world of the held-out scenes (the model's training world).
     """
     if isinstance(model, str | Path):
         model = load_parts(model)
     res: dict[str, Any] = {"retrieval": {}, "pointing": {}}
-    data = {d: samples(d, n_images) for d in ("plain", "textured", "cluttered")}
+    data = {d: samples(d, n_images, world=world) for d in ("plain", "textured", "cluttered")}
     for d, s in data.items():
         res["retrieval"][d] = retrieval(model, s)
+    both = [res["retrieval"][d] for d in ("plain", "textured")]
     ind = {
-        k: float(np.mean([res["retrieval"][d][k] for d in ("plain", "textured")]))
-        for k in res["retrieval"]["plain"]
+        k: float(np.mean([r[k] for r in both]))
+        for k in both[0]
+        if k != "hits" and not k.endswith("_ci")
     }
+    pooled = {k: both[0]["hits"][k] + both[1]["hits"].get(k, []) for k in both[0]["hits"]}
+    ind.update(_intervals(pooled))  # in-domain intervals over the pooled queries
     res["retrieval"]["in-domain"] = ind
+    for d in ("plain", "textured", "cluttered"):
+        del res["retrieval"][d]["hits"]
     # pointing game: interleave plain and textured samples
     mixed = [s for pair in zip(data["plain"], data["textured"], strict=True) for s in pair]
     res["pointing"]["in-domain"] = pointing_game(model.dual, mixed, n_mentions, layers, progress)
@@ -252,17 +279,21 @@ def format_markdown(res: dict[str, Any]) -> str:
             ("t2i_r1_true", "text→image R@1, any described image"),
             ("r1_ceiling", "own-pair R@1 ceiling (equivalent captions)")]  # fmt: skip
     keys += [(f"neg_{k}", f"true caption beats {k} negative") for k in NEGATIVE_KINDS]
+
+    def cell(r: dict[str, Any], k: str) -> str:
+        if r.get(k) is None:
+            return "–"
+        ci = r.get(f"{k}_ci")
+        return f"{r[k]:.1%}" + (f" [{ci[0]:.1%}, {ci[1]:.1%}]" if ci else "")
+
     for k, name in keys:
-        vals = [res["retrieval"][d].get(k) for d in doms]
-        lines.append(
-            f"| {name} | " + " | ".join("–" if v is None else f"{v:.1%}" for v in vals) + " |"
-        )
+        lines.append(f"| {name} | " + " | ".join(cell(res["retrieval"][d], k) for d in doms) + " |")
     lines += ["", "| pointing game | layer | hit | random | mentions | completeness error mean / max |",
               "|---|---|---|---|---|---|"]  # fmt: skip
     for dom, per_layer in res["pointing"].items():
         for layer, r in per_layer.items():
             lines.append(
-                f"| {dom} | {layer} | {r['hit']:.1%} | {r['random']:.1%} | {r['n']} | "
+                f"| {dom} | {layer} | {cell(r, 'hit')} | {r['random']:.1%} | {r['n']} | "
                 f"{r['completeness_mean']:.1e} / {r['completeness_max']:.1e} |"
             )
     return "\n".join(lines)
@@ -271,7 +302,8 @@ def format_markdown(res: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Command line: print the metrics as Markdown and optionally save them as JSON."""
     p = argparse.ArgumentParser(description="Evaluate the built-in model")
-    p.add_argument("--model", default="builtin", help='"builtin" or a model folder')
+    p.add_argument("--model", default="builtin", help='"builtin", "builtin-clip" or a folder')
+    p.add_argument("--world", default="default", help='held-out world: "default" or "clip"')
     p.add_argument("--out", default=None, help="write the metrics JSON here")
     p.add_argument("--images", type=int, default=500)
     p.add_argument("--mentions", type=int, default=500)
@@ -281,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     layers = [None if x == "default" else int(x) for x in a.layers.split(",")]
-    res = evaluate(a.model, a.images, a.mentions, a.mentions_ood, layers)
+    res = evaluate(a.model, a.images, a.mentions, a.mentions_ood, layers, world=a.world)
     if a.out:
         Path(a.out).write_text(json.dumps(res, indent=1))
     print(format_markdown(res))

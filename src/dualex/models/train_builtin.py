@@ -4,6 +4,12 @@ Run::
 
     python -m dualex.models.train_builtin --out DIR [--steps N] [--resume] [--exclude-class NAME]
 
+``--preset clip`` is the recipe of ``builtin-clip`` (models/MODEL.md): 4 + 4 blocks, the global
+contrastive loss only (no patch-phrase term), the ``clip`` world of :data:`WORLDS` (objects from
+~1/8 to ~1/2 of the image side, 1-6 objects, occlusion) and a quarter of collages; explicit flags
+override it. ``--max-minutes M`` ends a sitting with a checkpoint after ``M`` minutes; the
+schedule depends on ``--steps`` only, so ``--resume`` continues the same run.
+
 ``--exclude-class`` trains a copy that never sees or reads one shape or colour (the
 never-seen-class experiment of docs/finetuning.md).
 
@@ -22,6 +28,7 @@ stock ``CLIPModel``. The run is seeded, shows a tqdm bar, and writes resumable c
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -39,12 +46,16 @@ from dualex.data.synthetic import COLOURS, NEGATIVE_KINDS, SHAPES, WorldConfig
 from dualex.io import atomic_write
 
 __all__ = [
+    "COLLAGE_SEEDS",
     "EVAL_SEEDS",
+    "PRESETS",
     "TRAIN_SEEDS",
+    "WORLDS",
     "TrainConfig",
     "builtin_vocabulary",
     "export_checkpoint",
     "main",
+    "render_collages",
     "train",
     "world_config",
 ]
@@ -55,21 +66,43 @@ TRAIN_SEEDS = {"plain": 101, "textured": 102}
 EVAL_SEEDS = {"plain": 901, "textured": 902, "cluttered": 903}
 """World seeds of the held-out evaluation images (never used in training)."""
 
+COLLAGE_SEEDS = {"plain": 111, "textured": 112}
+"""World seeds of the scenes tiled into training collages (``TrainConfig.collage_share``)."""
+
+WORLDS: dict[str, dict[str, Any]] = {
+    "default": {},
+    # objects from ~1/8 to ~1/2 of the image side (radius 0.065-0.25), 1-6 objects, boxes may
+    # overlap by up to 35 % of the smaller one (occlusion; mentions keep the visible box)
+    "clip": {
+        "sizes": {"small": (0.065, 0.13), "large": (0.17, 0.25)},
+        "max_objects": 6,
+        "max_overlap": 0.35,
+    },
+}
+"""Named synthetic worlds (:class:`WorldConfig` overrides) a model is trained and evaluated on:
+``default`` for ``builtin``, ``clip`` for ``builtin-clip``."""
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def world_config(exclude: str = "", **overrides: Any) -> WorldConfig:
-    """The synthetic-world options the built-in model is trained and evaluated on (in-domain).
+def world_config(exclude: str = "", world: str = "default", **overrides: Any) -> WorldConfig:
+    """The synthetic-world options a built-in model is trained and evaluated on (in-domain).
 
     Args:
         exclude: A shape (of :data:`SHAPES`) or a colour of the default world to leave out.
+        world: A name of :data:`WORLDS` (``"default"``: ``builtin``; ``"clip"``: ``builtin-clip``).
         **overrides: Other :class:`WorldConfig` fields.
 
     Raises:
-        SettingError: if ``exclude`` is neither a shape nor a colour of the world.
+        SettingError: if ``exclude`` is neither a shape nor a colour of the world, or ``world`` is
+            unknown.
     """
-    cfg = WorldConfig(**overrides)
+    if world not in WORLDS:
+        from dualex.errors import SettingError
+
+        raise SettingError(f"unknown world {world!r}; choose from {', '.join(WORLDS)}")
+    cfg = WorldConfig(**{**WORLDS[world], **overrides})
     if not exclude:
         return cfg
     from dataclasses import replace
@@ -145,9 +178,33 @@ class TrainConfig:
     """A shape or colour the run never shows or names (its images, captions, negatives and
     phrases are drawn from a world without it); ``""`` keeps every class. The word stays in the
     vocabulary, so a later fine-tune can teach it."""
+    world: str = "default"
+    """Which of :data:`WORLDS` the scenes are drawn from."""
+    collage_share: float = 0.0
+    """Fraction of the training images that are collages: 2-4 scenes of 1-2 objects tiled in a
+    2x2 grid (empty quadrants grey), captioned by what they show (:func:`render_collages`)."""
     seed: int = 0
     threads: int = 2
     ckpt_every: int = 100
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # builtin-clip: trained as CLIP is -- global contrastive loss only (no patch-phrase term),
+    # deeper towers, objects at every scale, occlusion and collages (see MODEL.md)
+    "clip": {
+        "layers": 4,
+        "width": 96,
+        "dense_weight": 0.0,
+        "world": "clip",
+        "collage_share": 0.25,
+        "max_text": 48,
+        "n_train": 40000,
+        "curriculum": 0.1,
+        "steps": 1500,
+        "threads": 1,
+    },
+}
+"""Named recipes: ``--preset NAME`` sets these :class:`TrainConfig` fields (other flags win)."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -227,6 +284,104 @@ def render_split(
     }
 
 
+def _pairs_of(text: str) -> set[tuple[str, str]]:
+    """The (colour, shape) pairs a synthetic caption names ("two blue stars" -> blue, star)."""
+    from dualex.data.synthetic import _plural
+
+    shape_of = {w: sh for sh in SHAPES for w in (sh, _plural(sh))}
+    words = re.findall(r"\w+", text.lower())
+    pairs = itertools.pairwise(words)
+    return {(a, shape_of[b]) for a, b in pairs if a in COLOURS and b in shape_of}
+
+
+def render_collages(
+    n: int, tok: Any, tc: TrainConfig, cfg: WorldConfig, desc: str = "render collages"
+) -> dict[str, torch.Tensor]:
+    """Render ``n`` training collages into the tensors of :func:`render_split`.
+
+    Collage ``i`` tiles 2-4 scenes (``i`` alternates plain/textured, seeds
+    :data:`COLLAGE_SEEDS`) of 1-2 objects at the default world's sizes into the quadrants of a
+    2x2 grid, empty quadrants in the grid game's grey (:data:`dualex.data.grid.EMPTY_RGB`), so a
+    tiled grid is in distribution the way web collages are for CLIP. The caption joins the
+    scenes' captions (no relations) in a random order with ", "; 30 % of collages are
+    captioned tersely, by the shape words of each scene separated by spaces (the label style of
+    collage captions). Hard negatives: a scene's colour/shape/absent negative swapped into the
+    collage caption when the new colour-shape pair is nowhere in the collage; terse captions get
+    a shape absent from the collage. Patch labels are all -1 (no patch supervision).
+    """
+    from dataclasses import replace
+
+    from PIL import Image
+    from tqdm.auto import tqdm
+
+    from dualex.data.grid import EMPTY_RGB
+    from dualex.data.synthetic import make_scene, samples_for_scene
+    from dualex.models.factory import tokenize_words
+
+    base = world_config(tc.exclude_class)
+    tile_cfg = replace(base, min_objects=1, max_objects=2, relation_prob=0.0,
+                       shapes=cfg.shapes, colours=cfg.colours)  # fmt: skip
+    t = tc.image_size // 2
+    images, caps, negs, nobj = [], [], [], []
+    for i in tqdm(range(n), desc=desc, mininterval=2.0):
+        domain = ("plain", "textured")[i % 2]
+        seed = COLLAGE_SEEDS[domain]
+        rng = np.random.default_rng([seed, i, 7])
+        k = int(rng.integers(2, 5))
+        quads = sorted(int(q) for q in rng.choice(4, size=k, replace=False))
+        grid = Image.new("RGB", (2 * t, 2 * t), EMPTY_RGB)
+        tiles = []
+        for q in quads:
+            scene = make_scene(seed, 4 * i + q, domain=domain, image_size=t, config=tile_cfg)
+            r, c = divmod(q, 2)
+            grid.paste(scene.image, (c * t, r * t))
+            tiles.append((scene, samples_for_scene(scene, domain=domain, config=tile_cfg)[0]))
+        present = {(o.colour, o.shape) for sc, _ in tiles for o in sc.objects}
+        order = [int(j) for j in rng.permutation(len(tiles))]
+        row = {kind: "" for kind in NEGATIVE_KINDS}
+        parts = [tiles[j][1].caption for j in order]
+        cap = ", ".join(parts)
+        # terse 30 % of the time, and whenever the full caption would not fit max_text tokens
+        if rng.random() < 0.3 or len(tokenize_words(cap)) + 4 > tc.max_text:
+            words = [" ".join(o.shape for o in tiles[j][0].objects) for j in order]
+            cap = " ".join(words)
+            absent = [sh for sh in cfg.shapes if sh not in {o for _, o in present}]
+            flat = cap.split()
+            if absent and flat:
+                w = int(rng.integers(len(flat)))
+                flat[w] = absent[int(rng.integers(len(absent)))]
+                row["shape"] = " ".join(flat)
+        else:
+            for kind in ("colour", "shape", "absent"):
+                opts = []
+                for pos, j in enumerate(order):
+                    s = tiles[j][1]
+                    for ng in s.negatives:
+                        new = _pairs_of(ng.caption) - _pairs_of(s.caption)
+                        if ng.kind == kind and new and not new & present:
+                            opts.append((pos, ng.caption))
+                if opts:
+                    pos, alt = opts[int(rng.integers(len(opts)))]
+                    row[kind] = ", ".join([*parts[:pos], alt, *parts[pos + 1 :]])
+        images.append(np.asarray(grid, dtype=np.uint8))
+        caps.append(cap)
+        negs.append([row[kind] for kind in NEGATIVE_KINDS])
+        nobj.append(sum(len(sc.objects) for sc, _ in tiles))
+    g = tc.image_size // tc.patch_size
+    flat_negs = [c for r_ in negs for c in r_]
+    neg_ids = encode_texts(tok, [c or "a" for c in flat_negs], tc.max_text)
+    neg_ok = torch.tensor([bool(c) for c in flat_negs]).view(n, len(NEGATIVE_KINDS))
+    return {
+        "images": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
+        "ids": encode_texts(tok, caps, tc.max_text),
+        "neg_ids": neg_ids.view(n, len(NEGATIVE_KINDS), tc.max_text),
+        "neg_ok": neg_ok,
+        "labels": torch.full((n, g * g), -1, dtype=torch.int64),
+        "n_objects": torch.tensor(nobj, dtype=torch.int32),
+        "flip": torch.zeros(n, dtype=torch.int8),
+    }
+
+
 MIRROR_SYMMETRIC = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "heart")
 """Shapes that look the same mirrored left-right (all of them; rotation jitter just mirrors)."""
 
@@ -256,20 +411,26 @@ def load_or_render(out: Path, tok: Any, tc: TrainConfig, cfg: WorldConfig) -> di
     from safetensors.torch import load_file
 
     path = out / "data.safetensors"
-    key = json.dumps({"n": tc.n_train, "size": tc.image_size, "patch": tc.patch_size,
-                      "max_text": tc.max_text, "seeds": TRAIN_SEEDS, "cfg": repr(cfg),
-                      "vocab": len(tok), "format": 2})  # fmt: skip
+    key = {"n": tc.n_train, "size": tc.image_size, "patch": tc.patch_size,
+           "max_text": tc.max_text, "seeds": TRAIN_SEEDS, "cfg": repr(cfg),
+           "vocab": len(tok), "format": 2}  # fmt: skip
+    if tc.collage_share:  # the default recipe's key (and cache) stays as it was
+        key.update(collage=tc.collage_share, collage_seeds=COLLAGE_SEEDS, format=3)
+    key = json.dumps(key)
     if path.is_file():
         from safetensors import safe_open
 
         with safe_open(str(path), "pt") as f:
             if (f.metadata() or {}).get("key") == key:
                 return load_file(str(path))
-    half = tc.n_train // 2
+    n_collage = round(tc.collage_share * tc.n_train)
+    half = (tc.n_train - n_collage) // 2
     parts = [
         render_split(half, TRAIN_SEEDS[d], d, tok, tc, cfg, desc=f"render {d}")
         for d in ("plain", "textured")
     ]
+    if n_collage:
+        parts.append(render_collages(n_collage, tok, tc, cfg))
     data = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
     _atomic_save(data, path, meta={"key": key})
     return data
@@ -483,23 +644,28 @@ def _add_flip_pairs(batch: dict, data: dict, idx: torch.Tensor) -> dict:
     return {k: torch.cat([batch[k], new[k]]) for k in batch}
 
 
-def train(out: str | os.PathLike, tc: TrainConfig, resume: bool = False) -> Path:
+def train(
+    out: str | os.PathLike, tc: TrainConfig, resume: bool = False, max_minutes: float = 0.0
+) -> bool:
     """Train the built-in model into ``out`` (final files via ``save_pretrained``).
 
     Args:
         out: Output folder (checkpoints in ``out/checkpoint``, data cache ``out/data.safetensors``).
         tc: Hyper-parameters.
         resume: Continue from ``out/checkpoint`` if present.
+        max_minutes: Wall-clock budget of this sitting (0: none). When it is spent the run saves
+            a checkpoint and stops; ``resume=True`` continues it. The schedule is defined by
+            ``tc.steps`` alone, so a run cut into sittings equals one uninterrupted run.
 
     Returns:
-        ``out``.
+        True when the run finished (the model is saved), False when the budget stopped it.
     """
     from tqdm.auto import tqdm
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(tc.threads)
-    wcfg = world_config(tc.exclude_class)
+    wcfg = world_config(tc.exclude_class, tc.world)
     model, tok, proc = build(tc)
     if tc.init:
         from transformers import CLIPModel
@@ -520,6 +686,7 @@ def train(out: str | os.PathLike, tc: TrainConfig, resume: bool = False) -> Path
     model.train()
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", mininterval=5)
     t0 = time.time()
+    t_before = float(log[-1]["time"]) if log else 0.0  # earlier sittings' seconds
     ema: dict[str, float] = {}
     for step in bar:
         for g in opt.param_groups:
@@ -539,16 +706,21 @@ def train(out: str | os.PathLike, tc: TrainConfig, resume: bool = False) -> Path
                 ema[key] = v if key not in ema else 0.95 * ema[key] + 0.05 * v
         bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
         if (step + 1) % 50 == 0:
-            log.append({"step": step + 1, "time": round(time.time() - t0, 1), **ema,
+            log.append({"step": step + 1, "time": round(t_before + time.time() - t0, 1), **ema,
                         "temp": float(model.logit_scale.exp())})  # fmt: skip
             print(json.dumps(log[-1]), flush=True)
-        if (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.steps:
+        stop = bool(max_minutes) and time.time() - t0 > 60 * max_minutes
+        if (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.steps or stop:
             _save_ckpt(out, model, opt, step + 1, tc, log)
+        if stop and step + 1 < tc.steps:
+            bar.close()
+            print(f"time budget spent at step {step + 1} of {tc.steps}; continue with --resume")
+            return False
     bar.close()
     model.eval()
     save_model(out, model, tok, proc)
     _atomic_json({"config": asdict(tc), "log": log}, out / "training.json")
-    return out
+    return True
 
 
 def save_model(out: Path, model: Any, tok: Any, proc: Any) -> None:
@@ -574,21 +746,32 @@ def export_checkpoint(out: str | os.PathLike, dest: str | os.PathLike) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Command line: ``python -m dualex.models.train_builtin --out DIR [--steps N] [--resume]``."""
+    """Command line: ``python -m dualex.models.train_builtin --out DIR [--preset clip]
+    [--steps N] [--resume] [--max-minutes M]``."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    preset = pre.parse_known_args(argv)[0].preset
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--preset", choices=sorted(PRESETS), default=None,
+                   help="a named recipe (its settings; explicit flags win)")  # fmt: skip
     p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    p.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop (with a checkpoint) after this many minutes; --resume continues")  # fmt: skip
     for f, v in asdict(TrainConfig()).items():
         if isinstance(v, bool):
             p.add_argument("--" + f.replace("_", "-"), action=argparse.BooleanOptionalAction,
                            default=v)  # fmt: skip
         else:
             p.add_argument("--" + f.replace("_", "-"), type=type(v), default=v)
+    if preset:
+        p.set_defaults(**{k.replace("-", "_"): v for k, v in PRESETS[preset].items()})
     args = vars(p.parse_args(argv))
-    out, resume = args.pop("out"), args.pop("resume")
+    out, resume, minutes = args.pop("out"), args.pop("resume"), args.pop("max_minutes")
+    args.pop("preset")
     tc = TrainConfig(**args)
-    train(out, tc, resume=resume)
-    print(f"saved the model to {out}")
+    if train(out, tc, resume=resume, max_minutes=minutes):
+        print(f"saved the model to {out}")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ class Family:
         name: Short name (``"hf"``, ``"openclip"``, ...).
         summary: One line on what the family covers.
         prefixes: Spec prefixes this family loads (``"hf"`` for ``"hf:<id-or-path>"``); a spec
-            without a colon (``"builtin"``) is matched whole.
+            without a colon (``"builtin"``, ``"builtin-clip"``) is matched whole, and its loader
+            is given that name as the rest of the spec.
         spec_forms: The spec forms shown to users, with a note each.
         can_wrap: ``obj -> bool``: whether :func:`dualex.wrap` should hand ``obj`` to this family.
             Must not import heavy packages (check type names and modules).
@@ -131,7 +132,8 @@ def spec_forms() -> dict[str, str]:
 
 
 def for_spec(spec: str) -> tuple[Family, str]:
-    """The family that loads ``spec`` and the rest of the spec after its prefix.
+    """The family that loads ``spec`` and the rest of the spec after its prefix (for a spec
+    matched whole, such as ``"builtin-clip"``, the matched name).
 
     Raises:
         UnknownModelError: naming the forms that exist.
@@ -143,9 +145,9 @@ def for_spec(spec: str) -> tuple[Family, str]:
         if f.load is None:
             continue
         for prefix in f.prefixes:
-            if (not colon and kind == prefix and ":" not in prefix and not rest) or (
-                colon and kind == prefix and rest.strip()
-            ):
+            if not colon and kind == prefix and ":" not in prefix and not rest:
+                return f, prefix
+            if colon and kind == prefix and rest.strip():
                 return f, rest.strip()
     forms = "; ".join(f"{k} ({v})" for k, v in spec_forms().items())
     raise UnknownModelError(f"unknown model spec {spec!r}; use one of: {forms}")
