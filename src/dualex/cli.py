@@ -270,7 +270,7 @@ def explain(
         ),
     ] = None,
     rule: Annotated[
-        str | None, typer.Option(help="Quadrature rule: gauss-legendre, riemann or trapezoid.")
+        str | None, typer.Option(help="Quadrature rule: gauss-legendre, riemann, trapezoid or kronrod-patterson.")
     ] = None,
     out: Annotated[
         Path | None,

@@ -369,6 +369,9 @@ def _project_group(
 
 
 def _pair(value: Any, name: str) -> tuple[Any, Any]:
+    if name == "rule" and isinstance(value, str) and " / " in value:
+        first, _, second = value.partition(" / ")  # as a completeness record reports two rules
+        return first, second
     if isinstance(value, list | tuple) and len(value) == 2 and name != "reference":
         return value[0], value[1]
     if name == "reference" and isinstance(value, tuple) and len(value) == 2:
@@ -502,7 +505,11 @@ def explain(
             more and more nodes (Gauss–Legendre 4, Kronrod–Patterson 9, 19, 39, each reusing
             every node already evaluated, then Gauss–Legendre ``max_steps``) until each tower's
             relative error ≤ ``tol``.
-        rule: ``"gauss-legendre"`` (default), ``"riemann"`` (the paper's code) or ``"trapezoid"``.
+        rule: ``"gauss-legendre"`` (default), ``"riemann"`` (the paper's code),
+            ``"trapezoid"`` or ``"kronrod-patterson"``; or a per-tower pair, also as a
+            completeness record reports one (``"gauss-legendre / kronrod-patterson"``), so that
+            ``steps=ex.completeness.steps, rule=ex.completeness.rule`` reproduces an adaptive
+            result.
         reference: Reference spec for both towers or ``(ref_a, ref_b)``; ``None``: each tower's
             default (exCLIP-compatible for CLIP: ``[BOS, 0, EOS, 0…]`` text, all-zero image).
         scale: Multiply the score by the model's logit scale.
@@ -539,7 +546,8 @@ def explain(
     la, lb = _pair(layers, "layers")
     sa, sb = _pair(steps, "steps")
     ra, rb = _pair(reference, "reference")
-    opts = dict(rule=rule, mode=mode, tol=tol, max_steps=max_steps, memory_budget=memory_budget)
+    qa, qb = _pair(rule, "rule")
+    opts = dict(mode=mode, tol=tol, max_steps=max_steps, memory_budget=memory_budget)
     for side, x, tower in (("a", a, model.tower_a), ("b", b, model.tower_b)):
         if isinstance(x, Tensor) and len(tower_items(tower, x)) != 1:
             raise InvalidInputError(
@@ -548,8 +556,8 @@ def explain(
             )
     a, b = (_known(tower, x) for tower, x in ((model.tower_a, a), (model.tower_b, b)))
     with model.session():
-        pa = project_one(model.tower_a, a, layer=la, steps=sa, reference=ra, **opts)
-        pb = project_one(model.tower_b, b, layer=lb, steps=sb, reference=rb, **opts)
+        pa = project_one(model.tower_a, a, layer=la, steps=sa, rule=qa, reference=ra, **opts)
+        pb = project_one(model.tower_b, b, layer=lb, steps=sb, rule=qb, reference=rb, **opts)
         return _combine(model, pa, pb, model.current_logit_scale() if scale else None)
 
 
@@ -676,8 +684,8 @@ def project(
     la, lb = _pair(layers, "layers")
     sa, sb = _pair(steps, "steps")
     ra, rb = _pair(reference, "reference")
+    qa, qb = _pair(rule, "rule")
     opts = dict(
-        rule=rule,
         mode=mode,
         tol=tol,
         max_steps=max_steps,
@@ -706,10 +714,10 @@ def project(
         model.session(),
     ):
         out_a = project_many(
-            model.tower_a, items_a, layer=la, steps=sa, reference=ra, progress=bar, **opts
+            model.tower_a, items_a, layer=la, steps=sa, rule=qa, reference=ra, progress=bar, **opts
         )
         out_b = project_many(
-            model.tower_b, items_b, layer=lb, steps=sb, reference=rb, progress=bar, **opts
+            model.tower_b, items_b, layer=lb, steps=sb, rule=qb, reference=rb, progress=bar, **opts
         )
         logit_scale = model.current_logit_scale() if scale else None
     return Projections(model=model, a=out_a, b=out_b, scale=scale, logit_scale=logit_scale)

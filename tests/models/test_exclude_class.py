@@ -34,6 +34,6 @@ def test_unknown_exclusion_is_refused():
 def test_cli_flag_reaches_the_config(monkeypatch, tmp_path):
     seen = {}
     monkeypatch.setattr("dualex.models.train_builtin.train",
-                        lambda out, tc, resume=False: seen.setdefault("tc", tc))  # fmt: skip
+                        lambda out, tc, resume=False, **_: seen.setdefault("tc", tc))  # fmt: skip
     main(["--out", str(tmp_path), "--exclude-class", "heart"])
     assert seen["tc"].exclude_class == "heart"

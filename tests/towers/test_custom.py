@@ -99,6 +99,7 @@ def test_custom_towers_explain_exactly(custom, layer):
         px,
         layers=layer,
         steps=ex.completeness.steps,
+        rule=ex.completeness.rule,  # adaptive: the nested rule it stopped at
         mode="reverse",
     )
     assert torch.allclose(rev.matrix, ex.matrix, atol=1e-12, rtol=0)
