@@ -270,7 +270,10 @@ def explain(
         ),
     ] = None,
     rule: Annotated[
-        str | None, typer.Option(help="Quadrature rule: gauss-legendre, riemann, trapezoid or kronrod-patterson.")
+        str | None,
+        typer.Option(
+            help="Quadrature rule: gauss-legendre, riemann, trapezoid or kronrod-patterson."
+        ),
     ] = None,
     out: Annotated[
         Path | None,
