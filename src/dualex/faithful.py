@@ -73,6 +73,7 @@ __all__ = [
     "BanzhafProjections",
     "Design",
     "SideFit",
+    "check_budget",
     "check_settings",
     "design",
     "fit_side",
@@ -222,12 +223,9 @@ def fit_side(
     return SideFit(mean, slopes, float(best_lam))
 
 
-def check_settings(
-    method: Any, budget: Any, p: Any, masking: Any, estimator: Any, seed: Any
-) -> None:
-    """Refuse an unknown method or banzhaf settings out of range (a :class:`SettingError`)."""
-    if method not in METHODS:
-        raise SettingError(f"method={method!r}; use one of {', '.join(map(repr, METHODS))}")
+def check_budget(budget: Any, p: Any = 0.5) -> None:
+    """Refuse a coalition budget outside [:data:`MIN_BUDGET`, :data:`MAX_BUDGET`] or a presence
+    probability outside (0, 1) (a :class:`SettingError`); every banzhaf entry point uses it."""
     if isinstance(budget, bool) or not isinstance(budget, int | np.integer):
         raise SettingError(f"budget={budget!r}; give an int in [{MIN_BUDGET}, {MAX_BUDGET}]")
     if not MIN_BUDGET <= budget <= MAX_BUDGET:
@@ -237,6 +235,15 @@ def check_settings(
         )
     if isinstance(p, bool) or not (isinstance(p, float | int) and 0.0 < float(p) < 1.0):
         raise SettingError(f"p={p!r}; the presence probability must lie strictly in (0, 1)")
+
+
+def check_settings(
+    method: Any, budget: Any, p: Any, masking: Any, estimator: Any, seed: Any
+) -> None:
+    """Refuse an unknown method or banzhaf settings out of range (a :class:`SettingError`)."""
+    if method not in METHODS:
+        raise SettingError(f"method={method!r}; use one of {', '.join(map(repr, METHODS))}")
+    check_budget(budget, p)
     if masking not in TEXT_ABSENT:
         raise SettingError(f"masking={masking!r}; use one of {', '.join(map(repr, TEXT_ABSENT))}")
     if estimator not in ESTIMATORS:

@@ -43,6 +43,7 @@ __all__ = [
     "ImageMasker",
     "TextMasker",
     "all_coalitions",
+    "check_coalitions",
     "model_device",
     "region_groups",
 ]
@@ -123,7 +124,12 @@ def _check_batch_size(batch_size: Any) -> int:
     return batch_size
 
 
-def _check_coalitions(coalitions: Any, n: int) -> np.ndarray:
+def check_coalitions(coalitions: Any, n: int) -> np.ndarray:
+    """``coalitions`` as a ``[K, n]`` bool array (one row allowed as ``[n]``).
+
+    Raises:
+        InvalidInputError: for another shape.
+    """
     c = np.asarray(coalitions)
     if c.ndim == 1:
         c = c[None]
@@ -161,7 +167,7 @@ class _Masker:
         Returns:
             ``[K, E]`` float64 (``[0, 0]`` for no coalition).
         """
-        c = torch.from_numpy(_check_coalitions(coalitions, self.n))
+        c = torch.from_numpy(check_coalitions(coalitions, self.n))
         if len(c) == 0:
             return torch.zeros(0, 0, dtype=torch.float64)
         bs = self.batch_size

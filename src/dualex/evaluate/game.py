@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from dualex.errors import InvalidInputError, SettingError, UnsupportedMethodError
+from dualex.errors import SettingError, UnsupportedMethodError
 from dualex.masking import (
     MAX_REGIONS,
     REGION_GRID,
@@ -45,6 +45,7 @@ from dualex.masking import (
     ImageMasker,
     TextMasker,
     all_coalitions,
+    check_coalitions,
     model_device,
     region_groups,
 )
@@ -164,14 +165,6 @@ class PairGame:
         """Tower forward passes run so far (text and image inputs counted apart)."""
         return self.text.evaluations + self.image.evaluations
 
-    def _check(self, coalitions: Any, n: int) -> np.ndarray:
-        c = np.asarray(coalitions)
-        if c.ndim == 1:
-            c = c[None]
-        if c.ndim != 2 or c.shape[1] != n:
-            raise InvalidInputError(f"coalitions must be [K, {n}] bool, got shape {c.shape}")
-        return c.astype(bool)
-
     def text_embeddings(self, coalitions: Any) -> Tensor:
         """Embeddings of masked texts (unit length for a cosine model).
 
@@ -220,7 +213,7 @@ class PairGame:
         Returns:
             ``[K]`` float64 scores.
         """
-        c = self._check(coalitions, self.n_players)
+        c = check_coalitions(coalitions, self.n_players)
         t_u, t_inv = np.unique(c[:, : self.n_text], axis=0, return_inverse=True)
         i_u, i_inv = np.unique(c[:, self.n_text :], axis=0, return_inverse=True)
         et, ei = self.text_embeddings(t_u), self.image_embeddings(i_u)

@@ -77,7 +77,6 @@ positions present (a region present when its patches are), the prediction is
 
 from __future__ import annotations
 
-import math
 import time
 import zlib
 from collections.abc import Callable
@@ -95,7 +94,15 @@ from dualex.evaluate.methods.base import (
     UnsupportedMethodError,
     needs_image_tower,
 )
-from dualex.faithful import ESTIMATORS, Design, SideFit, design, fit_side, sampled_design
+from dualex.faithful import (
+    ESTIMATORS,
+    Design,
+    SideFit,
+    check_budget,
+    design,
+    fit_side,
+    sampled_design,
+)
 
 __all__ = [
     "MAX_BUDGET",
@@ -247,7 +254,7 @@ def estimate(
         seed: Sampling seed.
         estimator: ``"regression"`` or ``"sign"`` (:func:`dualex.faithful.fit_side`).
     """
-    _check(budget, p)
+    check_budget(budget, p)
     _check_estimator(estimator)
     rng = np.random.default_rng(seed)
     k_t, k_i = split_budget(budget, n_text, n_image)
@@ -261,27 +268,9 @@ def estimate(
     return _terms(dt, di, ft, fit_side(di, eye, p, estimator, ridge=ridge), p)
 
 
-def check_budget(budget: Any) -> None:
-    """Refuse a budget outside ``[MIN_BUDGET, MAX_BUDGET]`` (a :class:`SettingError` naming the
-    bounds), e.g. before a run writes anything."""
-    _check(budget, 0.5)
-
-
 def _check_estimator(estimator: Any) -> None:
     if estimator not in ESTIMATORS:
         raise SettingError(f"estimator={estimator!r}; use one of {ESTIMATORS}")
-
-
-def _check(budget: Any, p: Any) -> None:
-    if isinstance(budget, bool) or not isinstance(budget, int | np.integer):
-        raise SettingError(f"budget={budget!r}; give an int in [{MIN_BUDGET}, {MAX_BUDGET}]")
-    if not MIN_BUDGET <= budget <= MAX_BUDGET:
-        raise SettingError(
-            f"budget={budget} model evaluations is out of range; use {MIN_BUDGET} to "
-            f"{MAX_BUDGET} (2^{int(math.log2(MAX_BUDGET))})"
-        )
-    if not (isinstance(p, float | int) and 0.0 < float(p) < 1.0):
-        raise SettingError(f"p={p!r}; the presence probability must lie strictly in (0, 1)")
 
 
 def banzhaf(
@@ -332,7 +321,7 @@ def banzhaf(
     """
     import dualex
 
-    _check(budget, p)
+    check_budget(budget, p)
     _check_estimator(estimator)
     t0 = time.perf_counter()
     model = dualex.wrap(model)
