@@ -238,3 +238,28 @@ def test_openclip_plain_loop_changed_nothing():
     assert losses == losses_m
     assert weights.keys() == weights_m.keys()
     assert all(torch.equal(weights[k], weights_m[k]) for k in weights)
+
+
+def test_an_example_caption_the_model_cannot_read_is_skipped_not_fatal(tmp_path):
+    # dualex.explain refuses a caption of words the model does not know; the monitor's worst-class
+    # examples skip such a caption (and say so) instead of ending the user's training run
+    import dataclasses
+
+    samples = generate(3, seed=4)
+    m = samples[0].mentions[0]
+    unreadable = "zorblat fnord"
+    samples[0] = dataclasses.replace(
+        samples[0],
+        caption=unreadable,
+        mentions=(dataclasses.replace(m, span=(0, len(unreadable))),),
+        negatives=(),
+    )
+    logged, got = [], []
+    monitor = GroundingMonitor(samples, every=1, mentions=8, nodes=2, worst=8,
+                               tensorboard=tmp_path / "tb", sinks=[got.append],
+                               log=logged.append)  # fmt: skip
+    monitor.step(dualex.load("builtin"), 0)
+    monitor.close()
+    captions = {ex.raw_a for _, ex, _ in got[-1].examples}
+    assert captions and unreadable not in captions
+    assert any(unreadable in line and "not explained" in line for line in logged)

@@ -418,8 +418,7 @@ class GroundingMonitor:
         p = MonitorPass(step, rows, scalars, ranking)
         if any(getattr(s, "wants_examples", False) for s in self.sinks):
             picks = self.monitor.example_picks(rows, step, self.worst)
-            exs = self._explain(tr, picks)
-            for (cls, idx), ex in zip(picks, exs, strict=True):
+            for (cls, idx), ex in self._explain(tr, picks):
                 span = next(m.span for m in self.monitor.samples[idx].mentions if m.label == cls)
                 p.examples.append((cls, ex, span))
         return p
@@ -427,21 +426,30 @@ class GroundingMonitor:
     # -- example explanations ------------------------------------------------------------------
 
     def _explain(self, tr: Any, picks: list[tuple[str, int]], tol: float | None = None,
-                 label: str | None = None) -> list[Any]:  # fmt: skip
+                 label: str | None = None) -> list[tuple[tuple[str, int], Any]]:  # fmt: skip
+        """``(pick, explanation)`` for each pick whose caption the model can read (a caption of
+        words the model does not know is refused by ``dualex.explain``; it is skipped and
+        logged, and the run goes on)."""
         import dualex
+        from dualex.errors import InvalidInputError
 
         exs = []
         with unchanged(tr.model), tr.checkpointing_paused():
             enc = tr.wrap()
-            for _, idx in picks:
-                s = self.monitor.samples[idx]
-                if tol is None:
-                    ex = dualex.explain(enc, s.caption, s.image, steps=self.monitor.nodes)
-                else:
-                    ex = dualex.explain(enc, s.caption, s.image, tol=tol)
+            for pick in picks:
+                s = self.monitor.samples[pick[1]]
+                try:
+                    if tol is None:
+                        ex = dualex.explain(enc, s.caption, s.image, steps=self.monitor.nodes)
+                    else:
+                        ex = dualex.explain(enc, s.caption, s.image, tol=tol)
+                except InvalidInputError as err:
+                    if self.log is not None:
+                        self.log(f"example {s.caption!r} not explained: {err}")
+                    continue
                 if label is not None:
                     ex.model = label
-                exs.append(ex)
+                exs.append((pick, ex))
         return exs
 
     def example_label(self, tr: Any, step: int) -> tuple[str, str]:
@@ -461,7 +469,7 @@ class GroundingMonitor:
         tr = self.trainable(model)
         label, weights = self.example_label(tr, step)
         paths = []
-        for k, ex in enumerate(self._explain(tr, self.picks, DEFAULT_TOL, label)):
+        for k, (_, ex) in enumerate(self._explain(tr, self.picks, DEFAULT_TOL, label)):
             ex.weights = weights
             paths.append(ex.save(self.out / "examples" / f"{tag}-{k}.safetensors"))
         return paths
