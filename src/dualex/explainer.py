@@ -379,9 +379,18 @@ def _pair(value: Any, name: str) -> tuple[Any, Any]:
     return value, value
 
 
-def _combine(
+def combine_projections(
     model: DualEncoder, a: Projection, b: Projection, logit_scale: float | None
 ) -> Explanation:
+    """The explanation of two projections: ``M = P_aᵀ P_b`` with its completeness record
+    (``a`` and ``b`` may come from either tower, e.g. two images of a search gallery).
+
+    Args:
+        model: The model both projections came from.
+        a: Projection of the first input (``P [E, S_a]``).
+        b: Projection of the second input (``P [E, S_b]``).
+        logit_scale: Multiply the score by it, or ``None``.
+    """
     M, comp = interactions(
         a.P,
         b.P,
@@ -558,7 +567,7 @@ def explain(
     with model.session():
         pa = project_one(model.tower_a, a, layer=la, steps=sa, rule=qa, reference=ra, **opts)
         pb = project_one(model.tower_b, b, layer=lb, steps=sb, rule=qb, reference=rb, **opts)
-        return _combine(model, pa, pb, model.current_logit_scale() if scale else None)
+        return combine_projections(model, pa, pb, model.current_logit_scale() if scale else None)
 
 
 def _known(tower: Tower, x: Any) -> Any:
@@ -602,7 +611,9 @@ class Projections:
 
     def explanation(self, i: int, j: int) -> Explanation:
         """The :class:`Explanation` of pair ``(a[i], b[j])``, equal to :func:`explain`'s."""
-        return _combine(self.model, self.a[i], self.b[j], self.logit_scale if self.scale else None)
+        return combine_projections(
+            self.model, self.a[i], self.b[j], self.logit_scale if self.scale else None
+        )
 
     def matrix(self, i: int, j: int) -> Tensor:
         """Interaction matrix ``[S_a, S_b]`` of pair ``(a[i], b[j])``."""

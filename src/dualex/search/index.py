@@ -30,9 +30,9 @@ import torch
 from torch import Tensor
 
 from dualex.encoder import DualEncoder
-from dualex.engine.interactions import Completeness, interactions
+from dualex.engine.interactions import Completeness
 from dualex.errors import FileFormatError, InvalidInputError, SettingError
-from dualex.explainer import Projection, Projections, project_one
+from dualex.explainer import Projection, Projections, combine_projections, project_one
 from dualex.explanation import Explanation
 from dualex.towers.positions import ImagePositions, TextPositions
 
@@ -706,29 +706,7 @@ class Index:
             return Projections(m, [q], [g]).explanation(0, 0), "a"
         if (qt, gt) == ("b", "a"):
             return Projections(m, [g], [q]).explanation(0, 0), "b"
-        M, comp = interactions(
-            q.P,
-            g.P,
-            q.embedding,
-            q.reference_embedding,
-            g.embedding,
-            g.reference_embedding,
-            similarity=m.similarity,
-            steps=(q.steps, g.steps),
-            rule=q.rule,
-        )
-        ex = Explanation(
-            matrix=M,
-            a=q.positions,
-            b=g.positions,
-            completeness=comp,
-            layers=(q.layer, g.layer),
-            model=m.name,
-            raw_a=q.raw,
-            raw_b=g.raw,
-            weights=m.weights,
-        )
-        return ex, "a"
+        return combine_projections(m, q, g, None), "a"
 
 
 def check_index_folder(root: str | os.PathLike[str]) -> Path:
