@@ -270,17 +270,25 @@ def render_split(
         labels.append(patch_labels(s, scene.masks, tc.patch_size, cfg))
         nobj.append(len(scene.objects))
         flips.append(relation_flip(s))
+    return _pack(tok, tc, images, caps, negs, torch.from_numpy(np.stack(labels)), nobj,
+                 torch.tensor(flips, dtype=torch.int8))  # fmt: skip
+
+
+def _pack(tok: Any, tc: Any, images: list[np.ndarray], caps: list[str], negs: list[list[str]],
+          labels: torch.Tensor, nobj: list[int], flip: torch.Tensor) -> dict[str, torch.Tensor]:  # fmt: skip
+    """One rendered training set as tensors: images, caption and hard-negative ids (an absent
+    negative encoded as "a" and masked out by ``neg_ok``), patch labels, object counts, flips."""
+    n, k = len(caps), len(NEGATIVE_KINDS)
     flat_negs = [c for row in negs for c in row]
     neg_ids = encode_texts(tok, [c or "a" for c in flat_negs], tc.max_text)
-    neg_ok = torch.tensor([bool(c) for c in flat_negs]).view(n, len(NEGATIVE_KINDS))
     return {
         "images": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
         "ids": encode_texts(tok, caps, tc.max_text),
-        "neg_ids": neg_ids.view(n, len(NEGATIVE_KINDS), tc.max_text),
-        "neg_ok": neg_ok,
-        "labels": torch.from_numpy(np.stack(labels)),
+        "neg_ids": neg_ids.view(n, k, tc.max_text),
+        "neg_ok": torch.tensor([bool(c) for c in flat_negs]).view(n, k),
+        "labels": labels,
         "n_objects": torch.tensor(nobj, dtype=torch.int32),
-        "flip": torch.tensor(flips, dtype=torch.int8),
+        "flip": flip,
     }
 
 
@@ -368,18 +376,8 @@ def render_collages(
         negs.append([row[kind] for kind in NEGATIVE_KINDS])
         nobj.append(sum(len(sc.objects) for sc, _ in tiles))
     g = tc.image_size // tc.patch_size
-    flat_negs = [c for r_ in negs for c in r_]
-    neg_ids = encode_texts(tok, [c or "a" for c in flat_negs], tc.max_text)
-    neg_ok = torch.tensor([bool(c) for c in flat_negs]).view(n, len(NEGATIVE_KINDS))
-    return {
-        "images": torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous(),
-        "ids": encode_texts(tok, caps, tc.max_text),
-        "neg_ids": neg_ids.view(n, len(NEGATIVE_KINDS), tc.max_text),
-        "neg_ok": neg_ok,
-        "labels": torch.full((n, g * g), -1, dtype=torch.int64),
-        "n_objects": torch.tensor(nobj, dtype=torch.int32),
-        "flip": torch.zeros(n, dtype=torch.int8),
-    }
+    labels = torch.full((n, g * g), -1, dtype=torch.int64)  # no patch labels for collages
+    return _pack(tok, tc, images, caps, negs, labels, nobj, torch.zeros(n, dtype=torch.int8))
 
 
 MIRROR_SYMMETRIC = ("circle", "square", "triangle", "star", "cross", "diamond", "hexagon", "heart")
