@@ -55,6 +55,18 @@ __all__ = [
 ]
 
 
+def packed_attention(attn: nn.MultiheadAttention) -> dict[str, Any]:
+    """The attention pieces of a :class:`LastBlock` from an ``nn.MultiheadAttention`` with packed
+    q/k/v (``in_proj_weight [3D, D]``): ``w_q, b_q, w_k, b_k, w_v, b_v, w_o, b_o, heads, scale``."""
+    wq, wk, wv = attn.in_proj_weight.chunk(3)
+    bias = attn.in_proj_bias
+    bq, bk, bv = bias.chunk(3) if bias is not None else (None, None, None)
+    heads = int(attn.num_heads)
+    return dict(w_q=wq, b_q=bq, w_k=wk, b_k=bk, w_v=wv, b_v=bv, w_o=attn.out_proj.weight,
+                b_o=attn.out_proj.bias, heads=heads,
+                scale=float((attn.embed_dim // heads) ** -0.5))  # fmt: skip
+
+
 def mha_last_block(
     block: nn.Module, head: Callable[[Tensor], Tensor], *, causal: bool
 ) -> LastBlock | None:
@@ -69,22 +81,9 @@ def mha_last_block(
         or not all(hasattr(block, n) for n in ("ln_1", "ln_2", "mlp"))
     ):
         return None
-    wq, wk, wv = attn.in_proj_weight.chunk(3)
-    bias = attn.in_proj_bias
-    bq, bk, bv = bias.chunk(3) if bias is not None else (None, None, None)
-    heads = int(attn.num_heads)
     return LastBlock(
         ln1=block.ln_1,
-        w_q=wq,
-        b_q=bq,
-        w_k=wk,
-        b_k=bk,
-        w_v=wv,
-        b_v=bv,
-        w_o=attn.out_proj.weight,
-        b_o=attn.out_proj.bias,
-        heads=heads,
-        scale=float((attn.embed_dim // heads) ** -0.5),
+        **packed_attention(attn),
         ln2=block.ln_2,
         mlp=block.mlp,
         head=head,

@@ -33,7 +33,7 @@ from dualex.towers.access import (
     split_heads,
 )
 from dualex.towers.base import FastPath, HookTower, TowerInput
-from dualex.towers.clip_common import image_reference_pixels
+from dualex.towers.clip_common import image_reference_pixels, packed_attention
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
     hf_id_positions,
@@ -140,26 +140,13 @@ def pool_head_block(vm: nn.Module) -> LastBlock | None:
         return None
     if getattr(head, "probe", None) is None:
         return None
-    wq, wk, wv = mha.in_proj_weight.chunk(3)
-    b = mha.in_proj_bias
-    bq, bk, bv = b.chunk(3) if b is not None else (None, None, None)
-    D, heads = mha.embed_dim, int(mha.num_heads)
     return LastBlock(
         ln1=vm.post_layernorm,
-        w_q=wq,
-        b_q=bq,
-        w_k=wk,
-        b_k=bk,
-        w_v=wv,
-        b_v=bv,
-        w_o=mha.out_proj.weight,
-        b_o=mha.out_proj.bias,
-        heads=heads,
-        scale=(D // heads) ** -0.5,
+        **packed_attention(mha),
         ln2=head.layernorm,
         mlp=head.mlp,
         head=lambda x: x,
-        probe=head.probe.reshape(D),
+        probe=head.probe.reshape(mha.embed_dim),
     )
 
 
