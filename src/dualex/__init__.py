@@ -45,15 +45,15 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from dualex.concepts.dictionary import Concepts
     from dualex.encoder import DualEncoder
     from dualex.engine.interactions import Completeness
     from dualex.explainer import Projection, Projections, explain, project, project_many
     from dualex.explanation import Explanation
     from dualex.model import load, wrap
-    # Index (dualex.search.index) has no import here: it builds through dualex.scale, whose
-    # tasks call the top-level API, so a static import would close an import cycle; the lazy
-    # export below resolves it at first use, after this module is initialised.
+    # Index (dualex.search.index) and Concepts (dualex.concepts) have no import here: they
+    # reach the top-level API back (Index builds through dualex.scale, whose tasks call it; the
+    # concepts package's CLI resolves models through dualex.cli_args), so a static import would
+    # close an import cycle; the lazy export below resolves them at first use.
 
 
 def __getattr__(name: str) -> Any:

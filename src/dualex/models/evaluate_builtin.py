@@ -142,7 +142,7 @@ def retrieval(model: Any, data: Sequence[Any], group: int = 100) -> dict[str, fl
 
 def _intervals(hits: dict[str, list[float]]) -> dict[str, list[float]]:
     """95 % percentile-bootstrap intervals ``<key>_ci = [low, high]`` of per-query hit lists."""
-    from dualex.evaluate.analysis import bootstrap_ci
+    from dualex.stats import bootstrap_ci
 
     return {f"{k}_ci": list(bootstrap_ci(v)[1:3]) for k, v in hits.items() if v}
 
