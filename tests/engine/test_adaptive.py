@@ -107,7 +107,7 @@ def test_generic_path_adaptive_evaluates_every_node_once_then_projects(clip64, m
         clip64.tower_a, CAPTION, layer=0, steps=steps[0], rule=rule[0]
     )
     pb = dualex.explainer.project_one(clip64.tower_b, image, layer=0, steps=steps[1], rule=rule[1])
-    direct = explainer._combine(clip64, pa, pb, None)
+    direct = explainer.combine_projections(clip64, pa, pb, None)
     torch.testing.assert_close(ex.matrix, direct.matrix, rtol=0, atol=1e-12)
     assert max(ex.completeness.tower_errors) <= 1e-6
 
