@@ -59,6 +59,11 @@ def interrupt_when(proc: subprocess.Popen, ready, timeout: float = 240.0) -> tup
     return proc.returncode, out.decode(), err.decode()
 
 
+def committed(folder: Path) -> list[str]:
+    """The shards committed in ``folder``: visible ``*.parquet`` names, not temporary files."""
+    return sorted(p.name for p in folder.glob("*.parquet") if not p.name.startswith("."))
+
+
 def last_line(err: str) -> str:
     """The last line of stderr (a progress bar on a pipe writes ``\\r``-separated updates)."""
     return err.replace("\r", "\n").strip().splitlines()[-1]
@@ -115,12 +120,14 @@ def test_interrupted_dataset_run_resumes(tmp_path):
     out = tmp_path / "run"
     args = ["explain", "--data", "synthetic:seed=3,n=16", "--steps", "2", "--out", str(out)]
     proc = start(args, tmp_path)
-    code, stdout, err = interrupt_when(proc, lambda: any((out / "parts").glob("*.parquet")))
+    # a shard is written to a hidden temporary file that also ends in .parquet, then renamed:
+    # only a committed (visible) shard means the first shard is done
+    code, stdout, err = interrupt_when(proc, lambda: bool(committed(out / "parts")))
     assert code == 130, err
     assert last_line(err) == RESUME
     assert_clean(err)
     assert_nothing_half_written(out)
-    done = sorted(p.name for p in (out / "parts").glob("*.parquet"))
+    done = committed(out / "parts")
     assert 1 <= len(done) < 2  # interrupted between the two shards
     mtimes = {p: (out / "parts" / p).stat().st_mtime_ns for p in done}
 
