@@ -425,22 +425,14 @@ class HookTower(Tower):
         keys = [(layer, len(r.positions), data_key(r.data), token) for r in refs]
         cache = self.__dict__.setdefault("_ref_cache", OrderedDict())
         lock = self.__dict__.setdefault("_ref_lock", threading.Lock())
-        with lock:
-            missing = {k: r for k, r in zip(keys, refs, strict=True) if k not in cache}
+        found = _hits(cache, lock, keys)
+        missing = {k: r for k, r in zip(keys, refs, strict=True) if k not in found}
         if missing:
             todo = list(missing.items())
             H = self.hidden_batch([r for _, r in todo], layer)
-            with lock:
-                for (k, _), h in zip(todo, H, strict=True):
-                    cache[k] = h
-                    cache.move_to_end(k)
-                while len(cache) > self.reference_cache_size:
-                    cache.popitem(last=False)
-            found = {k: h for (k, _), h in zip(todo, H, strict=True)}
-        else:
-            found = {}
-        with lock:
-            return torch.stack([found[k] if k in found else cache[k] for k in keys])
+            found.update((k, h) for (k, _), h in zip(todo, H, strict=True))
+            _store(cache, lock, dict(zip(missing, H, strict=True)), self.reference_cache_size)
+        return torch.stack([found[k] for k in keys])
 
     def reference_embedding_batch(
         self, inps: Sequence[TowerInput], layer: int, H_ref: Tensor, suffix: BatchSuffixFn
@@ -458,22 +450,35 @@ class HookTower(Tower):
         ]
         cache = self.__dict__.setdefault("_eref_cache", OrderedDict())
         lock = self.__dict__.setdefault("_ref_lock", threading.Lock())
-        with lock:
-            todo = [i for i, k in enumerate(keys) if k not in cache]
+        found = _hits(cache, lock, keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
             # one suffix pass over the missing inputs (the batch suffix takes any items)
             E = suffix(H_ref[todo], todo).detach()
-            with lock:
-                for i, e in zip(todo, E, strict=True):
-                    cache[keys[i]] = e
-                    cache.move_to_end(keys[i])
-                found = {keys[i]: e for i, e in zip(todo, E, strict=True)}
-                while len(cache) > self.reference_cache_size:
-                    cache.popitem(last=False)
-        else:
-            found = {}
-        with lock:
-            return torch.stack([found[k] if k in found else cache[k] for k in keys])
+            new = {keys[i]: e for i, e in zip(todo, E, strict=True)}
+            found.update(new)
+            _store(cache, lock, new, self.reference_cache_size)
+        return torch.stack([found[k] for k in keys])
+
+
+def _hits(cache: OrderedDict, lock: threading.Lock, keys: list) -> dict:
+    """The cached entries of ``keys``, taken now (storing the misses later may evict them),
+    each marked as recently used."""
+    with lock:
+        found = {k: cache[k] for k in keys if k in cache}
+        for k in found:
+            cache.move_to_end(k)
+    return found
+
+
+def _store(cache: OrderedDict, lock: threading.Lock, new: dict, size: int) -> None:
+    """Put ``new`` into the LRU ``cache`` (most recent last) and trim it to ``size`` entries."""
+    with lock:
+        for k, v in new.items():
+            cache[k] = v
+            cache.move_to_end(k)
+        while len(cache) > size:
+            cache.popitem(last=False)
 
 
 def _tensor_digest(t: Tensor) -> tuple:
