@@ -17,7 +17,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder, read_scale
 from dualex.engine.lastblock import LastBlock
 from dualex.engine.projection import BatchSuffixFn
 from dualex.errors import InvalidInputError, UnknownModelError
@@ -32,7 +31,7 @@ from dualex.towers.access import (
     softmax_probs,
     split_heads,
 )
-from dualex.towers.base import FastPath, HookTower, TowerInput
+from dualex.towers.base import DualEncoder, FastPath, HookTower, TowerInput, read_scale
 from dualex.towers.clip_common import image_reference_pixels, packed_attention
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
@@ -47,7 +46,7 @@ from dualex.towers.inputs import (
     warn_discarded,
 )
 from dualex.towers.positions import Geometry, ImagePositions
-from dualex.towers.registry import Family, TowerDescription, resolve, type_is
+from dualex.towers.registry import Family, TowerDescription, for_object, resolve, type_is
 
 
 def _features(out: Any) -> Tensor:
@@ -480,6 +479,7 @@ def wrap_hf(
         name=name or f"hf:{getattr(model.config, '_name_or_path', '') or cls}",
         module=model,
         weights=weights,
+        family=FAMILY,
     )
 
 
@@ -516,7 +516,6 @@ def load_hf(path: str, **kwargs: Any) -> DualEncoder:
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
     from dualex.hub import local_only
-    from dualex.model import wrap
 
     spec = f"hf:{path}"
     local = Path(path).expanduser()
@@ -537,7 +536,8 @@ def load_hf(path: str, **kwargs: Any) -> DualEncoder:
             f"cannot load {spec!r} with transformers ({str(err).splitlines()[0]}); pass a local "
             "folder saved with save_pretrained, or a hub id when online"
         ) from err
-    return wrap(model, processor, name=spec, weights="pretrained")
+    # AutoModel may give an AlignModel: the family that wraps it (hf or hf-align) does
+    return for_object(model).adopt(model, processor, name=spec, weights="pretrained")
 
 
 def _can_wrap(obj: Any) -> bool:
@@ -667,6 +667,10 @@ def vision_access(model: Any) -> HFVisionAccess:
     return HFVisionAccess(model)
 
 
+VISION_TOWERS = "HF CLIP, SigLIP, SigLIP-2"
+"""The image towers :func:`vision_access` opens."""
+
+
 FAMILY = Family(
     name="hf",
     summary="transformers CLIPModel / SiglipModel / Siglip2Model with their processor",
@@ -681,4 +685,5 @@ FAMILY = Family(
     towers=TOWERS,
     requires=("transformers",),
     vision_access=vision_access,
+    vision_towers=VISION_TOWERS,
 )

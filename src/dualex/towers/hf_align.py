@@ -13,9 +13,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
-from dualex.towers.base import HookTower, TowerInput
+from dualex.towers.base import DualEncoder, HookTower, TowerInput, read_scale
 from dualex.towers.clip_common import FeatureMapMixin, image_reference_pixels
 from dualex.towers.hf import _features, processor_parts
 from dualex.towers.inputs import (
@@ -226,6 +225,7 @@ def wrap_align(
         name=name or f"hf:{getattr(model.config, '_name_or_path', '') or 'AlignModel'}",
         module=model,
         weights=weights,
+        family=FAMILY,
     )
 
 

@@ -32,9 +32,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
 from dualex.towers.access import MHABlockAccess, VisionAccessError
+from dualex.towers.base import DualEncoder, read_scale
 from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
@@ -277,6 +277,7 @@ def wrap_openai(
         name=name,
         module=model,
         weights=weights,
+        family=FAMILY,
     )
 
 
@@ -490,6 +491,10 @@ def vision_access(model: Any) -> OpenAIViTAccess:
     return OpenAIViTAccess(model)
 
 
+VISION_TOWERS = "OpenAI clip ViTs"
+"""The image towers :func:`vision_access` opens."""
+
+
 FAMILY = Family(
     name="openai",
     summary="models of OpenAI's clip package (clip.model.CLIP, ViT or ResNet)",
@@ -501,4 +506,5 @@ FAMILY = Family(
     towers=TOWERS,
     requires=("clip-anytorch",),
     vision_access=vision_access,
+    vision_towers=VISION_TOWERS,
 )

@@ -24,7 +24,6 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder, read_scale
 from dualex.engine.lastblock import LastBlock
 from dualex.errors import UnknownModelError
 from dualex.hub import hf_host, reachable
@@ -36,6 +35,7 @@ from dualex.towers.access import (
     merge_heads,
     softmax_probs,
 )
+from dualex.towers.base import DualEncoder, read_scale
 from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
@@ -298,6 +298,7 @@ def wrap_openclip(
         name=name,
         module=model,
         weights=weights,
+        family=FAMILY,
     )
 
 
@@ -743,6 +744,10 @@ def vision_access(model: Any) -> VisionAccess:
     )
 
 
+VISION_TOWERS = "open_clip ViTs incl. timm ViTs such as SigLIP"
+"""The image towers :func:`vision_access` opens."""
+
+
 FAMILY = Family(
     name="openclip",
     summary="open_clip models (CLIP, CustomTextCLIP: ViT, timm ViT, ModifiedResNet towers) with "
@@ -757,4 +762,5 @@ FAMILY = Family(
     towers=TOWERS,
     requires=("open_clip_torch",),
     vision_access=vision_access,
+    vision_towers=VISION_TOWERS,
 )

@@ -17,7 +17,16 @@ from typing import Any
 
 from dualex.errors import UnknownModelError
 
-__all__ = ["FAMILY_MODULES", "Family", "TowerDescription", "families", "register", "resolve"]
+__all__ = [
+    "FAMILY_MODULES",
+    "Family",
+    "TowerDescription",
+    "families",
+    "family_of",
+    "register",
+    "register_family",
+    "resolve",
+]
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,8 @@ class Family:
         vision_access: ``DualEncoder -> VisionAccess`` opening the family's ViT image tower up
             for attention-based methods (:mod:`dualex.towers.access`; it raises
             ``VisionAccessError`` for towers it cannot open, e.g. CNNs), or ``None``.
+        vision_towers: The image towers :attr:`vision_access` opens, for messages (``"HF CLIP,
+            SigLIP, SigLIP-2"``).
     """
 
     name: str
@@ -86,6 +97,34 @@ class Family:
     towers: dict[str, TowerDescription] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
     vision_access: Callable[[Any], Any] | None = None
+    vision_towers: str = ""
+
+    def open(self, rest: str, **kwargs: Any) -> Any:
+        """Load the spec whose part after this family's prefix is ``rest``; the result carries
+        this family (``DualEncoder.family``) unless its loader set a more specific one.
+
+        Raises:
+            UnknownModelError: if the family loads no specs.
+        """
+        if self.load is None:
+            raise UnknownModelError(f"the {self.name} family loads no spec strings")
+        return _stamp(self.load(rest, **kwargs), self)
+
+    def adopt(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Wrap ``obj`` (``self.wrap``'s arguments); the result carries this family.
+
+        Raises:
+            UnknownModelError: if the family wraps no objects.
+        """
+        if self.wrap is None:
+            raise UnknownModelError(f"the {self.name} family wraps no model objects")
+        return _stamp(self.wrap(obj, *args, **kwargs), self)
+
+
+def _stamp(encoder: Any, family: Family) -> Any:
+    if getattr(encoder, "family", None) is None:
+        encoder.family = family
+    return encoder
 
 
 FAMILY_MODULES = (
@@ -104,11 +143,18 @@ _LOADED = False
 
 
 def register(family: Family) -> Family:
-    """Add a family (a third-party one, or one of dualex's own) to the registry."""
+    """Add a family (a third-party one, or one of dualex's own) to the registry.
+
+    A family registered under a name already taken replaces the earlier one (re-running a
+    notebook cell, or a test planting its own family, registers it again).
+    """
     with _LOCK:
-        if all(f.name != family.name for f in _REGISTERED):
-            _REGISTERED.append(family)
+        _REGISTERED[:] = [f for f in _REGISTERED if f.name != family.name] + [family]
     return family
+
+
+register_family = register
+"""The public name of :func:`register` (``dualex.towers.register_family``)."""
 
 
 def families() -> list[Family]:
@@ -117,7 +163,8 @@ def families() -> list[Family]:
     if not _LOADED:
         own = [importlib.import_module(m).FAMILY for m in FAMILY_MODULES]
         with _LOCK:
-            extra = [f for f in _REGISTERED if f not in own]
+            names = {f.name for f in own}
+            extra = [f for f in _REGISTERED if f.name not in names]
             _REGISTERED[:] = [*own, *extra]
             _LOADED = True
     return list(_REGISTERED)
@@ -167,6 +214,22 @@ def for_object(obj: Any) -> Family:
         f"dualex cannot wrap a {type(obj).__module__}.{type(obj).__name__}; it wraps {kinds}; "
         "or build a DualEncoder from two dualex towers (dualex.towers.custom.CustomTower)"
     )
+
+
+def family_of(model: Any) -> Family | None:
+    """The family of a :class:`~dualex.towers.base.DualEncoder`: the one it carries, else the
+    family that wraps its module (for an encoder built by a family's own ``wrap_*`` function),
+    else ``None`` (custom towers)."""
+    family = getattr(model, "family", None)
+    if family is not None:
+        return family
+    module = getattr(model, "module", None)
+    if module is None:
+        return None
+    try:
+        return for_object(module)
+    except UnknownModelError:
+        return None
 
 
 def resolve(obj: Any, path: str) -> Any:

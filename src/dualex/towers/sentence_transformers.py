@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder
 from dualex.errors import UnknownModelError
-from dualex.towers.base import HookTower, TowerInput
+from dualex.towers.base import DualEncoder, HookTower, TowerInput
 from dualex.towers.inputs import (
     hf_id_positions,
     id_tensor,
@@ -176,6 +175,7 @@ def wrap_st(
         name=name or f"st:{type(tower.auto_model).__name__}",
         module=model,
         weights=weights,
+        family=FAMILY,
     )
 
 

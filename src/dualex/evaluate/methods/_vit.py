@@ -9,17 +9,18 @@ from typing import Any
 from torch import Tensor
 
 from dualex.evaluate.methods.base import Attribution, UnsupportedMethodError
-from dualex.towers.access import VisionAccess, VisionAccessError, vision_access
+from dualex.towers.access import (
+    VisionAccess,
+    VisionAccessError,
+    access_families,
+    supported_towers,
+    vision_access,
+)
 from dualex.towers.positions import ImagePositions
 
-VIT_FAMILIES = ("builtin", "hf", "openclip", "openai")
-"""Registry families whose ViT image towers have attention access."""
-
-VIT_TOWERS = (
-    "HF CLIP, SigLIP, SigLIP-2 and the builtin model (hf, builtin); open_clip ViTs incl. timm "
-    "SigLIP (openclip); OpenAI clip ViTs (openai)"
-)
-"""The towers the attention-based methods run on, for messages."""
+VIT_FAMILIES = tuple(access_families())
+"""Registry families whose ViT image towers have attention access (as the families declare it,
+when the methods are imported)."""
 
 
 def access(model: Any, method: str) -> VisionAccess:
@@ -29,7 +30,7 @@ def access(model: Any, method: str) -> VisionAccess:
         return vision_access(model)
     except VisionAccessError as err:
         raise UnsupportedMethodError(
-            f"{method} needs a ViT image tower with attention access; it runs on {VIT_TOWERS}. "
+            f"{method} needs a ViT image tower with attention access; it runs on {supported_towers()}. "
             f"Not on this model: {err}"
         ) from err
 
