@@ -146,6 +146,14 @@ def _load(rest: str, **kwargs: Any) -> Any:
     return load_builtin(rest or "builtin", **kwargs)
 
 
+def _status(form: str) -> str:
+    if available(form):
+        return "installed: " + summary(form)
+    if form == "builtin":
+        return "not installed: --model builtin falls back to random-clip (with a warning)"
+    return f"not installed (train it: {BUILTIN_MODELS[form].recipe.split(' (')[0]})"
+
+
 def _vision_access(model: Any) -> Any:
     """The built-in models are HF ``CLIPModel``s: the ``hf`` family's access."""
     from dualex.towers.hf import vision_access
@@ -163,6 +171,9 @@ FAMILY = Family(
         "contrastive loss only, objects at every scale, collages (offline)",
     },
     load=_load,
+    requires=("transformers",),
+    weights_of=lambda rest: "builtin",
+    status=_status,
     vision_access=_vision_access,
     vision_towers="the builtin models",
 )

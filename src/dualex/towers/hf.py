@@ -421,22 +421,8 @@ class HFImageTower(HookTower):
 
 
 TOWERS = {
-    "text": TowerDescription(
-        blocks="text_model.encoder.layers",
-        layout="bsd",
-        pooled="eos (CLIP: the first end token) / last (SigLIP, SigLIP-2: padded to the context)",
-        prefix=1,
-        special="the tokenizer's special tokens (BOS, EOS, padding)",
-        pooled_query="text_model.encoder.layers.-1",
-    ),
-    "image": TowerDescription(
-        blocks="vision_model.encoder.layers",
-        layout="bsd",
-        pooled="cls (CLIP) / attention-pool (SigLIP, SigLIP-2: vision_model.head)",
-        prefix=1,
-        grid="patches (CLIP, SigLIP) / patches-variable (SigLIP-2 NaFlex, padded)",
-        pooled_query="vision_model.encoder.layers.-1 (CLIP) / vision_model.head (SigLIP)",
-    ),
+    "text": TowerDescription(blocks="text_model.encoder.layers"),
+    "image": TowerDescription(blocks="vision_model.encoder.layers"),
 }
 """The towers of transformers CLIP / SigLIP / SigLIP-2 models, as data."""
 

@@ -250,19 +250,8 @@ FAMILY = Family(
     can_wrap=lambda obj: type_is(obj, "transformers", "AlignModel"),
     wrap=_wrap,
     towers={
-        "text": TowerDescription(
-            blocks="text_model.encoder.layer",
-            layout="bsd",
-            pooled="cls",
-            prefix=1,
-            special="[CLS], [SEP], [PAD]",
-        ),
-        "image": TowerDescription(
-            blocks="vision_model.encoder.blocks",
-            layout="bchw",
-            pooled="average-pool",
-            grid="feature-map",
-        ),
+        "text": TowerDescription(blocks="text_model.encoder.layer"),
+        "image": TowerDescription(blocks="vision_model.encoder.blocks"),
     },
     requires=("transformers",),
 )

@@ -398,28 +398,9 @@ def load_openai(
 
 
 TOWERS = {
-    "text": TowerDescription(
-        blocks="transformer.resblocks",
-        layout="sbd",
-        pooled="argmax",
-        prefix=1,
-        special="start and end token; positions after the end token are dropped (causal)",
-        pooled_query="transformer.resblocks.-1",
-    ),
-    "image-vit": TowerDescription(
-        blocks="visual.transformer.resblocks",
-        layout="sbd",
-        pooled="cls",
-        prefix=1,
-        grid="patches",
-        pooled_query="visual.transformer.resblocks.-1",
-    ),
-    "image-resnet": TowerDescription(
-        blocks="visual.conv1, visual.layer1..layer4, visual.attnpool",
-        layout="bchw",
-        pooled="attention-pool",
-        grid="feature-map",
-    ),
+    "text": TowerDescription(blocks="transformer.resblocks"),
+    "image-vit": TowerDescription(blocks="visual.transformer.resblocks"),
+    "image-resnet": TowerDescription(blocks="visual.conv1, visual.layer1..layer4, visual.attnpool"),
 }
 """The towers of OpenAI clip models, as data."""
 
@@ -505,6 +486,7 @@ FAMILY = Family(
     load=lambda rest, **kw: load_openai(rest, **kw),
     towers=TOWERS,
     requires=("clip-anytorch",),
+    install="pip install clip-anytorch",
     vision_access=vision_access,
     vision_towers=VISION_TOWERS,
 )

@@ -68,43 +68,11 @@ __all__ = [
 ]
 
 TOWERS = {
-    "text": TowerDescription(
-        blocks="transformer.resblocks",
-        layout="bsd",
-        pooled="argmax",
-        prefix=1,
-        special="start and end token; positions after the end token are dropped (causal)",
-        pooled_query="transformer.resblocks.-1",
-    ),
-    "text-custom": TowerDescription(
-        blocks="text.transformer.resblocks",
-        layout="bsd",
-        pooled="last",
-        special="the tokenizer's special ids; padding kept and flagged special",
-        pooled_query="text.transformer.resblocks.-1",
-    ),
-    "image-vit": TowerDescription(
-        blocks="visual.transformer.resblocks",
-        layout="bsd",
-        pooled="cls",
-        prefix=1,
-        grid="patches",
-        pooled_query="visual.transformer.resblocks.-1",
-    ),
-    "image-timm": TowerDescription(
-        blocks="visual.trunk.blocks",
-        layout="bsd",
-        pooled="attention-pool",
-        prefix=0,
-        grid="patches",
-        pooled_query="visual.trunk.attn_pool",
-    ),
-    "image-resnet": TowerDescription(
-        blocks="visual.conv1, visual.layer1..layer4, visual.attnpool",
-        layout="bchw",
-        pooled="attention-pool",
-        grid="feature-map",
-    ),
+    "text": TowerDescription(blocks="transformer.resblocks"),
+    "text-custom": TowerDescription(blocks="text.transformer.resblocks"),
+    "image-vit": TowerDescription(blocks="visual.transformer.resblocks"),
+    "image-timm": TowerDescription(blocks="visual.trunk.blocks"),
+    "image-resnet": TowerDescription(blocks="visual.conv1, visual.layer1..layer4, visual.attnpool"),
 }
 """The towers of open_clip models, as data."""
 
@@ -761,6 +729,8 @@ FAMILY = Family(
     load=lambda rest, **kw: load_openclip(rest, **kw),
     towers=TOWERS,
     requires=("open_clip_torch",),
+    install="pip install 'dualex[openclip]'",
+    weights_of=lambda rest: "pretrained" if "/" in rest else "random",  # no tag: random init
     vision_access=vision_access,
     vision_towers=VISION_TOWERS,
 )

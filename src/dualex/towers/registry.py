@@ -2,7 +2,7 @@
 
 Each family module in ``dualex.towers`` declares one :class:`Family` as ``FAMILY``: its spec
 prefixes for :func:`dualex.load`, ``can_wrap(obj)`` and ``wrap(obj, ...)`` for
-:func:`dualex.wrap`, and a declarative description of its towers (:class:`TowerDescription`).
+:func:`dualex.wrap`, and where its towers' blocks are (:class:`TowerDescription`).
 The registry imports the family modules by name when first asked, so nothing here imports a family
 (and no family imports this registry's callers): the package has no import cycle.
 """
@@ -31,35 +31,17 @@ __all__ = [
 
 @dataclass(frozen=True)
 class TowerDescription:
-    """Where a tower's pieces are and how its positions are laid out.
+    """Where a tower's blocks are: what the family's code reads to split a tower at a layer.
+
+    Everything else about a tower (its layout, pooling, special positions, grid) is the tower
+    class's behaviour, written once in its family module.
 
     Attributes:
         blocks: Attribute path from the model object to its list of blocks (layer ``L`` is the
             input of block ``L``), e.g. ``"text_model.encoder.layers"``.
-        layout: How a block's hidden-state argument is laid out: ``"bsd"`` (batch first),
-            ``"sbd"`` (sequence first) or ``"bchw"`` (a CNN feature map; its cells are positions).
-        pooled: Which position the embedding is read from: ``"eos"`` (the first end token),
-            ``"argmax"`` (the largest token id, CLIP's EOT), ``"cls"`` (row 0), ``"last"`` (the
-            last position), ``"mean"`` (a masked mean), ``"attention-pool"`` (a learnt probe
-            attends to every position) or ``"average-pool"`` (a CNN's spatial mean).
-        prefix: Positions before the content (CLS and register tokens of a ViT; BOS of a text).
-        special: Which positions are special tokens (start/end, padding, CLS/SEP).
-        grid: How image positions are arranged: ``"patches"`` (a fixed patch grid),
-            ``"patches-variable"`` (a per-image grid, SigLIP-2 NaFlex), ``"feature-map"`` (the
-            cells of the stage entering the split layer; the grid shrinks with every stage), or
-            ``""`` for text.
-        pooled_query: For a ViT/text tower whose last block's output is read at one row or by an
-            attention pool: the attribute path (from the model object) of that last block, whose
-            pieces compute the pooled row (the last-block fast path); ``None`` where there is none.
     """
 
     blocks: str
-    layout: str
-    pooled: str
-    prefix: int = 0
-    special: str = ""
-    grid: str = ""
-    pooled_query: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,13 +60,22 @@ class Family:
         wrap: ``(obj, processor=None, *, tokenizer=None, image_processor=None, preprocess=None,
             name=None, **kwargs) -> DualEncoder``.
         load: ``(rest_of_spec, **kwargs) -> DualEncoder`` or ``None`` if the family has no spec.
-        towers: Declarative description of each tower variant (``"text"``, ``"image-vit"``...).
-        requires: Python packages the family needs, for messages.
+        towers: Where the blocks of each tower variant are (``"text"``, ``"image-vit"``...).
+        requires: The distributions (pip names) the family needs: ``dualex models`` reports the
+            family available when all are installed.
+        install: How to install what ``requires`` names (``"pip install 'dualex[openclip]'"``).
         vision_access: ``DualEncoder -> VisionAccess`` opening the family's ViT image tower up
             for attention-based methods (:mod:`dualex.towers.access`; it raises
             ``VisionAccessError`` for towers it cannot open, e.g. CNNs), or ``None``.
         vision_towers: The image towers :attr:`vision_access` opens, for messages (``"HF CLIP,
             SigLIP, SigLIP-2"``).
+        weights_of: ``rest_of_spec -> str``: where the weights of a spec come from
+            (``"pretrained"``, ``"random"``, ``"builtin"``), without loading it.
+        status: ``spec_form -> str``: what ``dualex models`` says of a form, when more than
+            whether :attr:`requires` is installed (e.g. which built-in weights are present).
+        trainable: ``(encoder, module, name) -> Trainable``: the family's training adapter
+            (:class:`dualex.towers.trainable.Trainable`) over ``module`` (the encoder's module or
+            a private copy of it), or ``None`` if the family cannot be fine-tuned.
     """
 
     name: str
@@ -98,6 +89,31 @@ class Family:
     requires: tuple[str, ...] = ()
     vision_access: Callable[[Any], Any] | None = None
     vision_towers: str = ""
+    install: str = ""
+    weights_of: Callable[[str], str] = lambda rest: "pretrained"
+    status: Callable[[str], str] | None = None
+    trainable: Callable[[Any, Any, str], Any] | None = None
+
+    def missing(self) -> list[str]:
+        """The distributions in :attr:`requires` that are not installed."""
+        from importlib.metadata import PackageNotFoundError, distribution
+
+        out = []
+        for name in self.requires:
+            try:
+                distribution(name)
+            except PackageNotFoundError:
+                out.append(name)
+        return out
+
+    def status_of(self, form: str) -> str:
+        """What ``dualex models`` says of one of :attr:`spec_forms`: ``"available"``, or what
+        is missing and how to install it (or the family's own :attr:`status`)."""
+        missing = self.missing()
+        if missing:
+            how = f" ({self.install})" if self.install else ""
+            return f"not available: needs {', '.join(missing)}{how}"
+        return self.status(form) if self.status is not None else "available"
 
     def open(self, rest: str, **kwargs: Any) -> Any:
         """Load the spec whose part after this family's prefix is ``rest``; the result carries
@@ -134,6 +150,7 @@ FAMILY_MODULES = (
     "dualex.towers.openclip",
     "dualex.towers.openai_clip",
     "dualex.towers.sentence_transformers",
+    "dualex.towers.random_clip",
 )
 """The modules that declare dualex's own families (each has a module-level ``FAMILY``)."""
 

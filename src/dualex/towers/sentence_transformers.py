@@ -246,14 +246,7 @@ FAMILY = Family(
     can_wrap=lambda obj: type_is(obj, "sentence_transformers", "SentenceTransformer"),
     wrap=_wrap,
     load=lambda rest, **kw: load_st(rest, **kw),
-    towers={
-        "text": TowerDescription(
-            blocks="[0].auto_model.encoder.layer (found by find_layers)",
-            layout="bsd",
-            pooled="mean",
-            prefix=1,
-            special="the tokenizer's special tokens ([CLS], [SEP], padding)",
-        )
-    },
+    towers={"text": TowerDescription(blocks="[0].auto_model.encoder.layer (found by find_layers)")},
     requires=("sentence-transformers",),
+    install="pip install 'dualex[st]'",
 )
