@@ -154,6 +154,12 @@ def _status(form: str) -> str:
     return f"not installed (train it: {BUILTIN_MODELS[form].recipe.split(' (')[0]})"
 
 
+def _trainable(encoder: Any, module: Any, name: str) -> Any:
+    from dualex.towers.hf import trainable
+
+    return trainable(encoder, module, name)
+
+
 def _vision_access(model: Any) -> Any:
     """The built-in models are HF ``CLIPModel``s: the ``hf`` family's access."""
     from dualex.towers.hf import vision_access
@@ -175,5 +181,6 @@ FAMILY = Family(
     weights_of=lambda rest: "builtin",
     status=_status,
     vision_access=_vision_access,
+    trainable=_trainable,
     vision_towers="the builtin models",
 )

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from dualex.errors import UnknownModelError
 from dualex.towers.base import DualEncoder, HookTower, TowerInput, read_scale
 from dualex.towers.clip_common import FeatureMapMixin, image_reference_pixels
-from dualex.towers.hf import _features, processor_parts
+from dualex.towers.hf import _features, processor_parts, trainable
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
     hf_id_positions,
@@ -254,4 +254,5 @@ FAMILY = Family(
         "image": TowerDescription(blocks="vision_model.encoder.blocks"),
     },
     requires=("transformers",),
+    trainable=trainable,
 )

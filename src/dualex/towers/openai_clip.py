@@ -26,6 +26,7 @@ import sys
 import types
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
     ClipTextTower,
+    ClipTrainable,
     cls_patch_tokens,
     mha_last_block,
     warn_random,
@@ -472,6 +474,37 @@ def vision_access(model: Any) -> OpenAIViTAccess:
     return OpenAIViTAccess(model)
 
 
+@dataclass
+class _BatchTokenize:
+    """A batch tokenizer over a codec that tokenises one text at a time (``[N, ctx]``)."""
+
+    codec: Any
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        return torch.cat([self.codec._tokenize(t) for t in texts])
+
+
+class OpenAITrainable(ClipTrainable):
+    """An OpenAI clip model being fine-tuned: open_clip's forward and file layout
+    (:class:`~dualex.towers.clip_common.ClipTrainable`), its BPE tokenizer batched."""
+
+    def rewrap(self) -> DualEncoder:
+        return wrap_openai(self.model, name=self.name, preprocess=self.image_processor)
+
+
+def trainable(encoder: DualEncoder, module: nn.Module, name: str) -> OpenAITrainable:
+    """The :class:`OpenAITrainable` over ``module``.
+
+    Raises:
+        UnknownModelError: if the encoder's towers are not the clip package's.
+    """
+    a, b = encoder.tower_a, encoder.tower_b
+    if not (hasattr(a, "codec") and hasattr(b, "preprocess")):
+        raise UnknownModelError(f"cannot fine-tune {name!r}: its towers are not OpenAI clip's")
+    tok = _BatchTokenize(a.codec)
+    return OpenAITrainable(module, tok, b.preprocess, name, weights=str(encoder.weights))
+
+
 VISION_TOWERS = "OpenAI clip ViTs"
 """The image towers :func:`vision_access` opens."""
 
@@ -489,4 +522,5 @@ FAMILY = Family(
     install="pip install clip-anytorch",
     vision_access=vision_access,
     vision_towers=VISION_TOWERS,
+    trainable=trainable,
 )

@@ -40,6 +40,7 @@ from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
     ClipTextTower,
+    ClipTrainable,
     FeatureMapMixin,
     RandomWeightsWarning,
     align_pieces,
@@ -712,6 +713,35 @@ def vision_access(model: Any) -> VisionAccess:
     )
 
 
+class OpenCLIPTrainable(ClipTrainable):
+    """An open_clip model being fine-tuned (:class:`~dualex.towers.clip_common.ClipTrainable`)."""
+
+    def rewrap(self) -> DualEncoder:
+        return wrap_openclip(self.model, self.image_processor, self.tokenizer, name=self.name)
+
+
+def trainable(encoder: DualEncoder, module: nn.Module, name: str) -> OpenCLIPTrainable:
+    """The :class:`OpenCLIPTrainable` over ``module``; its architecture read from ``name``
+    (``"openclip:<arch>[/<pretrained>]"``), which a saved copy records.
+
+    Raises:
+        UnknownModelError: if the encoder's towers are not open_clip's.
+    """
+    a, b = encoder.tower_a, encoder.tower_b
+    if not (hasattr(a, "codec") and hasattr(b, "preprocess")):
+        raise UnknownModelError(f"cannot fine-tune {name!r}: its towers are not open_clip's")
+    spec = name.partition(":")[2] if name.lower().startswith("openclip:") else name
+    try:
+        import open_clip
+
+        arch = _split_spec(spec, set(open_clip.list_models()))[0]
+    except ImportError:  # pragma: no cover
+        arch = spec.split("/")[0]
+    return OpenCLIPTrainable(
+        module, a.codec.tokenizer, b.preprocess, name, weights=str(encoder.weights), arch=arch
+    )
+
+
 VISION_TOWERS = "open_clip ViTs incl. timm ViTs such as SigLIP"
 """The image towers :func:`vision_access` opens."""
 
@@ -733,4 +763,5 @@ FAMILY = Family(
     weights_of=lambda rest: "pretrained" if "/" in rest else "random",  # no tag: random init
     vision_access=vision_access,
     vision_towers=VISION_TOWERS,
+    trainable=trainable,
 )

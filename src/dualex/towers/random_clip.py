@@ -211,6 +211,12 @@ def load_random(rest: str) -> Any:
     return encoder
 
 
+def _trainable(encoder: Any, module: Any, name: str) -> Any:
+    from dualex.towers.hf import trainable
+
+    return trainable(encoder, module, name)
+
+
 def _vision_access(model: Any) -> Any:
     from dualex.towers.hf import vision_access
 
@@ -226,5 +232,6 @@ FAMILY = Family(
     requires=("transformers",),
     weights_of=lambda rest: "random",
     vision_access=_vision_access,
+    trainable=_trainable,
     vision_towers="the random-clip model",
 )
