@@ -387,7 +387,9 @@ def explain(
     from dualex.towers.inputs import check_text
 
     check_text(text)
-    two_texts = not image.exists() and model.strip().lower().startswith("st:")
+    from dualex.towers.registry import modalities_of
+
+    two_texts = not image.exists() and modalities_of(model) == ("text", "text")
     if two_texts:
         first: Any = check_text(str(image))
         if box:

@@ -67,6 +67,8 @@ class Family:
         vision_access: ``DualEncoder -> VisionAccess`` opening the family's ViT image tower up
             for attention-based methods (:mod:`dualex.towers.access`; it raises
             ``VisionAccessError`` for towers it cannot open, e.g. CNNs), or ``None``.
+        modalities: What towers a and b take: ``("text", "image")``, or ``("text", "text")``
+            for a text–text family (known from the spec, before loading).
         vision_towers: The image towers :attr:`vision_access` opens, for messages (``"HF CLIP,
             SigLIP, SigLIP-2"``).
         weights_of: ``rest_of_spec -> str``: where the weights of a spec come from
@@ -88,6 +90,7 @@ class Family:
     towers: dict[str, TowerDescription] = field(default_factory=dict)
     requires: tuple[str, ...] = ()
     vision_access: Callable[[Any], Any] | None = None
+    modalities: tuple[str, str] = ("text", "image")
     vision_towers: str = ""
     install: str = ""
     weights_of: Callable[[str], str] = lambda rest: "pretrained"
@@ -231,6 +234,20 @@ def for_object(obj: Any) -> Family:
         f"dualex cannot wrap a {type(obj).__module__}.{type(obj).__name__}; it wraps {kinds}; "
         "or build a DualEncoder from two dualex towers (dualex.towers.custom.CustomTower)"
     )
+
+
+def modalities_of(spec: str) -> tuple[str, str] | None:
+    """What the towers of a spec's model take (``("text", "image")``...), from its family,
+    before loading it; ``None`` for a spec no family loads."""
+    try:
+        return for_spec(spec)[0].modalities
+    except UnknownModelError:
+        return None
+
+
+def image_families() -> list[str]:
+    """Names of the registered families whose second tower takes images."""
+    return [f.name for f in families() if f.modalities[1] == "image"]
 
 
 def family_of(model: Any) -> Family | None:

@@ -247,6 +247,7 @@ FAMILY = Family(
     wrap=_wrap,
     load=lambda rest, **kw: load_st(rest, **kw),
     towers={"text": TowerDescription(blocks="[0].auto_model.encoder.layer (found by find_layers)")},
+    modalities=("text", "text"),
     requires=("sentence-transformers",),
     install="pip install 'dualex[st]'",
 )
