@@ -26,12 +26,14 @@ when the methods are imported)."""
 def access(model: Any, method: str) -> VisionAccess:
     """The model's :class:`VisionAccess`, or an :class:`UnsupportedMethodError` naming ``method``
     and the families it supports."""
+    from dualex.model import wrap
+
     try:
-        return vision_access(model)
+        return vision_access(wrap(model))
     except VisionAccessError as err:
         raise UnsupportedMethodError(
-            f"{method} needs a ViT image tower with attention access; it runs on {supported_towers()}. "
-            f"Not on this model: {err}"
+            f"{method} needs a ViT image tower with attention access; it runs on "
+            f"{supported_towers()}. Not on this model: {err}"
         ) from err
 
 
@@ -39,9 +41,7 @@ def access_check(method: str) -> Any:
     """A ``Method.check`` that asks the model for its attention access."""
 
     def check(model: Any) -> None:
-        import dualex
-
-        access(dualex.wrap(model), method)
+        access(model, method)
 
     return check
 
