@@ -178,7 +178,7 @@ FAMILY = dualex.towers.register_family(
         prefixes=("planted",),
         spec_forms={"planted[:FOLDER]": "the tests' planted dual encoder (FOLDER: fine-tuned)"},
         can_wrap=lambda obj: isinstance(obj, PlantedDual),
-        wrap=lambda obj, *args, name=None, **kw: wrap_planted(obj, name=name or "planted"),
+        wrap=lambda obj, parts, name=None, **kw: wrap_planted(obj, name=name or "planted"),
         load=load,
         requires=("torch",),
         weights_of=lambda rest: "random" if rest == "planted" else "pretrained",

@@ -472,28 +472,6 @@ def wrap_hf(
     )
 
 
-def processor_parts(processor: Any, tokenizer: Any, image_processor: Any) -> tuple[Any, Any]:
-    """``(tokenizer, image_processor)``: the given ones, else those of a transformers processor."""
-    if processor is not None:
-        tokenizer = tokenizer or getattr(processor, "tokenizer", None)
-        image_processor = image_processor or getattr(processor, "image_processor", None)
-    return tokenizer, image_processor
-
-
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    tok, proc = processor_parts(processor, tokenizer, image_processor)
-    return wrap_hf(obj, tok, proc, name=name, **kwargs)
-
-
 def load_hf(path: str, **kwargs: Any) -> DualEncoder:
     """Load ``"hf:<id-or-path>"`` with transformers' Auto classes (CLIP, SigLIP(-2), ALIGN).
 
@@ -765,7 +743,7 @@ FAMILY = Family(
         "via from_pretrained"
     },
     can_wrap=_can_wrap,
-    wrap=_wrap,
+    wrap=lambda obj, parts, **kw: wrap_hf(obj, parts.text(), parts.image(), **kw),
     load=lambda rest, **kw: load_hf(rest, **kw),
     towers=TOWERS,
     requires=("transformers",),

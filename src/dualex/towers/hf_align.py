@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from dualex.errors import UnknownModelError
 from dualex.towers.base import DualEncoder, HookTower, TowerInput, read_scale
 from dualex.towers.clip_common import FeatureMapMixin, image_reference_pixels
-from dualex.towers.hf import _features, processor_parts, trainable
+from dualex.towers.hf import _features, trainable
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
     hf_id_positions,
@@ -229,26 +229,12 @@ def wrap_align(
     )
 
 
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    tok, proc = processor_parts(processor, tokenizer, image_processor)
-    return wrap_align(obj, tok, proc, name=name, **kwargs)
-
-
 FAMILY = Family(
     name="hf-align",
     summary="transformers AlignModel (EfficientNet + BERT) with its processor",
     prefixes=(),  # loaded through "hf:" (AutoModel gives an AlignModel)
     can_wrap=lambda obj: type_is(obj, "transformers", "AlignModel"),
-    wrap=_wrap,
+    wrap=lambda obj, parts, **kw: wrap_align(obj, parts.text(), parts.image(), **kw),
     towers={
         "text": TowerDescription(blocks="text_model.encoder.layer"),
         "image": TowerDescription(blocks="vision_model.encoder.blocks"),

@@ -407,20 +407,6 @@ TOWERS = {
 """The towers of OpenAI clip models, as data."""
 
 
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    transform = preprocess if preprocess is not None else (processor or image_processor)
-    return wrap_openai(obj, name=name or "openai", preprocess=transform, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
 # from the towers above.
@@ -515,7 +501,9 @@ FAMILY = Family(
     prefixes=("openai",),
     spec_forms={"openai:<name>": "a model of OpenAI's clip package"},
     can_wrap=lambda obj: type_is(obj, "clip.model", "CLIP"),
-    wrap=_wrap,
+    wrap=lambda obj, parts, name=None, **kw: wrap_openai(
+        obj, name=name or "openai", preprocess=parts.transform(), **kw
+    ),
     load=lambda rest, **kw: load_openai(rest, **kw),
     towers=TOWERS,
     requires=("clip-anytorch",),

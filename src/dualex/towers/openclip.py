@@ -498,25 +498,6 @@ def _can_wrap(obj: Any) -> bool:
     return type_is(obj, "open_clip", "CLIP", "CustomTextCLIP")
 
 
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    return wrap_openclip(
-        obj,
-        preprocess if preprocess is not None else (processor or image_processor),
-        tokenizer,
-        name=name or "openclip",
-        **kwargs,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
 # from the towers above.
@@ -755,7 +736,9 @@ FAMILY = Family(
         "openclip:<arch>[/<pretrained>]": "an open_clip model via create_model_and_transforms"
     },
     can_wrap=_can_wrap,
-    wrap=_wrap,
+    wrap=lambda obj, parts, name=None, **kw: wrap_openclip(
+        obj, parts.transform(), parts.tokenizer, name=name or "openclip", **kw
+    ),
     load=lambda rest, **kw: load_openclip(rest, **kw),
     towers=TOWERS,
     requires=("open_clip_torch",),

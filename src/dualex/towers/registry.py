@@ -20,6 +20,7 @@ from dualex.errors import UnknownModelError
 __all__ = [
     "FAMILY_MODULES",
     "Family",
+    "Parts",
     "TowerDescription",
     "families",
     "family_of",
@@ -45,6 +46,39 @@ class TowerDescription:
 
 
 @dataclass(frozen=True)
+class Parts:
+    """What :func:`dualex.wrap` was given beside the model object, read the same way for every
+    family.
+
+    Attributes:
+        processor: A transformers processor, or (open_clip, OpenAI clip) the image transform.
+        tokenizer: The tokenizer, when given apart.
+        image_processor: The image processor, when given apart.
+        preprocess: The image transform (open_clip / OpenAI clip).
+    """
+
+    processor: Any = None
+    tokenizer: Any = None
+    image_processor: Any = None
+    preprocess: Any = None
+
+    def text(self) -> Any:
+        """The tokenizer: the one given, else the processor's."""
+        return self.tokenizer or getattr(self.processor, "tokenizer", None)
+
+    def image(self) -> Any:
+        """The transformers image processor: the one given, else the processor's."""
+        return self.image_processor or getattr(self.processor, "image_processor", None)
+
+    def transform(self) -> Any:
+        """The image transform (open_clip / OpenAI clip): ``preprocess``, else ``processor``,
+        else ``image_processor``."""
+        if self.preprocess is not None:
+            return self.preprocess
+        return self.processor or self.image_processor
+
+
+@dataclass(frozen=True)
 class Family:
     """A model family dualex can load by spec and wrap as an object.
 
@@ -57,8 +91,8 @@ class Family:
         spec_forms: The spec forms shown to users, with a note each.
         can_wrap: ``obj -> bool``: whether :func:`dualex.wrap` should hand ``obj`` to this family.
             Must not import heavy packages (check type names and modules).
-        wrap: ``(obj, processor=None, *, tokenizer=None, image_processor=None, preprocess=None,
-            name=None, **kwargs) -> DualEncoder``.
+        wrap: ``(obj, parts, *, name=None, **kwargs) -> DualEncoder``, ``parts`` the
+            :class:`Parts` given beside the object; called through :meth:`adopt`.
         load: ``(rest_of_spec, **kwargs) -> DualEncoder`` or ``None`` if the family has no spec.
         towers: Where the blocks of each tower variant are (``"text"``, ``"image-vit"``...).
         requires: The distributions (pip names) the family needs: ``dualex models`` reports the
@@ -129,15 +163,27 @@ class Family:
             raise UnknownModelError(f"the {self.name} family loads no spec strings")
         return _stamp(self.load(rest, **kwargs), self)
 
-    def adopt(self, obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """Wrap ``obj`` (``self.wrap``'s arguments); the result carries this family.
+    def adopt(
+        self,
+        obj: Any,
+        processor: Any = None,
+        *,
+        tokenizer: Any = None,
+        image_processor: Any = None,
+        preprocess: Any = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Wrap ``obj`` with the pieces :func:`dualex.wrap` takes; the result carries this
+        family.
 
         Raises:
             UnknownModelError: if the family wraps no objects.
         """
         if self.wrap is None:
             raise UnknownModelError(f"the {self.name} family wraps no model objects")
-        return _stamp(self.wrap(obj, *args, **kwargs), self)
+        parts = Parts(processor, tokenizer, image_processor, preprocess)
+        return _stamp(self.wrap(obj, parts, name=name, **kwargs), self)
 
 
 def _stamp(encoder: Any, family: Family) -> Any:

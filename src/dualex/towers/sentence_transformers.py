@@ -225,26 +225,13 @@ def load_st(spec: str, *, device: str = "cpu", reference: Any = "pad", **kwargs:
     return wrap_st(model, name=f"st:{spec}", reference=reference, weights="pretrained")
 
 
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    return wrap_st(obj, name=name, **kwargs)
-
-
 FAMILY = Family(
     name="st",
     summary="SentenceTransformer objects (text–text, one shared tower)",
     prefixes=("st",),
     spec_forms={"st:<id-or-path>": "a sentence-transformers model (text–text)"},
     can_wrap=lambda obj: type_is(obj, "sentence_transformers", "SentenceTransformer"),
-    wrap=_wrap,
+    wrap=lambda obj, parts, **kw: wrap_st(obj, **kw),
     load=lambda rest, **kw: load_st(rest, **kw),
     towers={"text": TowerDescription(blocks="[0].auto_model.encoder.layer (found by find_layers)")},
     modalities=("text", "text"),
