@@ -1,10 +1,16 @@
 """The model-family registry: how ``dualex.load`` and ``dualex.wrap`` find a family.
 
-Each family module in ``dualex.towers`` declares one :class:`Family` as ``FAMILY``: its spec
-prefixes for :func:`dualex.load`, ``can_wrap(obj)`` and ``wrap(obj, ...)`` for
-:func:`dualex.wrap`, and where its towers' blocks are (:class:`TowerDescription`).
-The registry imports the family modules by name when first asked, so nothing here imports a family
-(and no family imports this registry's callers): the package has no import cycle.
+Each family module in ``dualex.towers`` declares one :class:`Family` as ``FAMILY``: everything
+family-specific in one record -- its spec forms for :func:`dualex.load`, ``can_wrap(obj)`` and
+``wrap(obj, parts)`` for :func:`dualex.wrap`, where its towers' blocks are
+(:class:`TowerDescription`), its attention access, its training adapter, where a spec's weights
+come from and what it requires. Every :class:`~dualex.towers.base.DualEncoder` a family makes
+carries it (``DualEncoder.family``), so no caller rediscovers it. A family outside dualex (one
+file of yours) joins with :func:`register_family`.
+
+The registry imports dualex's own family modules by name when first asked, so nothing here
+imports a family (and no family imports this registry's callers): the package has no import
+cycle.
 """
 
 from __future__ import annotations
