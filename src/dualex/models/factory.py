@@ -10,4 +10,11 @@ from dualex.towers.random_clip import (
     word_tokenizer,
 )
 
-__all__ = ["DEMO_WORDS", "SPECIALS", "clip_config", "random_clip", "tokenize_words", "word_tokenizer"]
+__all__ = [
+    "DEMO_WORDS",
+    "SPECIALS",
+    "clip_config",
+    "random_clip",
+    "tokenize_words",
+    "word_tokenizer",
+]
