@@ -307,9 +307,9 @@ def finetune(
 
     mapping = parse_relabel(cfg.relabel)
     if isinstance(model, str):
-        from dualex.cli_args import resolve_model
+        from dualex.model import load
 
-        tr = trainable_from(resolve_model(model), spec, copy_module=False)
+        tr = trainable_from(load(model), spec, copy_module=False)
     else:
         tr = trainable_from(model, spec)
     train_samples = relabel(load_samples(cfg.train, "--train"), mapping)
@@ -492,9 +492,9 @@ def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4
     from dualex.train.families import trainable_from
 
     if isinstance(model, str):
-        from dualex.cli_args import resolve_model
+        from dualex.model import load
 
-        tr = trainable_from(resolve_model(model), model, copy_module=False)
+        tr = trainable_from(load(model), model, copy_module=False)
     else:
         tr = trainable_from(model)
     return Monitor(load_samples(data, "--eval"), mentions, nodes, seed=seed).run(tr, 0)
