@@ -352,8 +352,7 @@ class Index:
             InvalidInputError: on no gallery, a missing image file or an item that failed.
             JobError: if ``out`` holds an index of another model, gallery or settings.
         """
-        from dualex.cli_args import resolve_model
-        from dualex.model import wrap
+        from dualex.model import load, wrap
         from dualex.projection_store import check_dtype
         from dualex.scale import Job, raise_on_failures, run_job
 
@@ -363,7 +362,7 @@ class Index:
         if data is not None and (images or texts):
             raise InvalidInputError("pass data=SPEC or images/texts lists, not both")
         spec = model if isinstance(model, str) else None
-        encoder = resolve_model(model) if isinstance(model, str) else wrap(model)
+        encoder = load(model) if isinstance(model, str) else wrap(model)
         if backend != "local" and spec is None:
             raise SettingError(
                 "the Ray backend builds the model in each worker from its spec; pass the model "
@@ -483,9 +482,9 @@ class Index:
                     f"the index was built with the in-process model {meta['model']!r}; pass that "
                     "model: Index.load(path, model=...)"
                 )
-            from dualex.cli_args import resolve_model
+            from dualex.model import load
 
-            model = resolve_model(meta["model"])
+            model = load(meta["model"])
         else:
             from dualex.model import wrap
 
