@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dualex.errors import UnknownModelError
-from dualex.towers.registry import Family
+from dualex.towers.registry import Family, deferred
 from dualex.towers.session import quiet_hf_bars
 
 __all__ = [
@@ -154,19 +154,6 @@ def _status(form: str) -> str:
     return f"not installed (train it: {BUILTIN_MODELS[form].recipe.split(' (')[0]})"
 
 
-def _trainable(encoder: Any, module: Any, name: str) -> Any:
-    from dualex.towers.hf import trainable
-
-    return trainable(encoder, module, name)
-
-
-def _vision_access(model: Any) -> Any:
-    """The built-in models are HF ``CLIPModel``s: the ``hf`` family's access."""
-    from dualex.towers.hf import vision_access
-
-    return vision_access(model)
-
-
 FAMILY = Family(
     name="builtin",
     summary="the small CLIP-style models shipped inside dualex",
@@ -180,7 +167,7 @@ FAMILY = Family(
     requires=("transformers",),
     weights_of=lambda rest: "builtin",
     status=_status,
-    vision_access=_vision_access,
-    trainable=_trainable,
+    vision_access=deferred("dualex.towers.hf", "vision_access"),  # HF CLIPModels
+    trainable=deferred("dualex.towers.hf", "trainable"),
     vision_towers="the builtin models",
 )

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from dualex.errors import UnknownModelError
-from dualex.towers.registry import Family
+from dualex.towers.registry import Family, deferred
 
 SPECIALS = ("[PAD]", "[UNK]", "<start>", "<end>")
 """Special tokens of the word-level tokenizer, ids 0..3 (EOS = 3: HF CLIP pools at its first
@@ -211,18 +211,6 @@ def load_random(rest: str) -> Any:
     return encoder
 
 
-def _trainable(encoder: Any, module: Any, name: str) -> Any:
-    from dualex.towers.hf import trainable
-
-    return trainable(encoder, module, name)
-
-
-def _vision_access(model: Any) -> Any:
-    from dualex.towers.hf import vision_access
-
-    return vision_access(model)
-
-
 FAMILY = Family(
     name="random-clip",
     summary="a randomly initialised small transformers CLIP (for trying things out)",
@@ -231,7 +219,7 @@ FAMILY = Family(
     load=lambda rest, **kw: load_random(rest),
     requires=("transformers",),
     weights_of=lambda rest: "random",
-    vision_access=_vision_access,
-    trainable=_trainable,
+    vision_access=deferred("dualex.towers.hf", "vision_access"),  # HF CLIPModels
+    trainable=deferred("dualex.towers.hf", "trainable"),
     vision_towers="the random-clip model",
 )

@@ -318,6 +318,18 @@ def family_of(model: Any) -> Family | None:
         return None
 
 
+def deferred(module: str, name: str) -> Callable[..., Any]:
+    """``module.name`` as a function that imports ``module`` on its first call (a family hook
+    that borrows another family's code without importing it at registration)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    call.__name__ = call.__qualname__ = name
+    call.__doc__ = f"``{module}.{name}``, imported when first called."
+    return call
+
+
 def resolve(obj: Any, path: str) -> Any:
     """Follow a dotted attribute path (``"text_model.encoder.layers"``) from ``obj``."""
     for part in path.split("."):
