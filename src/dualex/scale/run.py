@@ -208,7 +208,7 @@ def _run_local(
 
 
 def _consolidate(out: Path, task: Any, n_shards: int) -> Path:
-    from dualex.evaluate.store import consolidate
+    from dualex.scale.store import consolidate
 
     parts = [out / part_name(s) for s in range(n_shards) if (out / part_name(s)).is_file()]
     return consolidate(parts, out / task.table, key=task.key, order=task.order)

@@ -55,7 +55,7 @@ def run_shard(
         when the part was committed; ``started`` / ``finished`` are the worker's wall-clock
         times (``time.time()``) around the shard.
     """
-    from dualex.evaluate.store import write_table
+    from dualex.scale.store import write_table
 
     task = get_task(job.task)
     out_ = {"shard": shard, "rows": 0, "samples": len(samples), "error": "", "started": time.time()}

@@ -442,9 +442,9 @@ class Index:
             "failed": len(bad),
             "built_with": "dualex.scale job runner (task 'index')",
         }
-        from dualex.evaluate.store import atomic_write_text
+        from dualex.io import atomic_write
 
-        atomic_write_text(root / META, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        atomic_write(root / META, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         idx = cls(root, meta, encoder)
         idx._tmp = tmp
         return idx
