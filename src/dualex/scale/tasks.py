@@ -1,8 +1,9 @@
-"""The tasks a dataset job runs, one shard at a time: the evaluation tasks and ``explain``.
+"""The job kinds of the runner: a registry that packages fill, plus ``explain`` and ``index``.
 
-A task turns a shard's samples (grouped by image) into rows. The evaluation tasks
-(``grounding``, ``mismatch``, ``grid``, ``faithfulness``) are the row functions of
-:mod:`dualex.evaluate.tasks`; ``explain`` explains every
+A task turns a shard's samples (grouped by image) into rows. The runner knows tasks only through
+this registry: :func:`register` adds one (the evaluation tasks of :mod:`dualex.evaluate.tasks`
+register themselves when that module is imported) and :func:`get_task` finds it. This module
+defines two: ``explain`` explains every
 caption with its image and writes the explanations of the shard to one safetensors file
 (``explanations/shard-NNNNNN.safetensors``, keyed by pair id) with
 :meth:`dualex.Explanation.save_many`, so a pair read back carries every field a single
@@ -31,6 +32,8 @@ __all__ = [
     "get_task",
     "image_groups",
     "projection_file",
+    "register",
+    "release",
 ]
 
 EXPLAIN_KEY = ("pair_id",)
@@ -81,43 +84,7 @@ def _layers(value: Any) -> int | tuple[int, int] | None:
     return (int(value[0]), int(value[1]))
 
 
-def eval_settings(job: Any) -> Any:
-    """The :class:`~dualex.evaluate.tasks.EvalSettings` of an evaluation job."""
-    from dualex.evaluate.tasks import EvalSettings
-
-    st = job.settings
-    return EvalSettings(
-        methods=tuple(job.methods),
-        text=str(st.get("text", "span")),
-        layers=_layers(st.get("layers")),
-        steps=st.get("steps"),
-        batch=int(st.get("shard_size", 8)),
-        limit=st.get("limit"),
-        budget=int(st.get("budget", 1024)),
-        coalitions=int(st.get("coalitions", 128)),
-        seed=int(st.get("seed", 0)),
-        protocol=str(st.get("protocol", "dualex")),
-    )
-
-
-def _evaluation(name: str) -> Callable[..., list[dict[str, Any]]]:
-    """The shard function of evaluation task ``name`` (:mod:`dualex.evaluate.tasks`)."""
-
-    def rows(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[dict[str, Any]]:
-        from dualex.evaluate.tasks import get
-
-        _key, row_fn = get(name).load()
-        settings = eval_settings(job)
-        found: list[dict[str, Any]] = []
-        for group in image_groups(samples):
-            found.extend(row_fn(model, group, settings))
-            _release(group)
-        return found
-
-    return rows
-
-
-def _release(group: Sequence[tuple[int, Sample]]) -> None:
+def release(group: Sequence[tuple[int, Sample]]) -> None:
     """Drop the decoded image of a finished group (a worker holds one image at a time)."""
     ref = group[0][1].image_ref
     if ref is not None:
@@ -186,7 +153,7 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
             except DualexError as err:
                 row["error"] = str(err)
             rows.append(row)
-        _release(group)
+        release(group)
     if explained:
         dualex.Explanation.save_many(explained, out / rel)
     return rows
@@ -245,7 +212,7 @@ def _index(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[di
                 row.update(path=path, caption=s.caption, key=f"t{idx}")
                 todo["text"].append((row["key"], s.caption, row))
                 rows.append(row)
-        _release(group)
+        release(group)
     done = {}
     with model.session():
         for kind, tower, layer in (
@@ -283,19 +250,17 @@ def _abs(path: str) -> str:
 
 
 TASKS: dict[str, Task] = {}
+"""Every registered task by name."""
 
 
-def _register() -> None:
-    from dualex.evaluate.methods import METHODS
-    from dualex.evaluate.tasks import EVAL_TASKS
+def register(task: Task) -> Task:
+    """Add (or replace) a job kind; returns it.
 
-    for name, task in EVAL_TASKS.items():
-        key, _ = task.load()
-        TASKS[name] = Task(name, key, ("idx",), _evaluation(name), task.methods or tuple(METHODS))
-    TASKS["explain"] = Task(
-        "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex", "banzhaf"), table="index.parquet"
-    )
-    TASKS["index"] = Task("index", ("key",), ("idx",), _index, ("dualex",), table="items.parquet")
+    Its ``rows`` function should be importable by name (a module-level function, or a
+    :func:`functools.partial` of one): the Ray runner sends the task to its workers.
+    """
+    TASKS[task.name] = task
+    return task
 
 
 def get_task(name: str) -> Task:
@@ -304,8 +269,15 @@ def get_task(name: str) -> Task:
     Raises:
         SettingError: on an unknown task.
     """
-    if not TASKS:
-        _register()
     if name not in TASKS:
-        raise SettingError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
+        raise SettingError(
+            f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))} (a package's tasks "
+            "are registered when it is imported)"
+        )
     return TASKS[name]
+
+
+register(
+    Task("explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex", "banzhaf"), table="index.parquet")
+)
+register(Task("index", ("key",), ("idx",), _index, ("dualex",), table="items.parquet"))

@@ -248,6 +248,7 @@ class Monitor:
         """Rows of one evaluation task over ``samples``, run as a dataset job (local runner)."""
         import pyarrow.parquet as pq
 
+        import dualex.evaluate.tasks  # noqa: F401  (registers the evaluation job kinds)
         from dualex.scale import Job, run_job
 
         job = Job(

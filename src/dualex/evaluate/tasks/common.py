@@ -17,6 +17,7 @@ from dualex.data.types import Sample
 from dualex.errors import DualexError, SettingError
 from dualex.evaluate.methods import METHODS, get
 from dualex.evaluate.methods.base import Attribution
+from dualex.scale.settings import job_field
 
 __all__ = [
     "PROTOCOLS",
@@ -61,13 +62,13 @@ class EvalSettings:
             minus ``v(∅)``; see docs/results.md).
     """
 
-    methods: tuple[str, ...] = ("dualex", "random")
+    methods: tuple[str, ...] = job_field(("dualex", "random"), job=False)  # in Job.methods
     text: str = "span"
     layers: int | tuple[int, int] | None = None
     steps: int | None = None
-    batch: int = 8
+    batch: int = job_field(8, key="shard_size")
     limit: int | None = None
-    shard: tuple[int, int] = (0, 1)
+    shard: tuple[int, int] = job_field((0, 1), job=False)  # which shards this process runs
     budget: int = 1024
     coalitions: int = 128
     seed: int = 0
@@ -92,6 +93,18 @@ class EvalSettings:
             from dualex.evaluate.methods.banzhaf import check_budget
 
             check_budget(self.budget)
+
+    def unused(self, task_reads: Sequence[str] = ()) -> set[str]:
+        """Fields a job of these settings does not record (:func:`dualex.scale.to_settings`):
+        ``budget`` unless a method samples coalitions, the task's own settings
+        (``task_reads``, e.g. faithfulness's ``coalitions`` and ``seed``) unless it reads them,
+        and the protocol when it is dualex's (so jobs keep the settings they always had)."""
+        out = {"coalitions", "seed"} - set(task_reads)
+        if not {"banzhaf", "banzhaf-sign"} & set(self.methods):
+            out.add("budget")
+        if self.protocol == "dualex":
+            out.add("protocol")
+        return out
 
     def options(self, method: str) -> dict[str, Any]:
         """Keyword options of ``method`` taken from these settings."""
