@@ -89,31 +89,31 @@ class EvalSettings:
             raise SettingError(f"protocol={self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.coalitions < 8:
             raise SettingError(f"coalitions must be >= 8, got {self.coalitions}")
-        if {"banzhaf", "banzhaf-sign"} & set(self.methods):  # refused before a run writes
-            from dualex.evaluate.methods.banzhaf import check_budget
+        for name in self.methods:  # refused before a run writes
+            check = get(name).check_settings
+            if check is not None:
+                check(self)
 
-            check_budget(self.budget)
+    @property
+    def text_absent(self) -> str:
+        """How the protocol masks an absent token (:data:`TEXT_ABSENT`)."""
+        return TEXT_ABSENT[self.protocol]
 
     def unused(self, task_reads: Sequence[str] = ()) -> set[str]:
         """Fields a job of these settings does not record (:func:`dualex.scale.to_settings`):
-        ``budget`` unless a method samples coalitions, the task's own settings
+        ``budget`` unless a method takes it, the task's own settings
         (``task_reads``, e.g. faithfulness's ``coalitions`` and ``seed``) unless it reads them,
         and the protocol when it is dualex's (so jobs keep the settings they always had)."""
         out = {"coalitions", "seed"} - set(task_reads)
-        if not {"banzhaf", "banzhaf-sign"} & set(self.methods):
+        if not any("budget" in get(m).settings for m in self.methods):
             out.add("budget")
         if self.protocol == "dualex":
             out.add("protocol")
         return out
 
     def options(self, method: str) -> dict[str, Any]:
-        """Keyword options of ``method`` taken from these settings."""
-        if method in ("dualex", "dualex-span"):
-            return {"layers": self.layers, "steps": self.steps}
-        if method in ("banzhaf", "banzhaf-sign"):
-            masking = {"text_absent": TEXT_ABSENT[self.protocol]}
-            return {"budget": self.budget, "seed": self.seed, **masking}
-        return {}
+        """Keyword options of ``method`` taken from these settings (the ones it declares)."""
+        return {name: getattr(self, name) for name in get(method).settings}
 
 
 @dataclass(frozen=True)
@@ -137,10 +137,8 @@ def variants(settings: EvalSettings) -> list[Variant]:
     out: list[Variant] = []
     for name in settings.methods:
         m = get(name)
-        if name == "dualex-span":
-            out.append(Variant(name, name, "span"))
-        elif m.order == 2 or name == "random":
-            out.append(Variant(name, name, "caption" if m.order == 2 else "span"))
+        if m.text_input in ("caption", "span"):
+            out.append(Variant(name, name, m.text_input))
         elif settings.text == "both":
             out += [Variant(name, name, "caption"), Variant(f"{name}-span", name, "span")]
         else:
@@ -207,7 +205,7 @@ def mention_attributions(
     if variant.text_input == "caption":
         js = sorted({j for j, _ in keys})
         texts = [group[j][1].caption for j in js]
-        if variant.method == "random":
+        if method.seeded:
             opts = dict(opts, seeds=[base_row(group[j][1], group[j][0])["sample_id"] for j in js])
         try:
             found: list[Any] = method(model, image, texts, **opts)
@@ -218,7 +216,7 @@ def mention_attributions(
             out[(j, k)] = (by_j[j], group[j][1].mentions[k].span)
         return out
     phrases = [group[j][1].caption[slice(*group[j][1].mentions[k].span)] for j, k in keys]
-    if variant.method == "random":
+    if method.seeded:
         opts = dict(
             opts, seeds=[f"{base_row(group[j][1], group[j][0])['sample_id']}/{k}" for j, k in keys]
         )

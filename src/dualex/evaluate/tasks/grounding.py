@@ -1,8 +1,9 @@
 """The grounding task: does each mention's map land on the mention's boxes?
 
 Rows keyed by ``(method, sample_id, mention)``: the pointing game and energy in box of the
-mention's image map, and, for methods that score text tokens (second order, ``random``), the
-image→text pointing and energy of the mention's boxes over the caption's tokens.
+mention's image map, and, for methods that score text tokens (second order, or methods with
+caption scores such as ``random``), the image→text pointing and energy of the mention's boxes
+over the caption's tokens.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from dualex.data.types import Sample
 from dualex.errors import DualexError, SettingError
 from dualex.evaluate import metrics as mt
+from dualex.evaluate.methods import get
 from dualex.evaluate.tasks.common import (
     NAN,
     EvalSettings,
@@ -53,8 +54,6 @@ def grounding_rows(
         steps, completeness, score, source, domain, n_objects, error`` (no timings, so
         that reruns and other backends give identical rows).
     """
-    from dualex.evaluate.methods.random_map import random_scores
-
     rows: list[dict[str, Any]] = []
     if not group:
         return rows
@@ -98,10 +97,9 @@ def grounding_rows(
             if attr.matrix is not None and span is not None:
                 scores = attr.scores_for(_cols(image_pos, mask))
                 span_idx, special = attr.rows(span), attr.text.special
-            elif variant.method == "random":
-                text = model.tower_a.prepare(s.caption).positions
+            elif (caption_scores := get(variant.method).caption_scores) is not None:
+                text, scores = caption_scores(model, s.caption, f"{base['sample_id']}/{k}")
                 span_idx, special = text.span_indices(mention.span), text.special
-                scores = torch.from_numpy(random_scores(len(text), f"{base['sample_id']}/{k}"))
             if scores is not None:
                 row["text_pointing"] = mt.text_pointing(scores, span_idx, special)
                 row["text_energy"] = mt.text_energy(scores, span_idx, special)
