@@ -93,7 +93,6 @@ def run_grounding(
     out_dir: str | os.PathLike[str],
     settings: EvalSettings,
     *,
-    total: int | None = None,
     progress: bool = True,
     data: str | None = None,
     backend: str = "local",
@@ -114,7 +113,6 @@ def run_grounding(
         out_dir: Output folder (``job.json``, ``parts/`` and the merged ``rows.parquet``).
         settings: Methods, text input, limit, samples per shard (``batch``) and ``shard=(i, n)``
             (run shards ``i, i + n, ...`` of the plan; processes may share a folder this way).
-        total: Ignored (the run counts its samples when it indexes them); kept for callers.
         progress: Show a progress bar.
         data: The ``--data`` spec of the samples (required when ``samples`` is ``None``).
         backend: ``local`` (in-process), ``ray`` or ``ray:ADDRESS``.
@@ -138,7 +136,6 @@ def run_mismatch(
     out_dir: str | os.PathLike[str],
     settings: EvalSettings,
     *,
-    total: int | None = None,
     progress: bool = True,
     data: str | None = None,
     backend: str = "local",

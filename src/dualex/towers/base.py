@@ -309,10 +309,6 @@ class HookTower(Tower):
         root = self.root()
         return [root] if root is not None else []
 
-    def batch_data(self, data: dict[str, Tensor], batch: int) -> dict[str, Tensor]:
-        """Model tensors repeated to a batch of ``batch``."""
-        return {k: v.expand(batch, *v.shape[1:]) for k, v in data.items()}
-
     # -- layout between a block's argument and [B, S, D] rows ---------------------------------
     def _to_rows(self, x: Tensor) -> Tensor:
         if self.layout == "bsd":

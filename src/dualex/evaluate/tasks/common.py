@@ -174,7 +174,6 @@ def mention_attributions(
     group: Sequence[tuple[int, Sample]],
     variant: Variant,
     settings: EvalSettings,
-    wanted: set[tuple[int, int]] | None = None,
 ) -> dict[tuple[int, int], Found]:
     """Attributions of every mention of samples that share one image.
 
@@ -183,8 +182,6 @@ def mention_attributions(
         group: ``(stream index, sample)`` pairs sharing the first sample's image.
         variant: The method variant.
         settings: Run settings (method options).
-        wanted: ``(j, k)`` = (sample position in ``group``, mention) pairs to compute; ``None``:
-            all.
 
     Returns:
         ``{(j, k): (attribution or error, span)}``; read a map with
@@ -192,12 +189,7 @@ def mention_attributions(
     """
     method = get(variant.method)
     image = group[0][1].image
-    keys = [
-        (j, k)
-        for j, (_, s) in enumerate(group)
-        for k in range(len(s.mentions))
-        if wanted is None or (j, k) in wanted
-    ]
+    keys = [(j, k) for j, (_, s) in enumerate(group) for k in range(len(s.mentions))]
     if not keys:
         return {}
     opts = settings.options(variant.method)
@@ -233,23 +225,14 @@ def each_mention(
     model: Any,
     group: Sequence[tuple[int, Sample]],
     settings: EvalSettings,
-    skip: Any,
 ) -> Iterator[tuple[Variant, int, Sample, int, Found]]:
-    """Every (variant, mention) of a group that ``skip`` does not rule out, with its attribution.
+    """Every (variant, mention) of a group, with its attribution.
 
     Yields:
         ``(variant, stream index, sample, mention index, (attribution or error, span))`` in
         variant, then sample, then mention order.
     """
     for variant in variants(settings):
-        wanted = {
-            (j, k)
-            for j, (i, s) in enumerate(group)
-            for k in range(len(s.mentions))
-            if not skip(variant.label, base_row(s, i)["sample_id"], k)
-        }
-        if not wanted:
-            continue
-        found = mention_attributions(model, group, variant, settings, wanted)
+        found = mention_attributions(model, group, variant, settings)
         for (j, k), item in sorted(found.items(), key=lambda kv: kv[0]):
             yield variant, group[j][0], group[j][1], k, item

@@ -8,7 +8,7 @@ over the caption's tokens.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -38,7 +38,6 @@ def grounding_rows(
     model: Any,
     group: Sequence[tuple[int, Sample]],
     settings: EvalSettings,
-    skip: Callable[[str, str, int], bool] = lambda m, s, k: False,
 ) -> list[dict[str, Any]]:
     """Rows of every (method, mention) of samples that share one image.
 
@@ -46,7 +45,6 @@ def grounding_rows(
         model: A :class:`dualex.DualEncoder`.
         group: ``(stream index, sample)`` pairs; all share the first sample's image.
         settings: Run settings.
-        skip: ``skip(method, sample_id, mention)`` → True for rows already written.
 
     Returns:
         One dict per (method variant, mention): ``method, idx, sample_id, image_id, mention,
@@ -58,7 +56,7 @@ def grounding_rows(
     if not group:
         return rows
     image_pos = model.tower_b.prepare(group[0][1].image).positions
-    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, skip):
+    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings):
         base = base_row(s, idx)
         mention = s.mentions[k]
         boxes = mt.mention_targets(mention)
