@@ -174,6 +174,7 @@ def mention_attributions(
     group: Sequence[tuple[int, Sample]],
     variant: Variant,
     settings: EvalSettings,
+    image: Any = None,
 ) -> dict[tuple[int, int], Found]:
     """Attributions of every mention of samples that share one image.
 
@@ -182,13 +183,16 @@ def mention_attributions(
         group: ``(stream index, sample)`` pairs sharing the first sample's image.
         variant: The method variant.
         settings: Run settings (method options).
+        image: The group's image as the task prepared it (``model.tower_b.prepare``, so that
+            no method prepares it again); ``None``: the first sample's image.
 
     Returns:
         ``{(j, k): (attribution or error, span)}``; read a map with
         ``attribution.map_for(span)``.
     """
     method = get(variant.method)
-    image = group[0][1].image
+    if image is None:
+        image = group[0][1].image
     keys = [(j, k) for j, (_, s) in enumerate(group) for k in range(len(s.mentions))]
     if not keys:
         return {}
@@ -225,14 +229,16 @@ def each_mention(
     model: Any,
     group: Sequence[tuple[int, Sample]],
     settings: EvalSettings,
+    image: Any = None,
 ) -> Iterator[tuple[Variant, int, Sample, int, Found]]:
-    """Every (variant, mention) of a group, with its attribution.
+    """Every (variant, mention) of a group, with its attribution (``image``: see
+    :func:`mention_attributions`).
 
     Yields:
         ``(variant, stream index, sample, mention index, (attribution or error, span))`` in
         variant, then sample, then mention order.
     """
     for variant in variants(settings):
-        found = mention_attributions(model, group, variant, settings)
+        found = mention_attributions(model, group, variant, settings, image)
         for (j, k), item in sorted(found.items(), key=lambda kv: kv[0]):
             yield variant, group[j][0], group[j][1], k, item

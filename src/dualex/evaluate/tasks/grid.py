@@ -62,9 +62,10 @@ def grid_rows(
     rows: list[dict[str, Any]] = []
     if not group:
         return rows
-    image_pos = model.tower_b.prepare(group[0][1].image).positions
+    image = model.tower_b.prepare(group[0][1].image)  # once: the methods take it prepared
+    image_pos = image.positions
     fixlip = settings.protocol == "fixlip"
-    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings):
+    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, image):
         base = base_row(s, idx)
         mention = s.mentions[k]
         row = dict(

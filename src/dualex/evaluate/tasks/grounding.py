@@ -55,8 +55,9 @@ def grounding_rows(
     rows: list[dict[str, Any]] = []
     if not group:
         return rows
-    image_pos = model.tower_b.prepare(group[0][1].image).positions
-    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings):
+    image = model.tower_b.prepare(group[0][1].image)  # once: the methods take it prepared
+    image_pos = image.positions
+    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, image):
         base = base_row(s, idx)
         mention = s.mentions[k]
         boxes = mt.mention_targets(mention)
