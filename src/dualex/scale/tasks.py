@@ -23,10 +23,13 @@ from typing import Any
 
 from dualex.data.types import Sample
 from dualex.errors import DualexError, SettingError
+from dualex.scale.settings import from_settings
 
 __all__ = [
     "EXPLAIN_KEY",
     "TASKS",
+    "ExplainSettings",
+    "IndexSettings",
     "Task",
     "explanation_file",
     "get_task",
@@ -78,10 +81,60 @@ def image_groups(samples: Sequence[tuple[int, Sample]]) -> list[list[tuple[int, 
     return groups
 
 
-def _layers(value: Any) -> int | tuple[int, int] | None:
-    if value is None or isinstance(value, int):
-        return value
-    return (int(value[0]), int(value[1]))
+@dataclass(frozen=True)
+class ExplainSettings:
+    """Settings of an ``explain`` job (``Job.settings`` through :func:`to_settings`).
+
+    Attributes:
+        layers: Split layer(s) (``None``: the last block's input).
+        steps: Quadrature nodes (``None``: adaptive).
+        shard_size: Fewest samples per shard.
+        limit: Most samples to read.
+        budget: ``banzhaf``: tower passes per pair (``None``: its default).
+        seed: ``banzhaf``: sampling seed (``None``: its default).
+    """
+
+    layers: int | tuple[int, int] | None = None
+    steps: int | None = None
+    shard_size: int = 8
+    limit: int | None = None
+    budget: int | None = None
+    seed: int | None = None
+
+    @staticmethod
+    def unused(method: str) -> set[str]:
+        """Fields a job of ``method`` does not record: a dualex run's settings (and so its job)
+        are as they always were."""
+        return {"budget", "seed"} if method == "dualex" else set()
+
+
+@dataclass(frozen=True)
+class IndexSettings:
+    """Settings of an ``index`` job (built by :meth:`dualex.search.Index.build`).
+
+    Attributes:
+        layers: ``(text tower layer, image tower layer)``.
+        steps: Quadrature nodes (``None``: adaptive).
+        rule: Quadrature rule (``None``: the default).
+        dtype: Stored precision, ``float32`` or ``float16``.
+        images: Project the images.
+        texts: Project the captions.
+        text_tower: The tower that projects texts: ``"a"``, or ``"b"`` for text–text models.
+        shard_size: Fewest samples per shard.
+        limit: Most samples to read.
+        fingerprint: The model's fingerprint (part of the job: another model is another job).
+    """
+
+    layers: tuple[int | None, int | None] = (None, None)
+    steps: int | None = None
+    rule: str | None = None
+    dtype: str = "float32"
+    images: bool = True
+    texts: bool = False
+    text_tower: str = "a"
+    shard_size: int = 8
+    limit: int | None = None
+    fingerprint: str = ""
 
 
 def release(group: Sequence[tuple[int, Sample]]) -> None:
@@ -97,22 +150,22 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     import dualex
     from dualex.cli_args import model_weights
 
-    st = job.settings
+    st = from_settings(ExplainSettings, job.settings)
     rel = explanation_file(shard)
     weights = model_weights(model, job.model)
     explained: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     method = job.methods[0] if job.methods else "dualex"
     chosen = {} if method == "dualex" else {"method": method}
-    chosen.update({k: st[k] for k in ("budget", "seed") if st.get(k) is not None})
+    chosen.update({k: getattr(st, k) for k in ("budget", "seed") if getattr(st, k) is not None})
     for group in image_groups(samples):
         try:
             proj: Any = dualex.project(
                 model,
                 texts=[s.caption for _, s in group],
                 images=[group[0][1].image],
-                layers=_layers(st.get("layers")),
-                steps=st.get("steps"),
+                layers=st.layers,
+                steps=st.steps,
                 **chosen,
             )
         except DualexError as err:
@@ -184,17 +237,16 @@ def _index(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[di
     from dualex.explainer import project_many
     from dualex.projection_store import half_error, write
 
-    st = job.settings
-    layers = _layers(st.get("layers"))
-    la, lb = layers if isinstance(layers, tuple) else (layers, layers)
-    opts = {"steps": st.get("steps"), "rule": st.get("rule")}
-    dtype = str(st.get("dtype", "float32"))
+    st = from_settings(IndexSettings, job.settings)
+    la, lb = st.layers
+    opts = {"steps": st.steps, "rule": st.rule}
+    dtype = st.dtype
     rel = projection_file(shard)
     rows: list[dict[str, Any]] = []
     todo: dict[str, list[tuple[str, Any, dict[str, Any]]]] = {"image": [], "text": []}
     for group in image_groups(samples):
         idx0, s0 = group[0]
-        if st.get("images", True) and s0.meta.get("item", "both") != "text":
+        if st.images and s0.meta.get("item", "both") != "text":
             row = {"kind": "image", "idx": idx0, "id": s0.image_id or str(idx0)}
             row.update(path=_abs(s0.image_path), caption="", key=f"i{idx0}")
             try:
@@ -202,7 +254,7 @@ def _index(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[di
             except DualexError as err:
                 row["error"] = str(err)
             rows.append(row)
-        if st.get("texts", False):
+        if st.texts:
             for idx, s in group:
                 item = s.meta.get("item", "both")
                 if item == "image":
@@ -219,7 +271,7 @@ def _index(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[di
             ("image", model.tower_b, lb),
             (
                 "text",
-                *((model.tower_b, lb) if st.get("text_tower") == "b" else (model.tower_a, la)),
+                *((model.tower_b, lb) if st.text_tower == "b" else (model.tower_a, la)),
             ),
         ):
             items = todo[kind]

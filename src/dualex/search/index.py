@@ -356,6 +356,8 @@ class Index:
         from dualex.model import wrap
         from dualex.projection_store import check_dtype
         from dualex.scale import Job, raise_on_failures, run_job
+        from dualex.scale.settings import to_settings
+        from dualex.scale.tasks import IndexSettings
 
         check_dtype(dtype)
         if data is None and not images and not texts:
@@ -382,18 +384,18 @@ class Index:
         if images and encoder.tower_b.modality != "image":
             raise InvalidInputError(f"{encoder.name} has no image tower; index texts=[...]")
         fingerprint = model_fingerprint(encoder)
-        settings = {
-            "layers": [la, lb],
-            "steps": steps,
-            "rule": rule,
-            "dtype": dtype,
-            "images": data is not None or bool(images),
-            "texts": bool(texts) or (data is not None and captions),
-            "text_tower": text_tower,
-            "shard_size": shard_size,
-            "limit": limit,
-            "fingerprint": fingerprint,
-        }
+        settings = IndexSettings(
+            layers=(la, lb),
+            steps=steps,
+            rule=rule,
+            dtype=dtype,
+            images=data is not None or bool(images),
+            texts=bool(texts) or (data is not None and captions),
+            text_tower=text_tower,
+            shard_size=shard_size,
+            limit=limit,
+            fingerprint=fingerprint,
+        )
         if data is not None:
             from dualex.data.sources import parse_data_spec
 
@@ -403,7 +405,9 @@ class Index:
         else:
             samples = _gallery_samples(root, images, texts)
             label = f"lists:images={len(images or [])},texts={len(texts or [])}"
-        job = Job(model=spec or encoder.name, data=label, task="index", settings=settings)
+        job = Job(
+            model=spec or encoder.name, data=label, task="index", settings=to_settings(settings)
+        )
         result = run_job(
             job,
             root,
