@@ -34,9 +34,9 @@ def run(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 @pytest.fixture(autouse=True)
 def tiny_random_model(monkeypatch):
     """Make ``--model random-clip`` (and the builtin fallback) a tiny model."""
-    from dualex import cli_args
+    from dualex.towers import random_clip
 
-    monkeypatch.setattr(cli_args, "RANDOM_CONFIG", TINY)
+    monkeypatch.setattr(random_clip, "RANDOM_CONFIG", TINY)
 
 
 @pytest.fixture(scope="module")

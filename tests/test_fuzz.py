@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from PIL import Image
 
-from dualex import cli, cli_args
+from dualex import cli
 from dualex.data.sources import parse_data_spec
 from dualex.errors import DualexError
 from dualex.evaluate.cli import parse_shard
+from dualex.towers import random_clip
 from dualex.towers.inputs import check_text, load_image, tokenize_text
 
 FAST = settings(
@@ -152,7 +153,7 @@ def test_cli_explain_arguments(
     monkeypatch, capsys, tmp_path_factory, steps, layers, rule, box, suffix, caption
 ):
     monkeypatch.setattr(
-        cli_args,
+        random_clip,
         "RANDOM_CONFIG",
         {"image_size": 32, "patch_size": 8, "width": 32, "layers": 2, "heads": 2},
     )

@@ -387,7 +387,9 @@ def explain(
     from dualex.towers.inputs import check_text
 
     check_text(text)
-    two_texts = not image.exists() and model.strip().lower().startswith("st:")
+    from dualex.towers.registry import modalities_of
+
+    two_texts = not image.exists() and modalities_of(model) == ("text", "text")
     if two_texts:
         first: Any = check_text(str(image))
         if box:
@@ -486,50 +488,19 @@ def report(
 @app.command()
 def models() -> None:
     """List the model spec forms and what is installed."""
-    from importlib.util import find_spec
-
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
 
-    from dualex.model import spec_forms
-    from dualex.models import builtin
+    from dualex.towers.registry import families
 
-    def have(*modules: str) -> bool:
-        try:
-            return all(find_spec(m) is not None for m in modules)
-        except (ImportError, ValueError):
-            return False
-
-    status = {
-        "builtin": "installed: " + builtin.summary("builtin")
-        if builtin.available()
-        else "not installed: --model builtin falls back to random-clip (with a warning)",
-        "hf:<id-or-path>": "available" if have("transformers") else "needs transformers",
-        "openclip:<arch>[/<pretrained>]": "available"
-        if have("open_clip", "dualex.towers.openclip")
-        else "not available (pip install 'dualex[openclip]')",
-        "openai:<name>": "available"
-        if have("clip", "dualex.towers.openai_clip")
-        else "not available (pip install clip-anytorch)",
-        "builtin-clip": "installed: " + builtin.summary("builtin-clip")
-        if builtin.available("builtin-clip")
-        else "not installed (train it: python -m dualex.models.train_builtin --preset clip)",
-        "st:<id-or-path>": "available"
-        if have("sentence_transformers", "dualex.towers.sentence_transformers")
-        else "not available (pip install 'dualex[st]')",
-    }
     table = Table(title="model specs (--model)", title_justify="left")
     table.add_column("spec", no_wrap=True)
     table.add_column("what")
     table.add_column("status")
-    for spec, what in spec_forms().items():
-        table.add_row(escape(spec), escape(what), escape(status.get(spec, "")))
-    table.add_row(
-        escape("random-clip[:SEED]"),
-        "a randomly initialised small CLIP (CLI only; for trying things out)",
-        "available",
-    )
+    for family in families():
+        for spec, what in family.spec_forms.items():
+            table.add_row(escape(spec), escape(what), escape(family.status_of(spec)))
     Console().print(table)
 
 

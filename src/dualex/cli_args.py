@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dualex.errors import SettingError, UnknownModelError
+from dualex.towers.random_clip import PREFIXES
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
-    "RANDOM_CONFIG",
     "RANDOM_SPECS",
     "model_weights",
     "parse_layers",
@@ -22,11 +22,8 @@ __all__ = [
     "weights_of",
 ]
 
-RANDOM_SPECS = ("random", "random-clip")
-"""CLI-only model specs: a randomly initialised small CLIP (``random-clip[:SEED]``)."""
-
-RANDOM_CONFIG: dict[str, int] = {"image_size": 64, "patch_size": 8}
-"""Size of the ``random-clip`` model (``dualex.models.factory.clip_config`` arguments)."""
+RANDOM_SPECS = PREFIXES
+"""The ``random-clip[:SEED]`` family's spec names (a randomly initialised small CLIP)."""
 
 
 def _err_console() -> Console:
@@ -35,28 +32,9 @@ def _err_console() -> Console:
     return Console(stderr=True)
 
 
-def _random_model(spec: str) -> Any:
-    import dualex
-    from dualex.models.factory import random_clip
-
-    _, _, seed_text = spec.partition(":")
-    try:
-        seed = int(seed_text) if seed_text else 0
-    except ValueError as err:
-        raise UnknownModelError(
-            f"cannot read the seed in {spec!r}; use random-clip or random-clip:SEED (an integer)"
-        ) from err
-    m, tok, proc = random_clip(seed=seed, **RANDOM_CONFIG)
-    return dualex.wrap(
-        m, tokenizer=tok, image_processor=proc, name=f"random-clip:{seed}", weights="random"
-    )
-
-
 def resolve_model(spec: str, console: Console | None = None) -> Any:
-    """Load a model by spec, with the CLI's extras.
-
-    ``random-clip[:SEED]`` (or ``random``) is a randomly initialised small CLIP; ``builtin``
-    falls back to it, with a loud warning, while the built-in model is not installed.
+    """Load a model by spec, with the CLI's fallback: ``builtin`` falls back to
+    ``random-clip:0``, with a loud warning, while the built-in model is not installed.
 
     Raises:
         UnknownModelError: on an unknown spec.
@@ -64,10 +42,7 @@ def resolve_model(spec: str, console: Console | None = None) -> Any:
     import dualex
     from dualex.models import builtin
 
-    key = spec.strip().lower()
-    if key.partition(":")[0] in RANDOM_SPECS:
-        return _random_model(key)
-    if key == "builtin" and not builtin.available():
+    if spec.strip().lower() == "builtin" and not builtin.available():
         (console or _err_console()).print(
             "[bold yellow]WARNING: the built-in model is not installed; explaining with a "
             "RANDOMLY INITIALISED CLIP (random-clip:0). The maps show exactness, not "
@@ -75,7 +50,7 @@ def resolve_model(spec: str, console: Console | None = None) -> Any:
             "explanations.",
             soft_wrap=True,
         )
-        return _random_model("random-clip:0")
+        return dualex.load("random-clip:0")
     return dualex.load(spec)
 
 
@@ -101,24 +76,19 @@ def parse_layers(text: str | None) -> int | tuple[int, int] | None:
 
 
 def weights_of(spec: str) -> str:
-    """Where a ``--model`` spec's weights come from: ``random``, ``builtin`` or ``pretrained``.
-
-    ``random-clip``, ``builtin`` while the built-in model is missing (the CLI falls back to
-    ``random-clip``) and ``openclip:<arch>`` without a pretrained tag are random.
-    """
+    """Where a ``--model`` spec's weights come from: ``random``, ``builtin`` or ``pretrained``,
+    as the spec's family says (``builtin`` while the built-in model is missing is ``random``: the
+    CLI falls back to ``random-clip``; an unknown spec is ``pretrained``)."""
     from dualex.models import builtin
+    from dualex.towers.registry import for_spec
 
-    key = spec.strip().lower()
-    kind, _, rest = key.partition(":")
-    if kind in RANDOM_SPECS:
+    if spec.strip().lower() == "builtin" and not builtin.available():
         return "random"
-    if key == "builtin":  # the CLI falls back to random-clip while it is missing
-        return "builtin" if builtin.available() else "random"
-    if key in builtin.BUILTIN_MODELS:
-        return "builtin"
-    if kind == "openclip" and "/" not in rest:
-        return "random"
-    return "pretrained"
+    try:
+        family, rest = for_spec(spec)
+    except UnknownModelError:
+        return "pretrained"
+    return family.weights_of(rest)
 
 
 def model_weights(model: Any, spec: str) -> str:

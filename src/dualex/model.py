@@ -54,9 +54,7 @@ def wrap(
     """
     if isinstance(model, DualEncoder):
         return model
-    family = for_object(model)
-    assert family.wrap is not None
-    return family.wrap(
+    return for_object(model).adopt(
         model,
         processor,
         tokenizer=tokenizer,
@@ -82,5 +80,4 @@ def load(spec: str, **kwargs: Any) -> DualEncoder:
         forms = "; ".join(f"{k} ({v})" for k, v in spec_forms().items())
         raise UnknownModelError(f"unknown model spec {spec!r}; use one of: {forms}")
     family, rest = for_spec(spec)
-    assert family.load is not None
-    return family.load(rest, **kwargs)
+    return family.open(rest, **kwargs)

@@ -134,3 +134,25 @@ def test_bad_tensors_name_the_expected_shape(clip64):
         dualex.explain(clip64, torch.ones(2, 4, dtype=torch.long), random_image())
     with pytest.raises(dualex.DualexError, match="NaN"):
         dualex.explain(clip64, "a red circle", torch.full((3, 32, 32), float("nan")))
+
+
+def test_a_batch_with_more_references_than_the_cache_holds(clip64):
+    """A batch whose cached references are evicted while its new ones are stored still gets
+    every reference (the CLI's `concepts train` hit a KeyError here), and the same matrices."""
+    tower = clip64.tower_a
+    size = tower.reference_cache_size
+    texts = ["a red circle", "a blue star", "a green square"]  # one length: one batched pass
+    want = [dualex.explain(clip64, t, random_image(seed=1), steps=2).matrix for t in texts]
+    for name in ("_ref_cache", "_eref_cache"):
+        tower.__dict__.pop(name, None)
+    # a caption's reference embedding is keyed by its tokens: the first caption's is cached,
+    # then storing the other two evicts it while the batch still needs it
+    tower.reference_cache_size = 1
+    try:
+        dualex.project(clip64, texts=texts[:1], images=[random_image(seed=1)], steps=2)
+        proj = dualex.project(clip64, texts=texts, images=[random_image(seed=1)], steps=2)
+    finally:
+        tower.reference_cache_size = size
+    for i, m in enumerate(want):
+        torch.testing.assert_close(proj.explanation(i, 0).matrix, m, rtol=0, atol=1e-12)
+    assert len(tower._ref_cache) == 1 and len(tower._eref_cache) == 1

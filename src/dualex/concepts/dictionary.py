@@ -355,13 +355,27 @@ class Concepts:
         return encode_topk(X.double(), self.encoder.double(), self.topk)
 
     # -- checks --------------------------------------------------------------------------------
-    def check(self, model: Any) -> None:
+    def check(self, model: Any, weights: bool = True) -> None:
         """Refuse a model other than the one the dictionary was trained on.
 
+        Args:
+            model: The dual encoder.
+            weights: Compare the weights' fingerprint. ``False`` checks only the embeddings'
+                kinds and size (a model fine-tuned from the dictionary's model passes).
+
         Raises:
-            ModelMismatchError: if the weights' fingerprint differs.
+            ModelMismatchError: if the weights' fingerprint (or the embeddings) differ.
         """
         want = self.meta["model"]
+        kinds = [model.tower_a.modality, model.tower_b.modality]
+        if kinds != list(want["modalities"]):
+            raise ModelMismatchError(
+                f"this concept dictionary is for {want['modalities']} embeddings, the model "
+                f"{getattr(model, 'name', '?')!r} has {kinds}; train one for this model with "
+                "`dualex concepts train --model SPEC --data SPEC --out DIR`"
+            )
+        if not weights:
+            return
         got = weights_fingerprint(model)
         if got != want["fingerprint"]:
             raise ModelMismatchError(

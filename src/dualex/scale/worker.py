@@ -20,11 +20,10 @@ __all__ = ["error_message", "load_model", "run_shard"]
 
 
 def load_model(spec: str) -> Any:
-    """Build the model of a job from its spec (as the CLI does: ``dualex.load`` plus the CLI's
-    ``random-clip[:SEED]``)."""
-    from dualex.cli_args import resolve_model
+    """Build the model of a job from its spec, through the family registry (``dualex.load``)."""
+    from dualex.model import load
 
-    return resolve_model(spec)
+    return load(spec)
 
 
 def error_message(err: BaseException) -> str:

@@ -45,6 +45,7 @@ __all__ = [
     "mha_attention",
     "mha_merge",
     "split_heads",
+    "supported_towers",
     "vision_access",
 ]
 
@@ -343,37 +344,40 @@ def access_families() -> list[str]:
     """Names of the registered families that declare a vision access."""
     from dualex.towers.registry import families
 
-    return [f.name for f in families() if getattr(f, "vision_access", None) is not None]
+    return [f.name for f in families() if f.vision_access is not None]
+
+
+def supported_towers() -> str:
+    """The image towers some registered family opens up, for messages: each family's
+    ``vision_towers`` with its name (``"HF CLIP, SigLIP, SigLIP-2 (hf); ..."``)."""
+    from dualex.towers.registry import families
+
+    return "; ".join(
+        f"{f.vision_towers or f.summary} ({f.name})"
+        for f in families()
+        if f.vision_access is not None
+    )
 
 
 def vision_access(model: Any) -> VisionAccess:
-    """The :class:`VisionAccess` of a model's image tower, found through the family registry.
+    """The :class:`VisionAccess` of a model's image tower, as its family declares it.
 
     Args:
-        model: A :class:`dualex.DualEncoder` (or anything :func:`dualex.wrap` accepts).
+        model: A :class:`dualex.DualEncoder` (its family: the one it carries, else the one that
+            wraps its module).
 
     Raises:
         VisionAccessError: when the model's family declares no access, or its image tower is not
             a ViT it can open up (a CNN, a text tower); the message names the supported towers.
     """
-    from dualex.errors import UnknownModelError
-    from dualex.model import wrap
-    from dualex.towers.registry import for_object
+    from dualex.towers.registry import family_of
 
-    model = wrap(model)
-    supported = (
-        "HF CLIP / SigLIP / SigLIP-2 and the builtin model, open_clip ViTs (incl. timm ViTs such "
-        "as SigLIP), OpenAI clip ViTs"
-    )
-    module = model.module
-    family = None
-    if module is not None:
-        with contextlib.suppress(UnknownModelError):
-            family = for_object(module)
-    factory = getattr(family, "vision_access", None) if family is not None else None
+    family = family_of(model)
+    factory = getattr(family, "vision_access", None)
     if factory is None:
+        name = getattr(model, "name", type(model).__name__)
+        tower = getattr(getattr(model, "tower_b", None), "name", "no dualex towers")
         raise VisionAccessError(
-            f"{model.name!r} ({model.tower_b.name}) has no attention access; it exists for "
-            f"{supported} (families: {', '.join(access_families())})"
+            f"{name!r} ({tower}) has no attention access; it exists for {supported_towers()}"
         )
     return factory(model)

@@ -421,22 +421,14 @@ class HookTower(Tower):
         keys = [(layer, len(r.positions), data_key(r.data), token) for r in refs]
         cache = self.__dict__.setdefault("_ref_cache", OrderedDict())
         lock = self.__dict__.setdefault("_ref_lock", threading.Lock())
-        with lock:
-            missing = {k: r for k, r in zip(keys, refs, strict=True) if k not in cache}
+        found = _hits(cache, lock, keys)
+        missing = {k: r for k, r in zip(keys, refs, strict=True) if k not in found}
         if missing:
             todo = list(missing.items())
             H = self.hidden_batch([r for _, r in todo], layer)
-            with lock:
-                for (k, _), h in zip(todo, H, strict=True):
-                    cache[k] = h
-                    cache.move_to_end(k)
-                while len(cache) > self.reference_cache_size:
-                    cache.popitem(last=False)
-            found = {k: h for (k, _), h in zip(todo, H, strict=True)}
-        else:
-            found = {}
-        with lock:
-            return torch.stack([found[k] if k in found else cache[k] for k in keys])
+            found.update((k, h) for (k, _), h in zip(todo, H, strict=True))
+            _store(cache, lock, dict(zip(missing, H, strict=True)), self.reference_cache_size)
+        return torch.stack([found[k] for k in keys])
 
     def reference_embedding_batch(
         self, inps: Sequence[TowerInput], layer: int, H_ref: Tensor, suffix: BatchSuffixFn
@@ -454,22 +446,35 @@ class HookTower(Tower):
         ]
         cache = self.__dict__.setdefault("_eref_cache", OrderedDict())
         lock = self.__dict__.setdefault("_ref_lock", threading.Lock())
-        with lock:
-            todo = [i for i, k in enumerate(keys) if k not in cache]
+        found = _hits(cache, lock, keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
             # one suffix pass over the missing inputs (the batch suffix takes any items)
             E = suffix(H_ref[todo], todo).detach()
-            with lock:
-                for i, e in zip(todo, E, strict=True):
-                    cache[keys[i]] = e
-                    cache.move_to_end(keys[i])
-                found = {keys[i]: e for i, e in zip(todo, E, strict=True)}
-                while len(cache) > self.reference_cache_size:
-                    cache.popitem(last=False)
-        else:
-            found = {}
-        with lock:
-            return torch.stack([found[k] if k in found else cache[k] for k in keys])
+            new = {keys[i]: e for i, e in zip(todo, E, strict=True)}
+            found.update(new)
+            _store(cache, lock, new, self.reference_cache_size)
+        return torch.stack([found[k] for k in keys])
+
+
+def _hits(cache: OrderedDict, lock: threading.Lock, keys: list) -> dict:
+    """The cached entries of ``keys``, taken now (storing the misses later may evict them),
+    each marked as recently used."""
+    with lock:
+        found = {k: cache[k] for k in keys if k in cache}
+        for k in found:
+            cache.move_to_end(k)
+    return found
+
+
+def _store(cache: OrderedDict, lock: threading.Lock, new: dict, size: int) -> None:
+    """Put ``new`` into the LRU ``cache`` (most recent last) and trim it to ``size`` entries."""
+    with lock:
+        for k, v in new.items():
+            cache[k] = v
+            cache.move_to_end(k)
+        while len(cache) > size:
+            cache.popitem(last=False)
 
 
 def _tensor_digest(t: Tensor) -> tuple:
@@ -528,3 +533,72 @@ class FunctionTower(Tower):
 
     def suffix(self, inp: TowerInput, layer: int) -> Callable[[Tensor], Tensor]:
         return self._suffix(inp.raw, self.check_layer(layer))
+
+
+LogitScale = float | Callable[[], float] | None
+"""A fixed scale, a function that reads it from the model when called, or none."""
+
+
+@dataclass(repr=False)
+class DualEncoder:
+    """Two towers whose embeddings are compared by a dot product or a cosine.
+
+    Attributes:
+        tower_a: The first tower (text for CLIP-like models).
+        tower_b: The second tower (image for CLIP-like models; the same text tower for sentence
+            transformers).
+        similarity: ``"cosine"`` or ``"dot"``.
+        logit_scale: The model's learnt scale of the similarity (used when ``scale=True``): a
+            number, or a function that reads it from the model when called, so a model in
+            training is explained with its current scale (see :meth:`current_logit_scale`).
+        name: A display name (the spec string when loaded by spec).
+        module: The underlying torch module, if any.
+        weights: Where the weights come from: ``"pretrained"``, ``"builtin"``, ``"random"`` or
+            ``"unknown"``.
+        family: The registered :class:`dualex.towers.registry.Family` that made it (set by
+            ``dualex.load`` / ``dualex.wrap``; ``None`` for one built from custom towers): what
+            it opens for attention methods and how it is fine-tuned and saved.
+    """
+
+    tower_a: Tower
+    tower_b: Tower
+    similarity: str = "cosine"
+    logit_scale: LogitScale = None
+    name: str = "model"
+    module: nn.Module | None = None
+    weights: str = "unknown"
+    family: Any = field(default=None, compare=False)
+
+    def current_logit_scale(self) -> float | None:
+        """The similarity's scale now (read from the model at each call when it is learnt)."""
+        value = self.logit_scale
+        if callable(value):
+            return float(value())
+        return None if value is None else float(value)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[None]:
+        """Both towers' split sessions (see :meth:`dualex.towers.base.Tower.session`)."""
+        with self.tower_a.session(), self.tower_b.session():
+            yield
+
+    def __repr__(self) -> str:
+        return (
+            f"DualEncoder(name={self.name!r}, a={self.tower_a.name}, b={self.tower_b.name}, "
+            f"similarity={self.similarity!r})"
+        )
+
+
+def read_scale(module: nn.Module, attribute: str = "logit_scale", *, inverse: bool = False) -> Any:
+    """A function reading ``exp(module.<attribute>)`` (or ``1 / module.<attribute>``) when called.
+
+    Returns ``None`` when the module has no such attribute.
+    """
+    if getattr(module, attribute, None) is None:
+        return None
+
+    def read() -> float:
+        p = getattr(module, attribute).detach().reshape(-1)[0]
+        return float(1.0 / p) if inverse else float(p.exp())
+
+    return read

@@ -13,9 +13,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -41,6 +44,7 @@ from dualex.towers.inputs import (
     warn_truncated,
 )
 from dualex.towers.positions import Geometry, ImagePositions, Positions, TextPositions
+from dualex.towers.trainable import Trainable
 
 __all__ = [
     "BPETextCodec",
@@ -688,3 +692,55 @@ def cls_patch_tokens(visual: nn.Module, pixels: Tensor, dtype: torch.dtype) -> T
     x = x.reshape(B, W, -1).permute(0, 2, 1)
     cls = visual.class_embedding.to(x.dtype).expand(B, 1, W)
     return torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# fine-tuning (dualex.train) through the model's own encode_text / encode_image
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ClipTrainable(Trainable):
+    """An open_clip or OpenAI clip model being fine-tuned (the same forward: ``encode_text`` on
+    context-length token ids, ``encode_image`` on transformed pixels). Saved as
+    ``open_clip_model.safetensors`` and ``dualex_openclip.json``, which
+    ``dualex.load("openclip:ARCH/FOLDER/open_clip_model.safetensors")`` opens.
+
+    Attributes:
+        arch: open_clip architecture name (``""`` when not an open_clip model).
+    """
+
+    arch: str = ""
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Padded to the context length (id 0 is padding)."""
+        ids = self.tokenizer(texts)
+        return ids.long(), (ids != 0).long()
+
+    def pixels(self, images: list[Any]) -> Tensor:
+        return torch.stack([self.image_processor(im.convert("RGB")) for im in images])
+
+    def encode_text(self, ids: Tensor, mask: Tensor) -> Tensor:
+        return self.model.encode_text(ids)
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        return self.model.encode_image(pixels)
+
+    def set_checkpointing(self, on: bool) -> bool:
+        if not hasattr(self.model, "set_grad_checkpointing"):
+            return False
+        self.model.set_grad_checkpointing(on)
+        return True
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(folder / "open_clip_model.safetensors"))
+        spec = f"openclip:{self.arch}/{folder / 'open_clip_model.safetensors'}"
+        (folder / "dualex_openclip.json").write_text(
+            json.dumps({"arch": self.arch, "spec": spec}, indent=1)
+        )
+        return folder

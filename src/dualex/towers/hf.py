@@ -11,13 +11,14 @@ load through it too) and the ``builtin`` spec.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder, read_scale
 from dualex.engine.lastblock import LastBlock
 from dualex.engine.projection import BatchSuffixFn
 from dualex.errors import InvalidInputError, UnknownModelError
@@ -32,7 +33,7 @@ from dualex.towers.access import (
     softmax_probs,
     split_heads,
 )
-from dualex.towers.base import FastPath, HookTower, TowerInput
+from dualex.towers.base import DualEncoder, FastPath, HookTower, TowerInput, read_scale
 from dualex.towers.clip_common import image_reference_pixels, packed_attention
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
@@ -47,7 +48,8 @@ from dualex.towers.inputs import (
     warn_discarded,
 )
 from dualex.towers.positions import Geometry, ImagePositions
-from dualex.towers.registry import Family, TowerDescription, resolve, type_is
+from dualex.towers.registry import Family, TowerDescription, for_object, resolve, type_is
+from dualex.towers.trainable import Trainable
 
 
 def _features(out: Any) -> Tensor:
@@ -422,22 +424,8 @@ class HFImageTower(HookTower):
 
 
 TOWERS = {
-    "text": TowerDescription(
-        blocks="text_model.encoder.layers",
-        layout="bsd",
-        pooled="eos (CLIP: the first end token) / last (SigLIP, SigLIP-2: padded to the context)",
-        prefix=1,
-        special="the tokenizer's special tokens (BOS, EOS, padding)",
-        pooled_query="text_model.encoder.layers.-1",
-    ),
-    "image": TowerDescription(
-        blocks="vision_model.encoder.layers",
-        layout="bsd",
-        pooled="cls (CLIP) / attention-pool (SigLIP, SigLIP-2: vision_model.head)",
-        prefix=1,
-        grid="patches (CLIP, SigLIP) / patches-variable (SigLIP-2 NaFlex, padded)",
-        pooled_query="vision_model.encoder.layers.-1 (CLIP) / vision_model.head (SigLIP)",
-    ),
+    "text": TowerDescription(blocks="text_model.encoder.layers"),
+    "image": TowerDescription(blocks="vision_model.encoder.layers"),
 }
 """The towers of transformers CLIP / SigLIP / SigLIP-2 models, as data."""
 
@@ -480,29 +468,8 @@ def wrap_hf(
         name=name or f"hf:{getattr(model.config, '_name_or_path', '') or cls}",
         module=model,
         weights=weights,
+        family=FAMILY,
     )
-
-
-def processor_parts(processor: Any, tokenizer: Any, image_processor: Any) -> tuple[Any, Any]:
-    """``(tokenizer, image_processor)``: the given ones, else those of a transformers processor."""
-    if processor is not None:
-        tokenizer = tokenizer or getattr(processor, "tokenizer", None)
-        image_processor = image_processor or getattr(processor, "image_processor", None)
-    return tokenizer, image_processor
-
-
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    tok, proc = processor_parts(processor, tokenizer, image_processor)
-    return wrap_hf(obj, tok, proc, name=name, **kwargs)
 
 
 def load_hf(path: str, **kwargs: Any) -> DualEncoder:
@@ -511,12 +478,9 @@ def load_hf(path: str, **kwargs: Any) -> DualEncoder:
     Raises:
         UnknownModelError: if transformers cannot load it (offline and not cached, ...).
     """
-    from pathlib import Path
-
     from transformers import AutoConfig, AutoModel, AutoProcessor
 
     from dualex.hub import local_only
-    from dualex.model import wrap
 
     spec = f"hf:{path}"
     local = Path(path).expanduser()
@@ -537,7 +501,8 @@ def load_hf(path: str, **kwargs: Any) -> DualEncoder:
             f"cannot load {spec!r} with transformers ({str(err).splitlines()[0]}); pass a local "
             "folder saved with save_pretrained, or a hub id when online"
         ) from err
-    return wrap(model, processor, name=spec, weights="pretrained")
+    # AutoModel may give an AlignModel: the family that wraps it (hf or hf-align) does
+    return for_object(model).adopt(model, processor, name=spec, weights="pretrained")
 
 
 def _can_wrap(obj: Any) -> bool:
@@ -667,6 +632,108 @@ def vision_access(model: Any) -> HFVisionAccess:
     return HFVisionAccess(model)
 
 
+# ---------------------------------------------------------------------------------------------
+# fine-tuning (dualex.train) through the model's own get_text_features / get_image_features
+# ---------------------------------------------------------------------------------------------
+
+
+class HFTrainable(Trainable):
+    """A transformers CLIP / SigLIP (/ ALIGN) being fine-tuned; saved with ``save_pretrained``
+    (``dualex.load("hf:FOLDER")`` opens it)."""
+
+    def tokenize(self, texts: list[str]) -> tuple[Tensor, Tensor]:
+        """Padded to the longest text (SigLIP: to the context, as it was trained)."""
+        cfg = self.model.config.text_config
+        max_len = int(cfg.max_position_embeddings)
+        siglip = "siglip" in type(self.model).__name__.lower()
+        enc = self.tokenizer(
+            texts,
+            padding="max_length" if siglip else True,
+            max_length=max_len,
+            truncation=True,
+            return_tensors="pt",
+        )
+        ids = enc["input_ids"].long()
+        mask = enc.get("attention_mask", torch.ones_like(ids)).long()
+        return ids, mask
+
+    def pixels(self, images: list[Any]) -> Tensor:
+        out = self.image_processor(images=[im.convert("RGB") for im in images], return_tensors="pt")
+        return out["pixel_values"]
+
+    def encode_text(self, ids: Tensor, mask: Tensor) -> Tensor:
+        if "siglip" in type(self.model).__name__.lower():
+            out = self.model.get_text_features(input_ids=ids)
+        else:
+            n = int(mask.sum(1).max())  # padding at the end: trim to the longest row
+            out = self.model.get_text_features(input_ids=ids[:, :n], attention_mask=mask[:, :n])
+        return out if torch.is_tensor(out) else out.pooler_output
+
+    def encode_image(self, pixels: Tensor) -> Tensor:
+        out = self.model.get_image_features(pixel_values=pixels)
+        return out if torch.is_tensor(out) else out.pooler_output
+
+    def set_checkpointing(self, on: bool) -> bool:
+        m = self.model
+        if not getattr(m, "supports_gradient_checkpointing", False):
+            return False
+        if on:  # transformers 5 renamed it activation checkpointing
+            fn = (
+                getattr(m, "activation_checkpointing_enable", None)
+                or m.gradient_checkpointing_enable
+            )
+            fn({"use_reentrant": False})
+        else:
+            fn = getattr(m, "activation_checkpointing_disable", None)
+            (fn or m.gradient_checkpointing_disable)()
+            if hasattr(m, "disable_input_require_grads"):  # enabling hooked the embeddings
+                m.disable_input_require_grads()
+        return True
+
+    def save(self, folder: str | os.PathLike) -> Path:
+        """``save_pretrained`` of model, tokenizer and image processor
+        (``dualex.load("hf:FOLDER")``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        cfg = self.model.config
+        if getattr(cfg, "_attn_implementation", None) not in (None, "eager", "sdpa"):
+            cfg._attn_implementation = "eager"
+        self.model.save_pretrained(str(folder), safe_serialization=True)
+        self.tokenizer.save_pretrained(str(folder))
+        self.image_processor.save_pretrained(str(folder))
+        return folder
+
+    def rewrap(self) -> DualEncoder:
+        family = for_object(self.model)  # hf, or hf-align for an AlignModel
+        return family.adopt(
+            self.model,
+            tokenizer=self.tokenizer,
+            image_processor=self.image_processor,
+            name=self.name,
+        )
+
+
+def trainable(encoder: DualEncoder, module: nn.Module, name: str) -> HFTrainable:
+    """The :class:`HFTrainable` over ``module`` (``encoder``'s module or a copy of it).
+
+    Raises:
+        UnknownModelError: if the encoder's towers hold no transformers tokenizer and processor.
+    """
+    a, b = encoder.tower_a, encoder.tower_b
+    if not (
+        hasattr(module, "get_text_features") and hasattr(a, "tokenizer") and hasattr(b, "processor")
+    ):
+        raise UnknownModelError(
+            f"cannot fine-tune {name!r}: its towers are not a transformers text tower and "
+            "vision tower with their tokenizer and image processor"
+        )
+    return HFTrainable(module, a.tokenizer, b.processor, name, weights=str(encoder.weights))
+
+
+VISION_TOWERS = "HF CLIP, SigLIP, SigLIP-2"
+"""The image towers :func:`vision_access` opens."""
+
+
 FAMILY = Family(
     name="hf",
     summary="transformers CLIPModel / SiglipModel / Siglip2Model with their processor",
@@ -676,9 +743,11 @@ FAMILY = Family(
         "via from_pretrained"
     },
     can_wrap=_can_wrap,
-    wrap=_wrap,
+    wrap=lambda obj, parts, **kw: wrap_hf(obj, parts.text(), parts.image(), **kw),
     load=lambda rest, **kw: load_hf(rest, **kw),
     towers=TOWERS,
     requires=("transformers",),
     vision_access=vision_access,
+    vision_towers=VISION_TOWERS,
+    trainable=trainable,
 )

@@ -13,11 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
-from dualex.towers.base import HookTower, TowerInput
+from dualex.towers.base import DualEncoder, HookTower, TowerInput, read_scale
 from dualex.towers.clip_common import FeatureMapMixin, image_reference_pixels
-from dualex.towers.hf import _features, processor_parts
+from dualex.towers.hf import _features, trainable
 from dualex.towers.inputs import (
     PIXEL_SOURCE,
     hf_id_positions,
@@ -226,21 +225,8 @@ def wrap_align(
         name=name or f"hf:{getattr(model.config, '_name_or_path', '') or 'AlignModel'}",
         module=model,
         weights=weights,
+        family=FAMILY,
     )
-
-
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    tok, proc = processor_parts(processor, tokenizer, image_processor)
-    return wrap_align(obj, tok, proc, name=name, **kwargs)
 
 
 FAMILY = Family(
@@ -248,21 +234,11 @@ FAMILY = Family(
     summary="transformers AlignModel (EfficientNet + BERT) with its processor",
     prefixes=(),  # loaded through "hf:" (AutoModel gives an AlignModel)
     can_wrap=lambda obj: type_is(obj, "transformers", "AlignModel"),
-    wrap=_wrap,
+    wrap=lambda obj, parts, **kw: wrap_align(obj, parts.text(), parts.image(), **kw),
     towers={
-        "text": TowerDescription(
-            blocks="text_model.encoder.layer",
-            layout="bsd",
-            pooled="cls",
-            prefix=1,
-            special="[CLS], [SEP], [PAD]",
-        ),
-        "image": TowerDescription(
-            blocks="vision_model.encoder.blocks",
-            layout="bchw",
-            pooled="average-pool",
-            grid="feature-map",
-        ),
+        "text": TowerDescription(blocks="text_model.encoder.layer"),
+        "image": TowerDescription(blocks="vision_model.encoder.blocks"),
     },
     requires=("transformers",),
+    trainable=trainable,
 )

@@ -26,19 +26,21 @@ import sys
 import types
 import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder, read_scale
 from dualex.errors import UnknownModelError
 from dualex.towers.access import MHABlockAccess, VisionAccessError
+from dualex.towers.base import DualEncoder, read_scale
 from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
     ClipTextTower,
+    ClipTrainable,
     cls_patch_tokens,
     mha_last_block,
     warn_random,
@@ -277,6 +279,7 @@ def wrap_openai(
         name=name,
         module=model,
         weights=weights,
+        family=FAMILY,
     )
 
 
@@ -397,44 +400,11 @@ def load_openai(
 
 
 TOWERS = {
-    "text": TowerDescription(
-        blocks="transformer.resblocks",
-        layout="sbd",
-        pooled="argmax",
-        prefix=1,
-        special="start and end token; positions after the end token are dropped (causal)",
-        pooled_query="transformer.resblocks.-1",
-    ),
-    "image-vit": TowerDescription(
-        blocks="visual.transformer.resblocks",
-        layout="sbd",
-        pooled="cls",
-        prefix=1,
-        grid="patches",
-        pooled_query="visual.transformer.resblocks.-1",
-    ),
-    "image-resnet": TowerDescription(
-        blocks="visual.conv1, visual.layer1..layer4, visual.attnpool",
-        layout="bchw",
-        pooled="attention-pool",
-        grid="feature-map",
-    ),
+    "text": TowerDescription(blocks="transformer.resblocks"),
+    "image-vit": TowerDescription(blocks="visual.transformer.resblocks"),
+    "image-resnet": TowerDescription(blocks="visual.conv1, visual.layer1..layer4, visual.attnpool"),
 }
 """The towers of OpenAI clip models, as data."""
-
-
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    transform = preprocess if preprocess is not None else (processor or image_processor)
-    return wrap_openai(obj, name=name or "openai", preprocess=transform, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -490,15 +460,55 @@ def vision_access(model: Any) -> OpenAIViTAccess:
     return OpenAIViTAccess(model)
 
 
+@dataclass
+class _BatchTokenize:
+    """A batch tokenizer over a codec that tokenises one text at a time (``[N, ctx]``)."""
+
+    codec: Any
+
+    def __call__(self, texts: list[str]) -> Tensor:
+        return torch.cat([self.codec._tokenize(t) for t in texts])
+
+
+class OpenAITrainable(ClipTrainable):
+    """An OpenAI clip model being fine-tuned: open_clip's forward and file layout
+    (:class:`~dualex.towers.clip_common.ClipTrainable`), its BPE tokenizer batched."""
+
+    def rewrap(self) -> DualEncoder:
+        return wrap_openai(self.model, name=self.name, preprocess=self.image_processor)
+
+
+def trainable(encoder: DualEncoder, module: nn.Module, name: str) -> OpenAITrainable:
+    """The :class:`OpenAITrainable` over ``module``.
+
+    Raises:
+        UnknownModelError: if the encoder's towers are not the clip package's.
+    """
+    a, b = encoder.tower_a, encoder.tower_b
+    if not (hasattr(a, "codec") and hasattr(b, "preprocess")):
+        raise UnknownModelError(f"cannot fine-tune {name!r}: its towers are not OpenAI clip's")
+    tok = _BatchTokenize(a.codec)
+    return OpenAITrainable(module, tok, b.preprocess, name, weights=str(encoder.weights))
+
+
+VISION_TOWERS = "OpenAI clip ViTs"
+"""The image towers :func:`vision_access` opens."""
+
+
 FAMILY = Family(
     name="openai",
     summary="models of OpenAI's clip package (clip.model.CLIP, ViT or ResNet)",
     prefixes=("openai",),
     spec_forms={"openai:<name>": "a model of OpenAI's clip package"},
     can_wrap=lambda obj: type_is(obj, "clip.model", "CLIP"),
-    wrap=_wrap,
+    wrap=lambda obj, parts, name=None, **kw: wrap_openai(
+        obj, name=name or "openai", preprocess=parts.transform(), **kw
+    ),
     load=lambda rest, **kw: load_openai(rest, **kw),
     towers=TOWERS,
     requires=("clip-anytorch",),
+    install="pip install clip-anytorch",
     vision_access=vision_access,
+    vision_towers=VISION_TOWERS,
+    trainable=trainable,
 )

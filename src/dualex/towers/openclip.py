@@ -24,7 +24,6 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder, read_scale
 from dualex.engine.lastblock import LastBlock
 from dualex.errors import UnknownModelError
 from dualex.hub import hf_host, reachable
@@ -36,10 +35,12 @@ from dualex.towers.access import (
     merge_heads,
     softmax_probs,
 )
+from dualex.towers.base import DualEncoder, read_scale
 from dualex.towers.clip_common import (
     BPETextCodec,
     ClipImageTower,
     ClipTextTower,
+    ClipTrainable,
     FeatureMapMixin,
     RandomWeightsWarning,
     align_pieces,
@@ -68,43 +69,11 @@ __all__ = [
 ]
 
 TOWERS = {
-    "text": TowerDescription(
-        blocks="transformer.resblocks",
-        layout="bsd",
-        pooled="argmax",
-        prefix=1,
-        special="start and end token; positions after the end token are dropped (causal)",
-        pooled_query="transformer.resblocks.-1",
-    ),
-    "text-custom": TowerDescription(
-        blocks="text.transformer.resblocks",
-        layout="bsd",
-        pooled="last",
-        special="the tokenizer's special ids; padding kept and flagged special",
-        pooled_query="text.transformer.resblocks.-1",
-    ),
-    "image-vit": TowerDescription(
-        blocks="visual.transformer.resblocks",
-        layout="bsd",
-        pooled="cls",
-        prefix=1,
-        grid="patches",
-        pooled_query="visual.transformer.resblocks.-1",
-    ),
-    "image-timm": TowerDescription(
-        blocks="visual.trunk.blocks",
-        layout="bsd",
-        pooled="attention-pool",
-        prefix=0,
-        grid="patches",
-        pooled_query="visual.trunk.attn_pool",
-    ),
-    "image-resnet": TowerDescription(
-        blocks="visual.conv1, visual.layer1..layer4, visual.attnpool",
-        layout="bchw",
-        pooled="attention-pool",
-        grid="feature-map",
-    ),
+    "text": TowerDescription(blocks="transformer.resblocks"),
+    "text-custom": TowerDescription(blocks="text.transformer.resblocks"),
+    "image-vit": TowerDescription(blocks="visual.transformer.resblocks"),
+    "image-timm": TowerDescription(blocks="visual.trunk.blocks"),
+    "image-resnet": TowerDescription(blocks="visual.conv1, visual.layer1..layer4, visual.attnpool"),
 }
 """The towers of open_clip models, as data."""
 
@@ -298,6 +267,7 @@ def wrap_openclip(
         name=name,
         module=model,
         weights=weights,
+        family=FAMILY,
     )
 
 
@@ -528,25 +498,6 @@ def _can_wrap(obj: Any) -> bool:
     return type_is(obj, "open_clip", "CLIP", "CustomTextCLIP")
 
 
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    return wrap_openclip(
-        obj,
-        preprocess if preprocess is not None else (processor or image_processor),
-        tokenizer,
-        name=name or "openclip",
-        **kwargs,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # attention access (dualex.towers.access) for attention-based first-order methods; kept apart
 # from the towers above.
@@ -743,6 +694,39 @@ def vision_access(model: Any) -> VisionAccess:
     )
 
 
+class OpenCLIPTrainable(ClipTrainable):
+    """An open_clip model being fine-tuned (:class:`~dualex.towers.clip_common.ClipTrainable`)."""
+
+    def rewrap(self) -> DualEncoder:
+        return wrap_openclip(self.model, self.image_processor, self.tokenizer, name=self.name)
+
+
+def trainable(encoder: DualEncoder, module: nn.Module, name: str) -> OpenCLIPTrainable:
+    """The :class:`OpenCLIPTrainable` over ``module``; its architecture read from ``name``
+    (``"openclip:<arch>[/<pretrained>]"``), which a saved copy records.
+
+    Raises:
+        UnknownModelError: if the encoder's towers are not open_clip's.
+    """
+    a, b = encoder.tower_a, encoder.tower_b
+    if not (hasattr(a, "codec") and hasattr(b, "preprocess")):
+        raise UnknownModelError(f"cannot fine-tune {name!r}: its towers are not open_clip's")
+    spec = name.partition(":")[2] if name.lower().startswith("openclip:") else name
+    try:
+        import open_clip
+
+        arch = _split_spec(spec, set(open_clip.list_models()))[0]
+    except ImportError:  # pragma: no cover
+        arch = spec.split("/")[0]
+    return OpenCLIPTrainable(
+        module, a.codec.tokenizer, b.preprocess, name, weights=str(encoder.weights), arch=arch
+    )
+
+
+VISION_TOWERS = "open_clip ViTs incl. timm ViTs such as SigLIP"
+"""The image towers :func:`vision_access` opens."""
+
+
 FAMILY = Family(
     name="openclip",
     summary="open_clip models (CLIP, CustomTextCLIP: ViT, timm ViT, ModifiedResNet towers) with "
@@ -752,9 +736,15 @@ FAMILY = Family(
         "openclip:<arch>[/<pretrained>]": "an open_clip model via create_model_and_transforms"
     },
     can_wrap=_can_wrap,
-    wrap=_wrap,
+    wrap=lambda obj, parts, name=None, **kw: wrap_openclip(
+        obj, parts.transform(), parts.tokenizer, name=name or "openclip", **kw
+    ),
     load=lambda rest, **kw: load_openclip(rest, **kw),
     towers=TOWERS,
     requires=("open_clip_torch",),
+    install="pip install 'dualex[openclip]'",
+    weights_of=lambda rest: "pretrained" if "/" in rest else "random",  # no tag: random init
     vision_access=vision_access,
+    vision_towers=VISION_TOWERS,
+    trainable=trainable,
 )

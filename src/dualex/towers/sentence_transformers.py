@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dualex.encoder import DualEncoder
 from dualex.errors import UnknownModelError
-from dualex.towers.base import HookTower, TowerInput
+from dualex.towers.base import DualEncoder, HookTower, TowerInput
 from dualex.towers.inputs import (
     hf_id_positions,
     id_tensor,
@@ -176,6 +175,7 @@ def wrap_st(
         name=name or f"st:{type(tower.auto_model).__name__}",
         module=model,
         weights=weights,
+        family=FAMILY,
     )
 
 
@@ -225,35 +225,16 @@ def load_st(spec: str, *, device: str = "cpu", reference: Any = "pad", **kwargs:
     return wrap_st(model, name=f"st:{spec}", reference=reference, weights="pretrained")
 
 
-def _wrap(
-    obj: Any,
-    processor: Any = None,
-    *,
-    tokenizer: Any = None,
-    image_processor: Any = None,
-    preprocess: Any = None,
-    name: str | None = None,
-    **kwargs: Any,
-) -> DualEncoder:
-    return wrap_st(obj, name=name, **kwargs)
-
-
 FAMILY = Family(
     name="st",
     summary="SentenceTransformer objects (text–text, one shared tower)",
     prefixes=("st",),
     spec_forms={"st:<id-or-path>": "a sentence-transformers model (text–text)"},
     can_wrap=lambda obj: type_is(obj, "sentence_transformers", "SentenceTransformer"),
-    wrap=_wrap,
+    wrap=lambda obj, parts, **kw: wrap_st(obj, **kw),
     load=lambda rest, **kw: load_st(rest, **kw),
-    towers={
-        "text": TowerDescription(
-            blocks="[0].auto_model.encoder.layer (found by find_layers)",
-            layout="bsd",
-            pooled="mean",
-            prefix=1,
-            special="the tokenizer's special tokens ([CLS], [SEP], padding)",
-        )
-    },
+    towers={"text": TowerDescription(blocks="[0].auto_model.encoder.layer (found by find_layers)")},
+    modalities=("text", "text"),
     requires=("sentence-transformers",),
+    install="pip install 'dualex[st]'",
 )

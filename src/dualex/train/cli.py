@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -69,6 +70,13 @@ def finetune_command(
         ),
     ] = "",
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    concepts: Annotated[
+        Path | None,
+        typer.Option(
+            help="Concept dictionary of the starting model (`dualex concepts train`): the "
+            "report gains the concepts' knowledge gaps."
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
     device: Annotated[str | None, typer.Option(help="cuda or cpu (default: cuda if any).")] = None,
 ) -> None:
@@ -85,4 +93,5 @@ def finetune_command(
         monitor_mentions=monitor_mentions, monitor_nodes=monitor_nodes,
         hard_negatives=hard_negatives, l2sp=l2sp, grad_checkpointing=grad_checkpointing,
         ckpt_every=ckpt_every, relabel=relabel, seed=seed,
+        concepts="" if concepts is None else str(concepts),
     )  # fmt: skip

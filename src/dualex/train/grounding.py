@@ -225,6 +225,14 @@ class GroundingMonitor:
         seed: Seed of the bootstrap intervals.
         worst: How many worst classes get example explanations / heatmaps.
         log: Called with one line of text per pass (``None``: silent).
+        concepts: A concept dictionary (:class:`dualex.Concepts` or its folder) of the model
+            at the start of training: each pass also measures, per concept, how often it fires
+            on the caption, on the image and on both of the held-out matching pairs (timeline
+            rows of group ``"concept"``: ``fires_a``, ``fires_b``, ``agreement``, ``gap``), and
+            the report gains a concept section (the knowledge gaps in concept terms). Only the
+            embeddings' kinds are checked against the model; the dictionary keeps reading the
+            model in the terms it learnt at the start.
+        concept_pairs: Held-out pairs of the concept measurement (the first samples).
         **wrap_options: Further options of :func:`dualex.wrap` (``preprocess=``,
             ``image_processor=``, ``text_reference=``...).
 
@@ -249,6 +257,8 @@ class GroundingMonitor:
         seed: int = 0,
         worst: int = 3,
         log: Callable[[str], Any] | None = None,
+        concepts: Any = None,
+        concept_pairs: int = 256,
         **wrap_options: Any,
     ) -> None:
         from dualex.train.data import load_samples
@@ -270,6 +280,13 @@ class GroundingMonitor:
         self.sinks: list[Callable[[MonitorPass], Any]] = list(sinks)
         if tensorboard is not None:
             self.sinks.append(TensorBoardSink(tensorboard))
+        if isinstance(concepts, str | Path):
+            from dualex.concepts import Concepts
+
+            concepts = Concepts.load(concepts)
+        self.concepts = concepts
+        self.concept_pairs = concept_pairs
+        self.seed = seed
         self._wrap = dict(wrap_options, processor=processor, tokenizer=tokenizer)
         self._trainables: dict[int, tuple[Any, Any]] = {}
         self.timeline: list[dict[str, Any]] = []
@@ -346,6 +363,8 @@ class GroundingMonitor:
         t = time.perf_counter()
         with unchanged(tr.model):
             rows = self.monitor.run(tr, step)
+        if self.concepts is not None:
+            rows.extend(self._concept_rows(tr, step))
         p = self._pass(tr, step, rows)
         dt = time.perf_counter() - t
         if self.first_pass_seconds is None:
@@ -422,6 +441,21 @@ class GroundingMonitor:
                 span = next(m.span for m in self.monitor.samples[idx].mentions if m.label == cls)
                 p.examples.append((cls, ex, span))
         return p
+
+    def _concept_rows(self, tr: Any, step: int) -> list[dict[str, Any]]:
+        """Per concept, its firing rates on the held-out matching pairs (see
+        :func:`dualex.concepts.gaps.agreement_rows`)."""
+        from dualex.concepts.gaps import agreement_rows, firing
+
+        samples = self.monitor.samples[: self.concept_pairs]
+        with unchanged(tr.model), tr.checkpointing_paused():
+            enc = tr.wrap()
+            self.concepts.check(enc, weights=False)
+            text_first = enc.tower_a.modality == "text"
+            pairs = [(s.caption, s.image) if text_first else (s.image, s.caption)
+                     for s in samples]  # fmt: skip
+            A, B = firing(self.concepts, enc, pairs, batch_size=self.monitor.batch)
+        return [{"step": step, **r} for r in agreement_rows(self.concepts, A, B, seed=self.seed)]
 
     # -- example explanations ------------------------------------------------------------------
 

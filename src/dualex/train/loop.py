@@ -72,6 +72,9 @@ class FinetuneConfig:
         ckpt_every: Checkpoint every N steps (and at the end).
         relabel: Label noise for experiments: ``"src=dst"`` rewrites the training captions.
         seed: Seed of the batches and the run.
+        concepts: A concept dictionary folder of the starting model (``""``: none): the monitor
+            also measures each concept's cross-modal agreement and the report gains a
+            concept section (:class:`dualex.train.GroundingMonitor`'s ``concepts``).
     """
 
     model: str
@@ -92,6 +95,7 @@ class FinetuneConfig:
     ckpt_every: int = 50
     relabel: str = ""
     seed: int = 0
+    concepts: str = ""
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "accum", "ckpt_every"):
@@ -303,9 +307,9 @@ def finetune(
 
     mapping = parse_relabel(cfg.relabel)
     if isinstance(model, str):
-        from dualex.cli_args import resolve_model
+        from dualex.model import load
 
-        tr = trainable_from(resolve_model(model), spec, copy_module=False)
+        tr = trainable_from(load(model), spec, copy_module=False)
     else:
         tr = trainable_from(model, spec)
     train_samples = relabel(load_samples(cfg.train, "--train"), mapping)
@@ -349,7 +353,8 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
     monitor = GroundingMonitor(eval_samples, every=cfg.eval_every,
                                mentions=cfg.monitor_mentions, nodes=cfg.monitor_nodes or None,
                                out=out, name=f"finetuned:{out}", batch=max(cfg.batch, 64),
-                               seed=cfg.seed, log=log)  # fmt: skip
+                               seed=cfg.seed, log=log,
+                               concepts=cfg.concepts or None)  # fmt: skip
     start, state = 0, {"eval_every": cfg.eval_every, "train_s": 0.0, "monitor_s": 0.0,
                        "picks": []}  # fmt: skip
     train_log: list[dict[str, Any]] = []
@@ -487,9 +492,9 @@ def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4
     from dualex.train.families import trainable_from
 
     if isinstance(model, str):
-        from dualex.cli_args import resolve_model
+        from dualex.model import load
 
-        tr = trainable_from(resolve_model(model), model, copy_module=False)
+        tr = trainable_from(load(model), model, copy_module=False)
     else:
         tr = trainable_from(model)
     return Monitor(load_samples(data, "--eval"), mentions, nodes, seed=seed).run(tr, 0)

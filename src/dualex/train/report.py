@@ -149,6 +149,66 @@ def class_ranking(timeline: list[dict[str, Any]], group: str = "class", metric: 
     return out
 
 
+def concept_gaps(timeline: list[dict[str, Any]], min_rate: float = 0.02
+                 ) -> list[dict[str, Any]]:  # fmt: skip
+    """Per concept (rows of group ``"concept"``), its rates at the last monitored step and its
+    agreement at the first, ranked by the last step's gap (largest first); concepts firing on
+    side a on fewer than ``min_rate`` of the pairs at both ends are left out."""
+    steps = sorted({r["step"] for r in timeline if r["group"] == "concept"})
+    if not steps:
+        return []
+    a, b = steps[0], steps[-1]
+    at = {(r["step"], r["cls"], r["metric"]): r for r in timeline if r["group"] == "concept"}
+    nan = {"value": math.nan, "lo": math.nan, "hi": math.nan, "n": 0}
+    out = []
+    for c in sorted({k[1] for k in at}):
+
+        def get(step: int, metric: str, c: str = c) -> dict[str, Any]:
+            return at.get((step, c, metric), nan)
+
+        rates = [get(s, "fires_a")["value"] for s in (a, b)]
+        if not any(math.isfinite(r) and r >= min_rate for r in rates):
+            continue
+        out.append({"cls": c, "fires_a": get(b, "fires_a"), "fires_b": get(b, "fires_b"),
+                    "gap": get(b, "gap"), "gap_start": get(a, "gap"),
+                    "agreement_start": get(a, "agreement"), "agreement": get(b, "agreement"),
+                    "first_step": a, "last_step": b})  # fmt: skip
+    out.sort(key=lambda r: (-r["gap"]["value"] if math.isfinite(r["gap"]["value"]) else math.inf,
+                            r["cls"]))  # fmt: skip
+    return out
+
+
+def _concept_section(timeline: list[dict[str, Any]], top: int = 25) -> list[str]:
+    rank = concept_gaps(timeline)
+    if not rank:
+        return []
+    a, b = rank[0]["first_step"], rank[0]["last_step"]
+    parts = [f"<h2>Concepts: knowledge gaps in the dictionary's terms (step {b}, largest gap "
+             "first)</h2><p>A concept <em>fires</em> on an input when it is in the top-k of the "
+             "code of the input's total (e − ē)/‖e‖. On each held-out matching pair: how often "
+             "it fires on the caption (side a), on the image (side b), and its agreement (both "
+             "/ either). Its <em>gap</em> is the share of caption firings without the image: a "
+             "concept the text carries and the image does not. 95 % bootstrap intervals over "
+             "pairs.</p><table><tr><th>concept</th><th>fires on side a</th><th>side b</th>"
+             f"<th>agreement at step {a}</th><th>agreement at step {b}</th><th>change</th>"
+             f"<th>gap at step {a}</th><th>gap at step {b}</th></tr>"]  # fmt: skip
+    for r in rank[:top]:
+        change = r["agreement"]["value"] - r["agreement_start"]["value"]
+        parts.append(f"<tr><td>{_f(r['cls'])}</td><td>{_f(r['fires_a']['value'])}</td>"
+                     f"<td>{_f(r['fires_b']['value'])}</td>"
+                     + "".join(f"<td>{_ci(x['value'], x['lo'], x['hi'])}</td>"
+                               for x in (r["agreement_start"], r["agreement"]))
+                     + f"<td class='{change_class(change)}'>{_f(change)}</td>"
+                     + "".join(f"<td>{_ci(x['value'], x['lo'], x['hi'])}</td>"
+                               for x in (r["gap_start"], r["gap"]))
+                     + "</tr>")  # fmt: skip
+    parts.append("</table>")
+    if len(rank) > top:
+        parts.append(f"<p>{len(rank) - top} more concepts in timeline.parquet "
+                     "(rows of group 'concept').</p>")  # fmt: skip
+    return parts
+
+
 def _f(v: Any, d: int = 3) -> str:
     if isinstance(v, float):
         return "—" if not math.isfinite(v) else f"{v:.{d}f}"
@@ -222,6 +282,7 @@ def write_report(timeline: list[dict[str, Any]], summary: dict[str, Any], out: P
                              f"<td>{_ci(r['end'], r['end_lo'], r['end_hi'])}</td>"
                              f"<td class='{cls}'>{_f(r['change'])}</td></tr>")  # fmt: skip
             parts.append("</table>")
+    parts.extend(_concept_section(timeline))
     first, last = summary.get("first", {}), summary.get("last", {})
     parts.append("<h2>Global metrics and diagnostics</h2><table><tr><th>metric</th>"
                  "<th>start</th><th>end</th></tr>")  # fmt: skip

@@ -9,28 +9,31 @@ from typing import Any
 from torch import Tensor
 
 from dualex.evaluate.methods.base import Attribution, UnsupportedMethodError
-from dualex.towers.access import VisionAccess, VisionAccessError, vision_access
+from dualex.towers.access import (
+    VisionAccess,
+    VisionAccessError,
+    access_families,
+    supported_towers,
+    vision_access,
+)
 from dualex.towers.positions import ImagePositions
 
-VIT_FAMILIES = ("builtin", "hf", "openclip", "openai")
-"""Registry families whose ViT image towers have attention access."""
-
-VIT_TOWERS = (
-    "HF CLIP, SigLIP, SigLIP-2 and the builtin model (hf, builtin); open_clip ViTs incl. timm "
-    "SigLIP (openclip); OpenAI clip ViTs (openai)"
-)
-"""The towers the attention-based methods run on, for messages."""
+VIT_FAMILIES = tuple(access_families())
+"""Registry families whose ViT image towers have attention access (as the families declare it,
+when the methods are imported)."""
 
 
 def access(model: Any, method: str) -> VisionAccess:
     """The model's :class:`VisionAccess`, or an :class:`UnsupportedMethodError` naming ``method``
     and the families it supports."""
+    from dualex.model import wrap
+
     try:
-        return vision_access(model)
+        return vision_access(wrap(model))
     except VisionAccessError as err:
         raise UnsupportedMethodError(
-            f"{method} needs a ViT image tower with attention access; it runs on {VIT_TOWERS}. "
-            f"Not on this model: {err}"
+            f"{method} needs a ViT image tower with attention access; it runs on "
+            f"{supported_towers()}. Not on this model: {err}"
         ) from err
 
 
@@ -38,9 +41,7 @@ def access_check(method: str) -> Any:
     """A ``Method.check`` that asks the model for its attention access."""
 
     def check(model: Any) -> None:
-        import dualex
-
-        access(dualex.wrap(model), method)
+        access(model, method)
 
     return check
 
