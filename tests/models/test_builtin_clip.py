@@ -182,8 +182,9 @@ def test_held_out_retrieval_and_pointing_guard_the_weights(parts):
     """A seeded held-out check (seed 907, never used in training or MODEL.md's evaluation)."""
     import dualex
     from dualex.data.synthetic import generate
-    from dualex.models.evaluate_builtin import _hit, retrieval
+    from dualex.models.evaluate_builtin import retrieval
     from dualex.models.train_builtin import world_config
+    from dualex.pointing import box_mask, pointing_game
 
     data = generate(50, seed=907, domain="textured", config=world_config(world="clip"))
     r = retrieval(parts, data, group=50)
@@ -191,11 +192,8 @@ def test_held_out_retrieval_and_pointing_guard_the_weights(parts):
     hits, rand = [], []
     for s in data[:12]:
         ex = dualex.explain(parts.dual, s.caption, s.image)
-        pb = np.asarray(ex.b.patch_boxes(), dtype=np.float64)
-        centres = np.stack([(pb[:, 0] + pb[:, 2]) / 2, (pb[:, 1] + pb[:, 3]) / 2], 1)
         for m in s.mentions:
-            inside = _hit(centres, m.boxes)
-            hits.append(bool(inside[int(ex.image_map(tuple(m.span)).flatten().argmax())]))
-            rand.append(inside.mean())
+            hits.append(bool(pointing_game(ex.image_map(tuple(m.span)), m.boxes, ex.b)))
+            rand.append(box_mask(ex.b, m.boxes).mean())
     assert len(hits) == 32
     assert np.mean(hits) >= POINT_MIN and np.mean(hits) > 1.5 * np.mean(rand), (hits, rand)

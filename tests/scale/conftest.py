@@ -1,4 +1,8 @@
-"""Scale tests: one short scratch folder per module (Ray's sockets need short paths)."""
+"""Scale tests: one short scratch folder per module (Ray's sockets need short paths).
+
+The runner knows no task but ``explain`` and ``index`` until a package registers its own; these
+tests run evaluation jobs, so they import :mod:`dualex.evaluate.tasks`, which registers them.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
+
+import dualex.evaluate.tasks  # noqa: F401  (registers the evaluation job kinds)
 
 
 @pytest.fixture(scope="module")

@@ -129,11 +129,12 @@ def test_a_ray_run_with_fewer_shards_than_workers_says_so(monkeypatch, tmp_path)
 
     started = {}
 
-    def fake_run_ray(job, out, payloads, record, *, address, workers, threads):
+    def fake_run_ray(job, out, payloads, record, *, address, workers, threads, task):
         started["workers"], started["shards"] = workers, [s for s, _ in payloads]
+        started["task"] = task.name  # the driver sends its task: workers need no registry
 
     monkeypatch.setattr(ray_backend, "run_ray", fake_run_ray)
     job = Job("random-clip", "synthetic:seed=4,n=4", "explain", ("dualex",), {"shard_size": 2})
     with pytest.warns(DualexWarning, match=r"2 shards to run for 8 workers: only 2 workers start"):
         run_job(job, tmp_path / "run", backend="ray", workers=8, progress=False)
-    assert started == {"workers": 2, "shards": [0, 1]}
+    assert started == {"workers": 2, "shards": [0, 1], "task": "explain"}

@@ -138,6 +138,46 @@ def _write_meta(out: Path, command: str, **info: Any) -> None:
     atomic_write(out / f"{command}.json", json.dumps(info, indent=2, default=str) + "\n")
 
 
+def _evaluate(
+    task: str,
+    model: str,
+    data: str,
+    out: Path,
+    settings: Any,
+    backend: str,
+    workers: int,
+    threads: int | None,
+    report: Any,
+) -> None:
+    """The body of every ``dualex eval TASK``: check and load, run the task as a resumable job,
+    write the run's metadata and tables, print the summary.
+
+    Args:
+        report: ``report(out) -> (what was written, summary rows, columns)``.
+    """
+    from dualex.evaluate.analysis import to_markdown
+    from dualex.evaluate.runs import run_task
+
+    encoder = _prepare(
+        model, data, backend, threads, settings.steps, settings.limit, settings.methods
+    )
+    path = run_task(
+        task,
+        encoder,
+        None,
+        out,
+        settings,
+        data=data,
+        backend=backend,
+        workers=workers,
+        threads=threads,
+    )
+    _write_meta(out, task, model=model, data=data, settings=settings)
+    what, rows, columns = report(out)
+    typer.echo(f"wrote {path} and {what} in {out}")
+    typer.echo(to_markdown(rows, columns))
+
+
 @eval_app.command()
 def grounding(
     model: Annotated[str, _MODEL] = "builtin",
@@ -170,8 +210,8 @@ def grounding(
     """Evaluate every mention with every method; writes rows.parquet, summary/per_class tables
     (Markdown + CSV) and summary.png. Re-running the same command resumes."""
     from dualex.cli_args import parse_layers
+    from dualex.evaluate.analysis import GROUNDING_METRICS
     from dualex.evaluate.report import write_grounding_tables
-    from dualex.evaluate.runs import run_grounding
     from dualex.evaluate.tasks import EvalSettings
 
     settings = EvalSettings(
@@ -183,16 +223,10 @@ def grounding(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
-    path = run_grounding(
-        encoder, None, out, settings, data=data, backend=backend, workers=workers, threads=threads
-    )
-    _write_meta(out, "grounding", model=model, data=data, settings=settings)
-    tables = write_grounding_tables(out)
-    typer.echo(f"wrote {path} and tables in {out}")
-    from dualex.evaluate.analysis import GROUNDING_METRICS, to_markdown
-
-    typer.echo(to_markdown(tables["summary"], GROUNDING_METRICS))
+    _evaluate(
+        "grounding", model, data, out, settings, backend, workers, threads,
+        lambda out: ("tables", write_grounding_tables(out)["summary"], GROUNDING_METRICS),
+    )  # fmt: skip
 
 
 @eval_app.command()
@@ -215,8 +249,8 @@ def mismatch(
 ) -> None:
     """Hard negatives: the mismatched span's interaction vs matched spans and the positive caption."""
     from dualex.cli_args import parse_layers
+    from dualex.evaluate.analysis import MISMATCH_METRICS
     from dualex.evaluate.report import write_mismatch_tables
-    from dualex.evaluate.runs import run_mismatch
     from dualex.evaluate.tasks import EvalSettings
 
     settings = EvalSettings(
@@ -227,16 +261,10 @@ def mismatch(
         limit=limit,
         shard=parse_shard(shard),
     )
-    encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
-    path = run_mismatch(
-        encoder, None, out, settings, data=data, backend=backend, workers=workers, threads=threads
-    )
-    _write_meta(out, "mismatch", model=model, data=data, settings=settings)
-    tables = write_mismatch_tables(out)
-    from dualex.evaluate.analysis import MISMATCH_METRICS, to_markdown
-
-    typer.echo(f"wrote {path} and tables in {out}")
-    typer.echo(to_markdown(tables["mismatch"], MISMATCH_METRICS))
+    _evaluate(
+        "mismatch", model, data, out, settings, backend, workers, threads,
+        lambda out: ("tables", write_mismatch_tables(out)["mismatch"], MISMATCH_METRICS),
+    )  # fmt: skip
 
 
 _PROTOCOL = typer.Option(
@@ -291,9 +319,7 @@ def grid(
     """FIxLIP's pointing game on 2×2 grids: mass and sign ratio per method and number of
     objects; writes rows.parquet and summary.{md,csv}. Re-running the same command resumes."""
     from dualex.cli_args import parse_layers
-    from dualex.evaluate.analysis import to_markdown
     from dualex.evaluate.report import write_grid_tables
-    from dualex.evaluate.runs import run_task
     from dualex.evaluate.tasks import EvalSettings
 
     settings = EvalSettings(
@@ -306,23 +332,12 @@ def grid(
         budget=budget,
         protocol=protocol,
     )
-    data = _grid_data(data, protocol)
-    encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
-    path = run_task(
-        "grid",
-        encoder,
-        None,
-        out,
-        settings,
-        data=data,
-        backend=backend,
-        workers=workers,
-        threads=threads,
-    )
-    _write_meta(out, "grid", model=model, data=data, settings=settings)
-    tables = write_grid_tables(out)
-    typer.echo(f"wrote {path} and summary.csv in {out}")
-    typer.echo(to_markdown(tables["summary"], ("mass_ratio", "sign_ratio", "seconds")))
+    _evaluate(
+        "grid", model, _grid_data(data, protocol), out, settings, backend, workers, threads,
+        lambda out: (
+            "summary.csv", write_grid_tables(out)["summary"], ("mass_ratio", "sign_ratio", "seconds")
+        ),
+    )  # fmt: skip
 
 
 @eval_app.command()
@@ -357,9 +372,7 @@ def faithfulness(
     """R² of each method's prediction of the masked model on sampled coalitions (plain and
     size-weighted) and insertion / deletion AUC; writes rows.parquet and summary.{md,csv}."""
     from dualex.cli_args import parse_layers
-    from dualex.evaluate.analysis import to_markdown
     from dualex.evaluate.report import write_faithfulness_tables
-    from dualex.evaluate.runs import run_task
     from dualex.evaluate.tasks import EvalSettings
     from dualex.evaluate.tasks.faithfulness import FIXLIP_COALITIONS, metrics
 
@@ -376,22 +389,11 @@ def faithfulness(
         seed=seed,
         protocol=protocol,
     )
-    encoder = _prepare(model, data, backend, threads, steps, limit, settings.methods)
-    path = run_task(
-        "faithfulness",
-        encoder,
-        None,
-        out,
-        settings,
-        data=data,
-        backend=backend,
-        workers=workers,
-        threads=threads,
-    )
-    _write_meta(out, "faithfulness", model=model, data=data, settings=settings)
-    tables = write_faithfulness_tables(out)
-    typer.echo(f"wrote {path} and summary.csv in {out}")
-    typer.echo(to_markdown(tables["summary"], (*metrics(settings.protocol), "seconds")))
+    columns = (*metrics(settings.protocol), "seconds")
+    _evaluate(
+        "faithfulness", model, data, out, settings, backend, workers, threads,
+        lambda out: ("summary.csv", write_faithfulness_tables(out)["summary"], columns),
+    )  # fmt: skip
 
 
 @eval_app.command()

@@ -26,6 +26,7 @@ from torch import Tensor
 
 from dualex.data.types import Box, Mention, Negative
 from dualex.errors import InvalidInputError
+from dualex.pointing import box_mask, patch_centres, pointing_game
 from dualex.towers.positions import ImagePositions
 
 __all__ = [
@@ -47,54 +48,6 @@ def _np(x: Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
     if isinstance(x, Tensor):
         return x.detach().double().cpu().numpy()
     return np.asarray(x, dtype=np.float64)
-
-
-def patch_centres(pos: ImagePositions) -> np.ndarray:
-    """Centres of the patches in original pixels, ``[rows * cols, 2]`` (x, y), row-major."""
-    b = np.asarray(pos.patch_boxes(), dtype=np.float64)
-    return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
-
-
-def box_mask(pos: ImagePositions, boxes: Sequence[Box]) -> np.ndarray:
-    """Patches whose centre lies in any box, ``bool [rows, cols]``.
-
-    A box that holds no patch centre contributes the patch containing its own centre.
-
-    Raises:
-        InvalidInputError: if no box is given.
-    """
-    if not boxes:
-        raise InvalidInputError("a mention needs at least one ground-truth box")
-    c = patch_centres(pos)
-    mask = np.zeros(len(c), dtype=bool)
-    for box in boxes:
-        x0, y0, x1, y1 = (float(v) for v in box)
-        inside = (c[:, 0] >= x0) & (c[:, 0] < x1) & (c[:, 1] >= y0) & (c[:, 1] < y1)
-        if not inside.any():
-            inside = np.zeros(len(c), dtype=bool)
-            try:
-                idx = pos.box_patches(box, min_overlap=1.1)  # only the centre fallback
-            except Exception:  # a box fully outside the crop has no patch
-                idx = []
-            for i in idx:
-                inside[i - pos.prefix] = True
-        mask |= inside
-    return mask.reshape(pos.grid)
-
-
-def pointing_game(heatmap: Tensor | np.ndarray, boxes: Sequence[Box], pos: ImagePositions) -> float:
-    """1.0 if the peak patch's centre lies in a ground-truth box, else 0.0.
-
-    Args:
-        heatmap: ``[rows, cols]`` map on the patch grid of ``pos``.
-        boxes: Ground-truth boxes in original pixels.
-        pos: Image positions (geometry) of the map.
-    """
-    m = _np(heatmap)
-    if m.shape != tuple(pos.grid):
-        raise InvalidInputError(f"map of shape {m.shape} does not match the grid {pos.grid}")
-    peak = int(np.argmax(m.reshape(-1)))
-    return float(box_mask(pos, boxes).reshape(-1)[peak])
 
 
 def _flat_region(values: Tensor | np.ndarray, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

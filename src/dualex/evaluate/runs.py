@@ -15,7 +15,7 @@ from typing import Any
 
 from dualex.data.types import Sample
 from dualex.errors import SettingError
-from dualex.evaluate.tasks import EvalSettings
+from dualex.evaluate.tasks import EvalSettings, get
 
 __all__ = ["run_grounding", "run_mismatch", "run_task"]
 
@@ -33,32 +33,19 @@ def _run(
     threads: int | None,
 ) -> Path:
     from dualex.scale import Job, raise_on_failures, run_job
+    from dualex.scale.settings import to_settings
 
     if samples is None and data is None:
         raise SettingError("pass samples or a data spec (e.g. 'synthetic:seed=1,n=10')")
     spec = (
         model if isinstance(model, str) else str(getattr(model, "name", "") or type(model).__name__)
     )
-    extra: dict[str, Any] = {}
-    if {"banzhaf", "banzhaf-sign"} & set(settings.methods):
-        extra["budget"] = settings.budget
-    if task == "faithfulness":
-        extra.update(coalitions=settings.coalitions, seed=settings.seed)
-    if settings.protocol != "dualex":  # dualex-protocol jobs keep the settings they always had
-        extra["protocol"] = settings.protocol
     job = Job(
         model=spec,
         data=data if data is not None else "<in-process samples>",
         task=task,
         methods=settings.methods,
-        settings={
-            "text": settings.text,
-            "layers": settings.layers,
-            "steps": settings.steps,
-            "shard_size": settings.batch,
-            "limit": settings.limit,
-            **extra,
-        },
+        settings=to_settings(settings, omit=settings.unused(get(task).settings)),
     )
     result = run_job(
         job,
@@ -96,8 +83,6 @@ def run_task(
     Returns:
         Path of ``rows.parquet``.
     """
-    from dualex.evaluate.tasks import get
-
     get(task)
     return _run(model, samples, out_dir, settings, task, progress, data, backend, workers, threads)
 
@@ -108,7 +93,6 @@ def run_grounding(
     out_dir: str | os.PathLike[str],
     settings: EvalSettings,
     *,
-    total: int | None = None,
     progress: bool = True,
     data: str | None = None,
     backend: str = "local",
@@ -129,7 +113,6 @@ def run_grounding(
         out_dir: Output folder (``job.json``, ``parts/`` and the merged ``rows.parquet``).
         settings: Methods, text input, limit, samples per shard (``batch``) and ``shard=(i, n)``
             (run shards ``i, i + n, ...`` of the plan; processes may share a folder this way).
-        total: Ignored (the run counts its samples when it indexes them); kept for callers.
         progress: Show a progress bar.
         data: The ``--data`` spec of the samples (required when ``samples`` is ``None``).
         backend: ``local`` (in-process), ``ray`` or ``ray:ADDRESS``.
@@ -153,7 +136,6 @@ def run_mismatch(
     out_dir: str | os.PathLike[str],
     settings: EvalSettings,
     *,
-    total: int | None = None,
     progress: bool = True,
     data: str | None = None,
     backend: str = "local",

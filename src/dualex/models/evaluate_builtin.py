@@ -147,19 +147,6 @@ def _intervals(hits: dict[str, list[float]]) -> dict[str, list[float]]:
     return {f"{k}_ci": list(bootstrap_ci(v)[1:3]) for k, v in hits.items() if v}
 
 
-def _hit(centres: np.ndarray, boxes: Sequence[Sequence[float]]) -> np.ndarray:
-    """Per patch centre: inside any box (exclusive right/bottom edges)."""
-    inside = np.zeros(len(centres), dtype=bool)
-    for x0, y0, x1, y1 in boxes:
-        inside |= (
-            (centres[:, 0] >= x0)
-            & (centres[:, 0] < x1)
-            & (centres[:, 1] >= y0)
-            & (centres[:, 1] < y1)
-        )
-    return inside
-
-
 def pointing_game(
     model: Any,
     data: Sequence[Any],
@@ -181,6 +168,8 @@ def pointing_game(
         "n": mentions, "completeness_mean", "completeness_max"}``.
     """
     import dualex
+    from dualex.pointing import box_mask
+    from dualex.pointing import pointing_game as pointing
 
     items = []
     for s in data:
@@ -202,13 +191,9 @@ def pointing_game(
         ):
             ex = dualex.explain(model, s.caption, s.image, layers=layer)
             errs.append(float(ex.completeness.relative_error))
-            pb = np.asarray(ex.b.patch_boxes(), dtype=np.float64)
-            centres = np.stack([(pb[:, 0] + pb[:, 2]) / 2, (pb[:, 1] + pb[:, 3]) / 2], 1)
             for m in ms:
-                heat = ex.image_map(tuple(m.span)).detach().flatten().numpy()
-                inside = _hit(centres, m.boxes)
-                hits.append(bool(inside[int(heat.argmax())]))
-                rand.append(float(inside.mean()))
+                hits.append(bool(pointing(ex.image_map(tuple(m.span)), m.boxes, ex.b)))
+                rand.append(float(box_mask(ex.b, m.boxes).mean()))
         out["default" if layer is None else str(layer)] = {
             "hit": float(np.mean(hits)),
             **_intervals({"hit": [float(h) for h in hits]}),

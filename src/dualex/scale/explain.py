@@ -113,15 +113,11 @@ def explain_dataset(
     """
     from dualex.scale.job import Job
     from dualex.scale.run import raise_on_failures, run_job
+    from dualex.scale.settings import to_settings
+    from dualex.scale.tasks import ExplainSettings
 
-    settings: dict[str, Any] = {
-        "layers": layers,
-        "steps": steps,
-        "shard_size": shard_size,
-        "limit": limit,
-    }
-    if method != "dualex":  # a dualex run's settings (and so its job) are as they always were
-        settings.update(budget=budget, seed=seed)
+    st = ExplainSettings(layers, steps, shard_size, limit, budget, seed)
+    settings = to_settings(st, omit=st.unused(method))
     job = Job(model=model, data=data, task="explain", methods=(method,), settings=settings)
     result = run_job(job, out, backend=backend, workers=workers, threads=threads, progress=progress)
     raise_on_failures(result)

@@ -197,7 +197,7 @@ class Manifest:
 
     def save(self) -> None:
         """Write ``job.json`` atomically."""
-        from dualex.evaluate.store import atomic_write_text
+        from dualex.io import atomic_write
 
         obj = {
             "format": FORMAT,
@@ -207,4 +207,4 @@ class Manifest:
             "n_samples": self.n_samples,
             "shards": {str(k): self.shards[k] for k in sorted(self.shards)},
         }
-        atomic_write_text(self.path, json.dumps(obj, indent=1, sort_keys=True) + "\n")
+        atomic_write(self.path, json.dumps(obj, indent=1, sort_keys=True) + "\n")

@@ -130,7 +130,6 @@ def make_plan(
     *,
     shard_size: int = 8,
     limit: int | None = None,
-    select: tuple[int, int] = (0, 1),
 ) -> Plan:
     """Index samples into shards.
 
@@ -139,20 +138,16 @@ def make_plan(
         shard_size: Fewest samples per shard (a shard ends at the first image boundary after it
             reaches this size; the last shard may be smaller).
         limit: Read at most this many samples of the stream.
-        select: ``(i, n)``: keep stream indices ``i, i + n, ...`` (the old ``--shard i/n``).
 
     Returns:
         The plan.
     """
-    i_sel, n_sel = select
     groups: dict[str, list[dict[str, Any]]] = {}
     images: dict[int, Any] = {}
     h = hashlib.sha256()
     for idx, s in enumerate(samples):
         if limit is not None and idx >= limit:
             break
-        if idx % n_sel != i_sel:
-            continue
         rec = to_record(idx, s)
         if rec["image"] is None:
             images[idx] = s.image

@@ -119,7 +119,7 @@ def local_cluster(num_cpus: int, out: Path, num_gpus: int | None = None) -> Iter
 class _ShardActor:
     """A Ray Data callable class: one model replica, many shards."""
 
-    def __init__(self, job: dict[str, Any], out: str, threads: int | None) -> None:
+    def __init__(self, job: dict[str, Any], out: str, threads: int | None, task: Any) -> None:
         import torch
 
         from dualex.scale.job import Job
@@ -128,6 +128,7 @@ class _ShardActor:
         if threads:
             torch.set_num_threads(threads)
         self.job = Job.from_json(job)
+        self.task = task  # sent by the driver: a worker needs no registry of its own
         self.out = Path(out)
         self.model: Any = None
         self.error = ""
@@ -160,7 +161,9 @@ class _ShardActor:
                     }
                 )
             else:
-                outs.append(run_shard(self.model, self.job, self.out, int(shard), samples))
+                outs.append(
+                    run_shard(self.model, self.job, self.out, int(shard), samples, self.task)
+                )
         return {k: [o[k] for o in outs] for k in outs[0]}
 
 
@@ -173,6 +176,7 @@ def run_ray(
     address: str | None = None,
     workers: int = 1,
     threads: int | None = None,
+    task: Any = None,
 ) -> None:
     """Run shards on Ray.
 
@@ -185,8 +189,12 @@ def run_ray(
             an already initialised Ray (e.g. a test's cluster) is used as it is.
         workers: Actors (model replicas) in the pool.
         threads: torch threads per actor (default: 1, one per reserved CPU).
+        task: The job's :class:`~dualex.scale.tasks.Task` (default: the registered one).
     """
+    from dualex.scale.tasks import get_task
+
     ray = _import_ray()
+    task = task if task is not None else get_task(job.task)
     if workers < 1:
         raise SettingError(f"--workers must be >= 1, got {workers}")
     with contextlib.ExitStack() as stack:
@@ -210,7 +218,12 @@ def run_ray(
             ds = ray.data.from_items(items, parallelism=len(items))
         results = ds.map_batches(
             _ShardActor,
-            fn_constructor_kwargs={"job": job.to_json(), "out": str(out), "threads": threads or 1},
+            fn_constructor_kwargs={
+                "job": job.to_json(),
+                "out": str(out),
+                "threads": threads or 1,
+                "task": task,
+            },
             batch_size=1,
             compute=ray.data.ActorPoolStrategy(size=workers),
             num_cpus=1,

@@ -2,11 +2,11 @@
 
 Example:
     >>> from dualex.scale import Job, run_job
-    >>> job = Job(model="builtin", data="synthetic:seed=901,n=40", task="grounding",
-    ...           methods=("dualex", "random"), settings={"steps": 4})
-    >>> result = run_job(job, "runs/g", backend="ray", workers=2)  # doctest: +SKIP
+    >>> job = Job(model="builtin", data="synthetic:seed=901,n=40", task="explain",
+    ...           settings={"steps": 4})
+    >>> result = run_job(job, "runs/x", backend="ray", workers=2)  # doctest: +SKIP
     >>> result.rows  # doctest: +SKIP
-    PosixPath('runs/g/rows.parquet')
+    PosixPath('runs/x/index.parquet')
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from dualex.data.types import Sample
 from dualex.errors import DualexWarning, JobError, SettingError
 from dualex.scale.job import Job, Manifest, part_name
 from dualex.scale.plan import Plan, make_plan
-from dualex.scale.tasks import get_task
+from dualex.scale.tasks import Task, get_task
 
 __all__ = ["RunResult", "parse_backend", "raise_on_failures", "run_job"]
 
@@ -155,7 +155,7 @@ def run_job(
     start = time.perf_counter()
     try:
         if kind == "local":
-            _run_local(job, out, plan, todo, record, model)
+            _run_local(job, task, out, plan, todo, record, model)
         else:
             if plan.images:
                 raise SettingError(
@@ -181,6 +181,7 @@ def run_job(
                 address=address,
                 workers=min(workers, len(todo)) if todo else workers,  # no idle replicas
                 threads=threads,
+                task=task,
             )
     finally:
         result.seconds = time.perf_counter() - start
@@ -191,6 +192,7 @@ def run_job(
 
 def _run_local(
     job: Job,
+    task: Task,
     out: Path,
     plan: Plan,
     todo: list[int],
@@ -204,11 +206,11 @@ def _run_local(
     if model is None:
         model = load_model(job.model)
     for shard in todo:
-        record(run_shard(model, job, out, shard, plan.samples(shard)))
+        record(run_shard(model, job, out, shard, plan.samples(shard), task))
 
 
 def _consolidate(out: Path, task: Any, n_shards: int) -> Path:
-    from dualex.evaluate.store import consolidate
+    from dualex.scale.store import consolidate
 
     parts = [out / part_name(s) for s in range(n_shards) if (out / part_name(s)).is_file()]
     return consolidate(parts, out / task.table, key=task.key, order=task.order)

@@ -1,8 +1,9 @@
-"""The tasks a dataset job runs, one shard at a time: the evaluation tasks and ``explain``.
+"""The job kinds of the runner: a registry that packages fill, plus ``explain`` and ``index``.
 
-A task turns a shard's samples (grouped by image) into rows. The evaluation tasks
-(``grounding``, ``mismatch``, ``grid``, ``faithfulness``) are the row functions of
-:mod:`dualex.evaluate.tasks`; ``explain`` explains every
+A task turns a shard's samples (grouped by image) into rows. The runner knows tasks only through
+this registry: :func:`register` adds one (the evaluation tasks of :mod:`dualex.evaluate.tasks`
+register themselves when that module is imported) and :func:`get_task` finds it. This module
+defines two: ``explain`` explains every
 caption with its image and writes the explanations of the shard to one safetensors file
 (``explanations/shard-NNNNNN.safetensors``, keyed by pair id) with
 :meth:`dualex.Explanation.save_many`, so a pair read back carries every field a single
@@ -22,15 +23,20 @@ from typing import Any
 
 from dualex.data.types import Sample
 from dualex.errors import DualexError, SettingError
+from dualex.scale.settings import from_settings
 
 __all__ = [
     "EXPLAIN_KEY",
     "TASKS",
+    "ExplainSettings",
+    "IndexSettings",
     "Task",
     "explanation_file",
     "get_task",
     "image_groups",
     "projection_file",
+    "register",
+    "release",
 ]
 
 EXPLAIN_KEY = ("pair_id",)
@@ -75,49 +81,63 @@ def image_groups(samples: Sequence[tuple[int, Sample]]) -> list[list[tuple[int, 
     return groups
 
 
-def _layers(value: Any) -> int | tuple[int, int] | None:
-    if value is None or isinstance(value, int):
-        return value
-    return (int(value[0]), int(value[1]))
+@dataclass(frozen=True)
+class ExplainSettings:
+    """Settings of an ``explain`` job (``Job.settings`` through :func:`to_settings`).
+
+    Attributes:
+        layers: Split layer(s) (``None``: the last block's input).
+        steps: Quadrature nodes (``None``: adaptive).
+        shard_size: Fewest samples per shard.
+        limit: Most samples to read.
+        budget: ``banzhaf``: tower passes per pair (``None``: its default).
+        seed: ``banzhaf``: sampling seed (``None``: its default).
+    """
+
+    layers: int | tuple[int, int] | None = None
+    steps: int | None = None
+    shard_size: int = 8
+    limit: int | None = None
+    budget: int | None = None
+    seed: int | None = None
+
+    @staticmethod
+    def unused(method: str) -> set[str]:
+        """Fields a job of ``method`` does not record: a dualex run's settings (and so its job)
+        are as they always were."""
+        return {"budget", "seed"} if method == "dualex" else set()
 
 
-def eval_settings(job: Any) -> Any:
-    """The :class:`~dualex.evaluate.tasks.EvalSettings` of an evaluation job."""
-    from dualex.evaluate.tasks import EvalSettings
+@dataclass(frozen=True)
+class IndexSettings:
+    """Settings of an ``index`` job (built by :meth:`dualex.search.Index.build`).
 
-    st = job.settings
-    return EvalSettings(
-        methods=tuple(job.methods),
-        text=str(st.get("text", "span")),
-        layers=_layers(st.get("layers")),
-        steps=st.get("steps"),
-        batch=int(st.get("shard_size", 8)),
-        limit=st.get("limit"),
-        budget=int(st.get("budget", 1024)),
-        coalitions=int(st.get("coalitions", 128)),
-        seed=int(st.get("seed", 0)),
-        protocol=str(st.get("protocol", "dualex")),
-    )
+    Attributes:
+        layers: ``(text tower layer, image tower layer)``.
+        steps: Quadrature nodes (``None``: adaptive).
+        rule: Quadrature rule (``None``: the default).
+        dtype: Stored precision, ``float32`` or ``float16``.
+        images: Project the images.
+        texts: Project the captions.
+        text_tower: The tower that projects texts: ``"a"``, or ``"b"`` for text–text models.
+        shard_size: Fewest samples per shard.
+        limit: Most samples to read.
+        fingerprint: The model's fingerprint (part of the job: another model is another job).
+    """
 
-
-def _evaluation(name: str) -> Callable[..., list[dict[str, Any]]]:
-    """The shard function of evaluation task ``name`` (:mod:`dualex.evaluate.tasks`)."""
-
-    def rows(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[dict[str, Any]]:
-        from dualex.evaluate.tasks import get
-
-        _key, row_fn = get(name).load()
-        settings = eval_settings(job)
-        found: list[dict[str, Any]] = []
-        for group in image_groups(samples):
-            found.extend(row_fn(model, group, settings))
-            _release(group)
-        return found
-
-    return rows
+    layers: tuple[int | None, int | None] = (None, None)
+    steps: int | None = None
+    rule: str | None = None
+    dtype: str = "float32"
+    images: bool = True
+    texts: bool = False
+    text_tower: str = "a"
+    shard_size: int = 8
+    limit: int | None = None
+    fingerprint: str = ""
 
 
-def _release(group: Sequence[tuple[int, Sample]]) -> None:
+def release(group: Sequence[tuple[int, Sample]]) -> None:
     """Drop the decoded image of a finished group (a worker holds one image at a time)."""
     ref = group[0][1].image_ref
     if ref is not None:
@@ -130,22 +150,22 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     import dualex
     from dualex.cli_args import model_weights
 
-    st = job.settings
+    st = from_settings(ExplainSettings, job.settings)
     rel = explanation_file(shard)
     weights = model_weights(model, job.model)
     explained: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
     method = job.methods[0] if job.methods else "dualex"
     chosen = {} if method == "dualex" else {"method": method}
-    chosen.update({k: st[k] for k in ("budget", "seed") if st.get(k) is not None})
+    chosen.update({k: getattr(st, k) for k in ("budget", "seed") if getattr(st, k) is not None})
     for group in image_groups(samples):
         try:
             proj: Any = dualex.project(
                 model,
                 texts=[s.caption for _, s in group],
                 images=[group[0][1].image],
-                layers=_layers(st.get("layers")),
-                steps=st.get("steps"),
+                layers=st.layers,
+                steps=st.steps,
                 **chosen,
             )
         except DualexError as err:
@@ -186,7 +206,7 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
             except DualexError as err:
                 row["error"] = str(err)
             rows.append(row)
-        _release(group)
+        release(group)
     if explained:
         dualex.Explanation.save_many(explained, out / rel)
     return rows
@@ -217,17 +237,16 @@ def _index(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[di
     from dualex.explainer import project_many
     from dualex.projection_store import half_error, write
 
-    st = job.settings
-    layers = _layers(st.get("layers"))
-    la, lb = layers if isinstance(layers, tuple) else (layers, layers)
-    opts = {"steps": st.get("steps"), "rule": st.get("rule")}
-    dtype = str(st.get("dtype", "float32"))
+    st = from_settings(IndexSettings, job.settings)
+    la, lb = st.layers
+    opts = {"steps": st.steps, "rule": st.rule}
+    dtype = st.dtype
     rel = projection_file(shard)
     rows: list[dict[str, Any]] = []
     todo: dict[str, list[tuple[str, Any, dict[str, Any]]]] = {"image": [], "text": []}
     for group in image_groups(samples):
         idx0, s0 = group[0]
-        if st.get("images", True) and s0.meta.get("item", "both") != "text":
+        if st.images and s0.meta.get("item", "both") != "text":
             row = {"kind": "image", "idx": idx0, "id": s0.image_id or str(idx0)}
             row.update(path=_abs(s0.image_path), caption="", key=f"i{idx0}")
             try:
@@ -235,7 +254,7 @@ def _index(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[di
             except DualexError as err:
                 row["error"] = str(err)
             rows.append(row)
-        if st.get("texts", False):
+        if st.texts:
             for idx, s in group:
                 item = s.meta.get("item", "both")
                 if item == "image":
@@ -245,14 +264,14 @@ def _index(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[di
                 row.update(path=path, caption=s.caption, key=f"t{idx}")
                 todo["text"].append((row["key"], s.caption, row))
                 rows.append(row)
-        _release(group)
+        release(group)
     done = {}
     with model.session():
         for kind, tower, layer in (
             ("image", model.tower_b, lb),
             (
                 "text",
-                *((model.tower_b, lb) if st.get("text_tower") == "b" else (model.tower_a, la)),
+                *((model.tower_b, lb) if st.text_tower == "b" else (model.tower_a, la)),
             ),
         ):
             items = todo[kind]
@@ -283,19 +302,17 @@ def _abs(path: str) -> str:
 
 
 TASKS: dict[str, Task] = {}
+"""Every registered task by name."""
 
 
-def _register() -> None:
-    from dualex.evaluate.methods import METHODS
-    from dualex.evaluate.tasks import EVAL_TASKS
+def register(task: Task) -> Task:
+    """Add (or replace) a job kind; returns it.
 
-    for name, task in EVAL_TASKS.items():
-        key, _ = task.load()
-        TASKS[name] = Task(name, key, ("idx",), _evaluation(name), task.methods or tuple(METHODS))
-    TASKS["explain"] = Task(
-        "explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex", "banzhaf"), table="index.parquet"
-    )
-    TASKS["index"] = Task("index", ("key",), ("idx",), _index, ("dualex",), table="items.parquet")
+    Its ``rows`` function should be importable by name (a module-level function, or a
+    :func:`functools.partial` of one): the Ray runner sends the task to its workers.
+    """
+    TASKS[task.name] = task
+    return task
 
 
 def get_task(name: str) -> Task:
@@ -304,8 +321,15 @@ def get_task(name: str) -> Task:
     Raises:
         SettingError: on an unknown task.
     """
-    if not TASKS:
-        _register()
     if name not in TASKS:
-        raise SettingError(f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))}")
+        raise SettingError(
+            f"unknown task {name!r}; choose from {', '.join(sorted(TASKS))} (a package's tasks "
+            "are registered when it is imported)"
+        )
     return TASKS[name]
+
+
+register(
+    Task("explain", EXPLAIN_KEY, ("idx",), _explain, ("dualex", "banzhaf"), table="index.parquet")
+)
+register(Task("index", ("key",), ("idx",), _index, ("dualex",), table="items.parquet"))

@@ -14,7 +14,7 @@ from typing import Any
 
 from dualex.data.types import Sample
 from dualex.scale.job import Job, part_name
-from dualex.scale.tasks import get_task
+from dualex.scale.tasks import Task, get_task
 
 __all__ = ["error_message", "load_model", "run_shard"]
 
@@ -38,7 +38,12 @@ def error_message(err: BaseException) -> str:
 
 
 def run_shard(
-    model: Any, job: Job, out: Path, shard: int, samples: list[tuple[int, Sample]]
+    model: Any,
+    job: Job,
+    out: Path,
+    shard: int,
+    samples: list[tuple[int, Sample]],
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Compute a shard's rows and commit its part (``parts/shard-NNNNNN.parquet``).
 
@@ -48,15 +53,16 @@ def run_shard(
         out: The output folder.
         shard: Shard id.
         samples: The shard's ``(idx, sample)`` pairs.
+        task: The job's task (default: the registered task called ``job.task``).
 
     Returns:
         ``{"shard", "rows", "samples", "error", "started", "finished"}``; ``error`` is ``""``
         when the part was committed; ``started`` / ``finished`` are the worker's wall-clock
         times (``time.time()``) around the shard.
     """
-    from dualex.evaluate.store import write_table
+    from dualex.scale.store import write_table
 
-    task = get_task(job.task)
+    task = task if task is not None else get_task(job.task)
     out_ = {"shard": shard, "rows": 0, "samples": len(samples), "error": "", "started": time.time()}
     try:
         rows = task.rows(model, samples, job, out, shard)

@@ -355,6 +355,8 @@ class Index:
         from dualex.model import load, wrap
         from dualex.projection_store import check_dtype
         from dualex.scale import Job, raise_on_failures, run_job
+        from dualex.scale.settings import to_settings
+        from dualex.scale.tasks import IndexSettings
 
         check_dtype(dtype)
         if data is None and not images and not texts:
@@ -381,18 +383,18 @@ class Index:
         if images and encoder.tower_b.modality != "image":
             raise InvalidInputError(f"{encoder.name} has no image tower; index texts=[...]")
         fingerprint = model_fingerprint(encoder)
-        settings = {
-            "layers": [la, lb],
-            "steps": steps,
-            "rule": rule,
-            "dtype": dtype,
-            "images": data is not None or bool(images),
-            "texts": bool(texts) or (data is not None and captions),
-            "text_tower": text_tower,
-            "shard_size": shard_size,
-            "limit": limit,
-            "fingerprint": fingerprint,
-        }
+        settings = IndexSettings(
+            layers=(la, lb),
+            steps=steps,
+            rule=rule,
+            dtype=dtype,
+            images=data is not None or bool(images),
+            texts=bool(texts) or (data is not None and captions),
+            text_tower=text_tower,
+            shard_size=shard_size,
+            limit=limit,
+            fingerprint=fingerprint,
+        )
         if data is not None:
             from dualex.data.sources import parse_data_spec
 
@@ -402,7 +404,9 @@ class Index:
         else:
             samples = _gallery_samples(root, images, texts)
             label = f"lists:images={len(images or [])},texts={len(texts or [])}"
-        job = Job(model=spec or encoder.name, data=label, task="index", settings=settings)
+        job = Job(
+            model=spec or encoder.name, data=label, task="index", settings=to_settings(settings)
+        )
         result = run_job(
             job,
             root,
@@ -441,9 +445,9 @@ class Index:
             "failed": len(bad),
             "built_with": "dualex.scale job runner (task 'index')",
         }
-        from dualex.evaluate.store import atomic_write_text
+        from dualex.io import atomic_write
 
-        atomic_write_text(root / META, json.dumps(meta, indent=1, sort_keys=True) + "\n")
+        atomic_write(root / META, json.dumps(meta, indent=1, sort_keys=True) + "\n")
         idx = cls(root, meta, encoder)
         idx._tmp = tmp
         return idx

@@ -248,14 +248,18 @@ class Monitor:
         """Rows of one evaluation task over ``samples``, run as a dataset job (local runner)."""
         import pyarrow.parquet as pq
 
+        from dualex.evaluate.tasks import EvalSettings, get  # registers the evaluation tasks
         from dualex.scale import Job, run_job
+        from dualex.scale.settings import to_settings
 
+        st = EvalSettings(methods=("dualex",), steps=self.nodes)
+        unused = st.unused(get(task).settings) | {"limit"}  # monitor jobs never recorded one
         job = Job(
             model=str(enc.name),
             data="<monitor samples>",
             task=task,
-            methods=("dualex",),
-            settings={"steps": self.nodes, "layers": None, "text": "span", "shard_size": 8},
+            methods=st.methods,
+            settings=to_settings(st, omit=unused),
         )
         result = run_job(job, folder, samples=samples, model=enc, progress=False)
         if not result.rows.is_file():

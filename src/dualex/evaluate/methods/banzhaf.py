@@ -418,6 +418,17 @@ def _spread(game: PairGame, terms: BanzhafTerms) -> tuple[torch.Tensor, torch.Te
     return matrix, ft, fi
 
 
+def _check_settings(settings: Any) -> None:
+    check_budget(settings.budget)
+
+
+_SETTINGS: dict[str, Any] = {
+    "text_input": "caption",
+    "settings": ("budget", "seed", "text_absent"),
+    "check_settings": _check_settings,
+}
+"""What both estimators declare: whole captions; budget, seed and masking from the run."""
+
 METHOD = Method(
     name="banzhaf",
     order=2,
@@ -425,6 +436,7 @@ METHOD = Method(
     "(FIxLIP-like; Baniecki et al. 2025), per-tower ridge regression; image–text models",
     run=banzhaf,
     check=needs_image_tower("banzhaf"),
+    **_SETTINGS,
 )
 """The ``banzhaf`` method."""
 
@@ -444,6 +456,7 @@ METHODS = {
         summary="banzhaf with the sign-weighted Monte-Carlo estimator (the earlier default)",
         run=_banzhaf_sign,
         check=needs_image_tower("banzhaf-sign"),
+        **_SETTINGS,
     ),
 }
 """``banzhaf`` and ``banzhaf-sign`` (the same coalitions, the sign-weighted estimator)."""

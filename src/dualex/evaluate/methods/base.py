@@ -124,10 +124,21 @@ class Method:
         run: ``run(model, image, texts, **options) -> list[Attribution]`` (one per text, in
             order). ``model`` is a :class:`dualex.DualEncoder`; ``image`` any image input dualex
             accepts; ``texts`` a non-empty list of strings.
-        text_input: ``"caption"`` when the method explains a whole caption and tasks slice its
-            phrases, ``"given"`` when it explains the text it is given as a whole.
+        text_input: What a task gives the method for a mention: ``"caption"`` (the whole
+            caption, once; the task slices the mention's phrase from it), ``"span"`` (the
+            mention's phrase alone), or ``"given"`` (as the run's ``text`` setting says).
         check: ``check(model)`` raises :class:`UnsupportedMethodError` when the method cannot run
             on the model (cheap: no explanation is computed); ``None``: any model.
+        settings: Run settings the method takes as keyword options of the same name (fields or
+            properties of :class:`dualex.evaluate.tasks.EvalSettings`, e.g. ``"budget"``); a
+            job records the fields among them.
+        check_settings: ``check_settings(settings)`` raises a :class:`~dualex.errors.DualexError`
+            on run settings the method cannot use (checked before a run writes anything).
+        seeded: The method draws its values at random and takes ``seeds=`` (one key per text);
+            tasks key each text by its sample (and mention), so reruns draw the same values.
+        caption_scores: ``caption_scores(model, caption, key) -> (TextPositions, [S_text])``:
+            per-token scores of a whole caption for the image → text metrics, for a method
+            whose attribution of a phrase has no caption tokens (``None``: none).
     """
 
     name: str
@@ -137,6 +148,10 @@ class Method:
     families: tuple[str, ...] = ()
     text_input: str = "given"
     check: Callable[[Any], None] | None = None
+    settings: tuple[str, ...] = ()
+    check_settings: Callable[[Any], None] | None = None
+    seeded: bool = False
+    caption_scores: Callable[[Any, str, str], tuple[Any, Tensor]] | None = None
 
     def supports(self, model: Any) -> None:
         """Raise :class:`UnsupportedMethodError` if the method cannot run on ``model``."""

@@ -106,6 +106,7 @@ METHODS = {
         summary="dualex: second-order interactions integrated at a split layer (Moeller et al.)",
         run=run_dualex,
         text_input="caption",
+        settings=("layers", "steps"),
     ),
     "dualex-span": Method(
         name="dualex-span",
@@ -114,6 +115,8 @@ METHODS = {
         run=lambda model, image, texts, **kw: run_dualex(
             model, image, texts, name="dualex-span", **kw
         ),
+        text_input="span",
+        settings=("layers", "steps"),
     ),
 }
 """The two names this module defines."""

@@ -20,7 +20,7 @@ from dualex.evaluate.methods.base import (
     timed,
 )
 
-__all__ = ["METHOD", "random_map", "random_scores"]
+__all__ = ["METHOD", "caption_scores", "random_map", "random_scores"]
 
 
 def _seed(key: int | str) -> int:
@@ -79,11 +79,20 @@ def random_map(
     return timed(go)
 
 
+def caption_scores(model: Any, caption: str, key: str) -> tuple[Any, torch.Tensor]:
+    """Uniform noise over a caption's tokens, seeded by ``key``: ``(positions, [S_text])``."""
+    text = model.tower_a.prepare(caption).positions
+    return text, torch.from_numpy(random_scores(len(text), key))
+
+
 METHOD = Method(
     name="random",
     order=1,
     summary="uniform noise on the patch grid: the floor every method must beat",
     run=random_map,
     check=needs_image_tower("random"),
+    text_input="span",
+    seeded=True,
+    caption_scores=caption_scores,
 )
 """The ``random`` method."""

@@ -17,6 +17,7 @@ from dualex.data.types import Sample
 from dualex.errors import DualexError, SettingError
 from dualex.evaluate.methods import METHODS, get
 from dualex.evaluate.methods.base import Attribution
+from dualex.scale.settings import job_field
 
 __all__ = [
     "PROTOCOLS",
@@ -61,13 +62,13 @@ class EvalSettings:
             minus ``v(∅)``; see docs/results.md).
     """
 
-    methods: tuple[str, ...] = ("dualex", "random")
+    methods: tuple[str, ...] = job_field(("dualex", "random"), job=False)  # in Job.methods
     text: str = "span"
     layers: int | tuple[int, int] | None = None
     steps: int | None = None
-    batch: int = 8
+    batch: int = job_field(8, key="shard_size")
     limit: int | None = None
-    shard: tuple[int, int] = (0, 1)
+    shard: tuple[int, int] = job_field((0, 1), job=False)  # which shards this process runs
     budget: int = 1024
     coalitions: int = 128
     seed: int = 0
@@ -88,19 +89,31 @@ class EvalSettings:
             raise SettingError(f"protocol={self.protocol!r}; choose from {', '.join(PROTOCOLS)}")
         if self.coalitions < 8:
             raise SettingError(f"coalitions must be >= 8, got {self.coalitions}")
-        if {"banzhaf", "banzhaf-sign"} & set(self.methods):  # refused before a run writes
-            from dualex.evaluate.methods.banzhaf import check_budget
+        for name in self.methods:  # refused before a run writes
+            check = get(name).check_settings
+            if check is not None:
+                check(self)
 
-            check_budget(self.budget)
+    @property
+    def text_absent(self) -> str:
+        """How the protocol masks an absent token (:data:`TEXT_ABSENT`)."""
+        return TEXT_ABSENT[self.protocol]
+
+    def unused(self, task_reads: Sequence[str] = ()) -> set[str]:
+        """Fields a job of these settings does not record (:func:`dualex.scale.to_settings`):
+        ``budget`` unless a method takes it, the task's own settings
+        (``task_reads``, e.g. faithfulness's ``coalitions`` and ``seed``) unless it reads them,
+        and the protocol when it is dualex's (so jobs keep the settings they always had)."""
+        out = {"coalitions", "seed"} - set(task_reads)
+        if not any("budget" in get(m).settings for m in self.methods):
+            out.add("budget")
+        if self.protocol == "dualex":
+            out.add("protocol")
+        return out
 
     def options(self, method: str) -> dict[str, Any]:
-        """Keyword options of ``method`` taken from these settings."""
-        if method in ("dualex", "dualex-span"):
-            return {"layers": self.layers, "steps": self.steps}
-        if method in ("banzhaf", "banzhaf-sign"):
-            masking = {"text_absent": TEXT_ABSENT[self.protocol]}
-            return {"budget": self.budget, "seed": self.seed, **masking}
-        return {}
+        """Keyword options of ``method`` taken from these settings (the ones it declares)."""
+        return {name: getattr(self, name) for name in get(method).settings}
 
 
 @dataclass(frozen=True)
@@ -124,10 +137,8 @@ def variants(settings: EvalSettings) -> list[Variant]:
     out: list[Variant] = []
     for name in settings.methods:
         m = get(name)
-        if name == "dualex-span":
-            out.append(Variant(name, name, "span"))
-        elif m.order == 2 or name == "random":
-            out.append(Variant(name, name, "caption" if m.order == 2 else "span"))
+        if m.text_input in ("caption", "span"):
+            out.append(Variant(name, name, m.text_input))
         elif settings.text == "both":
             out += [Variant(name, name, "caption"), Variant(f"{name}-span", name, "span")]
         else:
@@ -163,7 +174,7 @@ def mention_attributions(
     group: Sequence[tuple[int, Sample]],
     variant: Variant,
     settings: EvalSettings,
-    wanted: set[tuple[int, int]] | None = None,
+    image: Any = None,
 ) -> dict[tuple[int, int], Found]:
     """Attributions of every mention of samples that share one image.
 
@@ -172,21 +183,17 @@ def mention_attributions(
         group: ``(stream index, sample)`` pairs sharing the first sample's image.
         variant: The method variant.
         settings: Run settings (method options).
-        wanted: ``(j, k)`` = (sample position in ``group``, mention) pairs to compute; ``None``:
-            all.
+        image: The group's image as the task prepared it (``model.tower_b.prepare``, so that
+            no method prepares it again); ``None``: the first sample's image.
 
     Returns:
         ``{(j, k): (attribution or error, span)}``; read a map with
         ``attribution.map_for(span)``.
     """
     method = get(variant.method)
-    image = group[0][1].image
-    keys = [
-        (j, k)
-        for j, (_, s) in enumerate(group)
-        for k in range(len(s.mentions))
-        if wanted is None or (j, k) in wanted
-    ]
+    if image is None:
+        image = group[0][1].image
+    keys = [(j, k) for j, (_, s) in enumerate(group) for k in range(len(s.mentions))]
     if not keys:
         return {}
     opts = settings.options(variant.method)
@@ -194,7 +201,7 @@ def mention_attributions(
     if variant.text_input == "caption":
         js = sorted({j for j, _ in keys})
         texts = [group[j][1].caption for j in js]
-        if variant.method == "random":
+        if method.seeded:
             opts = dict(opts, seeds=[base_row(group[j][1], group[j][0])["sample_id"] for j in js])
         try:
             found: list[Any] = method(model, image, texts, **opts)
@@ -205,7 +212,7 @@ def mention_attributions(
             out[(j, k)] = (by_j[j], group[j][1].mentions[k].span)
         return out
     phrases = [group[j][1].caption[slice(*group[j][1].mentions[k].span)] for j, k in keys]
-    if variant.method == "random":
+    if method.seeded:
         opts = dict(
             opts, seeds=[f"{base_row(group[j][1], group[j][0])['sample_id']}/{k}" for j, k in keys]
         )
@@ -222,23 +229,16 @@ def each_mention(
     model: Any,
     group: Sequence[tuple[int, Sample]],
     settings: EvalSettings,
-    skip: Any,
+    image: Any = None,
 ) -> Iterator[tuple[Variant, int, Sample, int, Found]]:
-    """Every (variant, mention) of a group that ``skip`` does not rule out, with its attribution.
+    """Every (variant, mention) of a group, with its attribution (``image``: see
+    :func:`mention_attributions`).
 
     Yields:
         ``(variant, stream index, sample, mention index, (attribution or error, span))`` in
         variant, then sample, then mention order.
     """
     for variant in variants(settings):
-        wanted = {
-            (j, k)
-            for j, (i, s) in enumerate(group)
-            for k in range(len(s.mentions))
-            if not skip(variant.label, base_row(s, i)["sample_id"], k)
-        }
-        if not wanted:
-            continue
-        found = mention_attributions(model, group, variant, settings, wanted)
+        found = mention_attributions(model, group, variant, settings, image)
         for (j, k), item in sorted(found.items(), key=lambda kv: kv[0]):
             yield variant, group[j][0], group[j][1], k, item

@@ -34,7 +34,7 @@ Rows keyed by ``(method, sample_id)``.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -215,7 +215,6 @@ def faithfulness_rows(
     model: Any,
     group: Sequence[tuple[int, Sample]],
     settings: EvalSettings,
-    skip: Callable[[str, str, int], bool] = lambda m, s, k: False,
 ) -> list[dict[str, Any]]:
     """Rows of every (method, caption) of the samples of one image.
 
@@ -236,9 +235,6 @@ def faithfulness_rows(
     columns = metrics(protocol)
     for idx, s in group:
         base = base_row(s, idx)
-        todo = [m for m in settings.methods if not skip(m, base["sample_id"], 0)]
-        if not todo:
-            continue
         empty = dict(
             base,
             n_text=-1,
@@ -266,9 +262,9 @@ def faithfulness_rows(
                 scale = float(model.current_logit_scale() or 1.0)
             values = [scale * (v[i * k : (i + 1) * k] - shift) for i in range(len(laws))]
         except DualexError as err:
-            rows += [dict(empty, method=m, error=str(err)) for m in todo]
+            rows += [dict(empty, method=m, error=str(err)) for m in settings.methods]
             continue
-        for m in todo:
+        for m in settings.methods:
             row = dict(empty, method=m, n_text=game.n_text, n_image=game.n_image)
             try:
                 (attr,) = get(m)(model, s.image, [s.caption], **settings.options(m))

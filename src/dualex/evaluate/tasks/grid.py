@@ -14,7 +14,7 @@ number of objects with bootstrap intervals.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,6 @@ def grid_rows(
     model: Any,
     group: Sequence[tuple[int, Sample]],
     settings: EvalSettings,
-    skip: Callable[[str, str, int], bool] = lambda m, s, k: False,
 ) -> list[dict[str, Any]]:
     """Rows of every (method variant, mention) of the samples of one grid image.
 
@@ -54,7 +53,6 @@ def grid_rows(
         group: ``(stream index, sample)`` pairs sharing one image.
         settings: Run settings (``text``: ``caption``, ``span`` or ``both`` for first-order
             methods).
-        skip: ``skip(method, sample_id, mention)`` → True for rows already written.
 
     Returns:
         One dict per (method variant, mention): ``method, idx, sample_id, image_id, mention,
@@ -64,9 +62,10 @@ def grid_rows(
     rows: list[dict[str, Any]] = []
     if not group:
         return rows
-    image_pos = model.tower_b.prepare(group[0][1].image).positions
+    image = model.tower_b.prepare(group[0][1].image)  # once: the methods take it prepared
+    image_pos = image.positions
     fixlip = settings.protocol == "fixlip"
-    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, skip):
+    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, image):
         base = base_row(s, idx)
         mention = s.mentions[k]
         row = dict(

@@ -1,21 +1,22 @@
 """The grounding task: does each mention's map land on the mention's boxes?
 
 Rows keyed by ``(method, sample_id, mention)``: the pointing game and energy in box of the
-mention's image map, and, for methods that score text tokens (second order, ``random``), the
-image→text pointing and energy of the mention's boxes over the caption's tokens.
+mention's image map, and, for methods that score text tokens (second order, or methods with
+caption scores such as ``random``), the image→text pointing and energy of the mention's boxes
+over the caption's tokens.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import torch
 
 from dualex.data.types import Sample
 from dualex.errors import DualexError, SettingError
 from dualex.evaluate import metrics as mt
+from dualex.evaluate.methods import get
 from dualex.evaluate.tasks.common import (
     NAN,
     EvalSettings,
@@ -37,7 +38,6 @@ def grounding_rows(
     model: Any,
     group: Sequence[tuple[int, Sample]],
     settings: EvalSettings,
-    skip: Callable[[str, str, int], bool] = lambda m, s, k: False,
 ) -> list[dict[str, Any]]:
     """Rows of every (method, mention) of samples that share one image.
 
@@ -45,7 +45,6 @@ def grounding_rows(
         model: A :class:`dualex.DualEncoder`.
         group: ``(stream index, sample)`` pairs; all share the first sample's image.
         settings: Run settings.
-        skip: ``skip(method, sample_id, mention)`` → True for rows already written.
 
     Returns:
         One dict per (method variant, mention): ``method, idx, sample_id, image_id, mention,
@@ -53,13 +52,12 @@ def grounding_rows(
         steps, completeness, score, source, domain, n_objects, error`` (no timings, so
         that reruns and other backends give identical rows).
     """
-    from dualex.evaluate.methods.random_map import random_scores
-
     rows: list[dict[str, Any]] = []
     if not group:
         return rows
-    image_pos = model.tower_b.prepare(group[0][1].image).positions
-    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, skip):
+    image = model.tower_b.prepare(group[0][1].image)  # once: the methods take it prepared
+    image_pos = image.positions
+    for variant, idx, s, k, (attr, span) in each_mention(model, group, settings, image):
         base = base_row(s, idx)
         mention = s.mentions[k]
         boxes = mt.mention_targets(mention)
@@ -98,10 +96,9 @@ def grounding_rows(
             if attr.matrix is not None and span is not None:
                 scores = attr.scores_for(_cols(image_pos, mask))
                 span_idx, special = attr.rows(span), attr.text.special
-            elif variant.method == "random":
-                text = model.tower_a.prepare(s.caption).positions
+            elif (caption_scores := get(variant.method).caption_scores) is not None:
+                text, scores = caption_scores(model, s.caption, f"{base['sample_id']}/{k}")
                 span_idx, special = text.span_indices(mention.span), text.special
-                scores = torch.from_numpy(random_scores(len(text), f"{base['sample_id']}/{k}"))
             if scores is not None:
                 row["text_pointing"] = mt.text_pointing(scores, span_idx, special)
                 row["text_energy"] = mt.text_energy(scores, span_idx, special)

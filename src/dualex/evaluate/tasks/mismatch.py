@@ -7,7 +7,7 @@ positive caption, and whether the model prefers the positive caption.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from dualex.data.types import Sample
@@ -25,7 +25,6 @@ def mismatch_rows(
     model: Any,
     group: Sequence[tuple[int, Sample]],
     settings: EvalSettings,
-    skip: Callable[[str, str, int], bool] = lambda m, s, k: False,
 ) -> list[dict[str, Any]]:
     """Rows of every hard negative of samples that share one image (method ``dualex``).
 
@@ -39,7 +38,7 @@ def mismatch_rows(
     rows: list[dict[str, Any]] = []
     for idx, s in group:
         base = base_row(s, idx)
-        todo = [k for k in range(len(s.negatives)) if not skip("dualex", base["sample_id"], k)]
+        todo = list(range(len(s.negatives)))
         if not todo:
             continue
         try:

@@ -1,4 +1,4 @@
-"""Atomic writes of dataset-run outputs: text files and Parquet tables; merging shard parts.
+"""Atomic writes of dataset-run tables (Parquet) and the merge of shard parts into one table.
 
 Resuming is the manifest's job (:mod:`dualex.scale.job`): each finished shard is one Parquet part
 with a fixed name, so a re-run skips finished shards by looking at file names, never by loading
@@ -13,12 +13,7 @@ from typing import Any
 
 from dualex.io import atomic_write
 
-__all__ = ["atomic_write_text", "consolidate", "write_table"]
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write a text file atomically (see :func:`dualex.io.atomic_write`)."""
-    return atomic_write(path, text)
+__all__ = ["consolidate", "write_table"]
 
 
 def write_table(rows: Any, path: Path) -> Path:
