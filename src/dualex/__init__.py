@@ -50,10 +50,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from dualex.explainer import Projection, Projections, explain, project, project_many
     from dualex.explanation import Explanation
     from dualex.model import load, wrap
-    # Index (dualex.search.index) and Concepts (dualex.concepts) have no import here: they
-    # reach the top-level API back (Index builds through dualex.scale, whose tasks call it; the
-    # concepts package's CLI resolves models through dualex.cli_args), so a static import would
-    # close an import cycle; the lazy export below resolves them at first use.
+    # Index (dualex.search.index) and Concepts (dualex.concepts) are not imported here even
+    # for type checkers: their packages use the top-level API (``import dualex``), and the
+    # import-graph test (tests/test_layers.py) counts every import, so the root module must
+    # not import them back; the lazy export below resolves them at first use.
 
 
 def __getattr__(name: str) -> Any:

@@ -8,22 +8,17 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from dualex.errors import SettingError, UnknownModelError
-from dualex.towers.random_clip import PREFIXES
+from dualex.errors import SettingError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = [
-    "RANDOM_SPECS",
     "model_weights",
     "parse_layers",
     "resolve_model",
     "weights_of",
 ]
-
-RANDOM_SPECS = PREFIXES
-"""The ``random-clip[:SEED]`` family's spec names (a randomly initialised small CLIP)."""
 
 
 def _err_console() -> Console:
@@ -76,19 +71,15 @@ def parse_layers(text: str | None) -> int | tuple[int, int] | None:
 
 
 def weights_of(spec: str) -> str:
-    """Where a ``--model`` spec's weights come from: ``random``, ``builtin`` or ``pretrained``,
-    as the spec's family says (``builtin`` while the built-in model is missing is ``random``: the
-    CLI falls back to ``random-clip``; an unknown spec is ``pretrained``)."""
+    """Where a ``--model`` spec's weights come from (:func:`dualex.model.spec_weights`), with
+    the CLI's fallback: ``builtin`` while the built-in model is missing is ``random`` (the CLI
+    explains with ``random-clip`` then)."""
+    from dualex.model import spec_weights
     from dualex.models import builtin
-    from dualex.towers.registry import for_spec
 
     if spec.strip().lower() == "builtin" and not builtin.available():
         return "random"
-    try:
-        family, rest = for_spec(spec)
-    except UnknownModelError:
-        return "pretrained"
-    return family.weights_of(rest)
+    return spec_weights(spec)
 
 
 def model_weights(model: Any, spec: str) -> str:

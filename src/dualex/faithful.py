@@ -62,6 +62,7 @@ from torch import Tensor
 
 from dualex.errors import SettingError, UnsupportedMethodError
 from dualex.masking import TEXT_ABSENT, ImageMasker, TextMasker, all_coalitions, model_device
+from dualex.towers.registry import image_families_text
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -375,8 +376,8 @@ def project_banzhaf(
     if ta.modality != "text" or tb.modality != "image":
         raise UnsupportedMethodError(
             f"method='banzhaf' masks a text against an image; {model.name!r} is a "
-            f"{ta.modality}–{tb.modality} model (image–text families: hf, hf-align, openclip, "
-            "openai, builtin, custom image towers); use method='dualex'"
+            f"{ta.modality}–{tb.modality} model (image–text families: "
+            f"{image_families_text()}); use method='dualex'"
         )
     p = float(p)
     opts = dict(

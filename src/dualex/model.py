@@ -12,7 +12,7 @@ from dualex.encoder import DualEncoder
 from dualex.errors import UnknownModelError
 from dualex.towers.registry import for_object, for_spec, spec_forms
 
-__all__ = ["DualEncoder", "load", "spec_forms", "wrap"]
+__all__ = ["DualEncoder", "load", "model_weights", "spec_forms", "spec_weights", "wrap"]
 
 
 def wrap(
@@ -81,3 +81,20 @@ def load(spec: str, **kwargs: Any) -> DualEncoder:
         raise UnknownModelError(f"unknown model spec {spec!r}; use one of: {forms}")
     family, rest = for_spec(spec)
     return family.open(rest, **kwargs)
+
+
+def spec_weights(spec: str) -> str:
+    """Where a model spec's weights come from (``random``, ``builtin``, ``pretrained``), as the
+    spec's family says; an unknown spec is ``pretrained``."""
+    try:
+        family, rest = for_spec(spec)
+    except UnknownModelError:
+        return "pretrained"
+    return family.weights_of(rest)
+
+
+def model_weights(model: Any, spec: str) -> str:
+    """Where a loaded model's weights come from: what its loader recorded
+    (``DualEncoder.weights``), else what its spec says (:func:`spec_weights`)."""
+    known = str(getattr(model, "weights", "unknown"))
+    return known if known != "unknown" else spec_weights(spec)

@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from dualex.errors import SettingError
+from dualex.towers.registry import image_families_text
 
 eval_app = typer.Typer(
     no_args_is_help=True,
@@ -108,11 +109,9 @@ def _prepare(
     parse_data_spec(data).check()
     kind, _ = parse_backend(backend)
     if kind != "local":
-        from dualex.cli_args import RANDOM_SPECS
         from dualex.towers.registry import for_spec
 
-        if model.strip().lower().partition(":")[0] not in RANDOM_SPECS:
-            for_spec(model)  # an unknown spec fails here, before anything is written
+        for_spec(model)  # an unknown spec fails here, before anything is written
         return model
     if threads:
         import torch
@@ -125,7 +124,7 @@ def _prepare(
         if getattr(encoder.tower_b, "modality", None) != "image":
             raise SettingError(
                 f"dualex eval measures image grounding; {model!r} has no image tower. Use an "
-                "image–text model (builtin, hf:..., openclip:..., openai:...)"
+                f"image–text model (families: {image_families_text()})"
             )
         for name in methods:
             get(name).supports(encoder)  # e.g. gae on a CNN tower: refused before any output

@@ -50,6 +50,7 @@ from dualex.masking import (
     region_groups,
 )
 from dualex.towers.positions import ImagePositions, TextPositions
+from dualex.towers.registry import image_families_text
 
 __all__ = ["MAX_REGIONS", "REGION_GRID", "PairGame", "all_coalitions", "region_groups"]
 
@@ -116,8 +117,8 @@ class PairGame:
         if ta.modality != "text" or tb.modality != "image":
             raise UnsupportedMethodError(
                 f"PairGame masks a text against an image; {model.name!r} is a "
-                f"{ta.modality}–{tb.modality} model (image–text families: hf, hf-align, "
-                "openclip, openai, builtin, custom image towers)"
+                f"{ta.modality}–{tb.modality} model (image–text families: "
+                f"{image_families_text()})"
             )
         if text_absent not in TEXT_ABSENT:
             raise SettingError(f"text_absent={text_absent!r}; use one of {TEXT_ABSENT}")

@@ -148,7 +148,7 @@ def _explain(model: Any, samples: Any, job: Any, out: Path, shard: int) -> list[
     """Explain every caption of the shard with its image; the explanations go to one file
     written by :meth:`dualex.Explanation.save_many` (the format of a single explanation)."""
     import dualex
-    from dualex.cli_args import model_weights
+    from dualex.model import model_weights
 
     st = from_settings(ExplainSettings, job.settings)
     rel = explanation_file(shard)

@@ -302,6 +302,11 @@ def image_families() -> list[str]:
     return [f.name for f in families() if f.modalities[1] == "image"]
 
 
+def image_families_text() -> str:
+    """The image–text families for messages: ``"builtin, hf, ..., custom image towers"``."""
+    return ", ".join([*image_families(), "custom image towers"])
+
+
 def family_of(model: Any) -> Family | None:
     """The family of a :class:`~dualex.towers.base.DualEncoder`: the one it carries, else the
     family that wraps its module (for an encoder built by a family's own ``wrap_*`` function),

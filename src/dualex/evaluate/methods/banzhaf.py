@@ -103,6 +103,7 @@ from dualex.faithful import (
     fit_side,
     sampled_design,
 )
+from dualex.towers.registry import image_families_text
 
 __all__ = [
     "MAX_BUDGET",
@@ -328,7 +329,7 @@ def banzhaf(
     if model.tower_b.modality != "image":
         raise UnsupportedMethodError(
             f"banzhaf masks image regions; {model.name!r} has no image tower (image–text "
-            "families: hf, hf-align, openclip, openai, builtin, custom image towers)"
+            f"families: {image_families_text()})"
         )
     p = float(p)
     games = [

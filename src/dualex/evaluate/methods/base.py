@@ -21,6 +21,7 @@ from torch import Tensor
 
 from dualex.errors import SettingError, UnsupportedMethodError
 from dualex.towers.positions import ImagePositions, TextPositions
+from dualex.towers.registry import image_families_text
 
 __all__ = [
     "Attribution",
@@ -177,8 +178,7 @@ def needs_image_tower(name: str) -> Callable[[Any], None]:
         if getattr(tower, "modality", None) != "image":
             raise UnsupportedMethodError(
                 f"{name} explains an image; {getattr(model, 'name', 'this model')!r} has no image "
-                "tower (it runs on image–text families: builtin, hf, hf-align, openclip, openai, "
-                "custom image towers)"
+                f"tower (it runs on image–text families: {image_families_text()})"
             )
 
     return check

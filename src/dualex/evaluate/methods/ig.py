@@ -31,13 +31,14 @@ from dualex.evaluate.methods.base import (
     timed,
 )
 from dualex.towers.positions import ImagePositions
+from dualex.towers.registry import image_families, image_families_text
 
 __all__ = ["IG_STEPS", "METHOD", "integrated_gradients", "pool_cells"]
 
 IG_STEPS = 16
 """Default quadrature nodes."""
 
-IMAGE_FAMILIES = ("builtin", "hf", "hf-align", "openclip", "openai")
+IMAGE_FAMILIES = tuple(image_families())
 """Families with an image tower that takes pixels."""
 
 
@@ -113,7 +114,7 @@ def integrated_gradients(
     if tb.modality != "image":
         raise UnsupportedMethodError(
             f"ig explains images; {model.name!r} is text–text (use dualex for token × token "
-            f"explanations). ig runs on image–text families: {', '.join(IMAGE_FAMILIES)}"
+            f"explanations). ig runs on image–text families: {image_families_text()}"
         )
 
     def go() -> list[Attribution]:
@@ -123,7 +124,7 @@ def integrated_gradients(
             if "pixel_values" not in inp.data:
                 raise UnsupportedMethodError(
                     f"ig needs an image tower fed with pixel_values; {tb.name} is not "
-                    f"(families: {', '.join(IMAGE_FAMILIES)})"
+                    f"(families: {image_families_text()})"
                 )
             x = inp.data["pixel_values"]
             with torch.no_grad():

@@ -19,6 +19,7 @@ from dualex.evaluate.methods.base import (
     needs_image_tower,
     timed,
 )
+from dualex.towers.registry import image_families_text
 
 __all__ = ["METHOD", "caption_scores", "random_map", "random_scores"]
 
@@ -52,7 +53,7 @@ def random_map(
     if model.tower_b.modality != "image":
         raise UnsupportedMethodError(
             f"random draws image maps; {model.name!r} has no image tower (image–text families: "
-            "hf, hf-align, openclip, openai, builtin, custom image towers)"
+            f"{image_families_text()})"
         )
     keys = list(seeds) if seeds is not None else list(texts)
 
