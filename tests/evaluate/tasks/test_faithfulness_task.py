@@ -49,7 +49,7 @@ def test_dualex_predicts_the_full_and_text_only_coalitions(builtin):
     (a,) = get("dualex")(builtin, s.image, [s.caption], steps=8)
     full = np.ones((1, game.n_players), dtype=bool)
     pred, direct = predict(a, game, full)
-    err = a.extra["explanation"].completeness.absolute_error  # the quadrature's own error
+    err = a.explanation.completeness.absolute_error  # the quadrature's own error
     assert direct and pred[0] == pytest.approx(game.value(full)[0], abs=2 * err + 1e-6)
     assert pred[0] == pytest.approx(a.score, abs=2 * err + 1e-6)
     # a first-order map predicts from its image part only

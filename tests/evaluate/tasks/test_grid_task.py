@@ -25,7 +25,7 @@ def test_dualex_method_reads_what_the_explanation_shows(builtin):
     g = list(iter_synthetic_grids(4, seed=7))[3]
     attrs = get("dualex")(builtin, g.image, [g.caption], steps=2)
     (a,) = attrs
-    ex = a.extra["explanation"]
+    ex = a.explanation
     assert a.order == 2 and a.units == "score" and a.seconds > 0
     for m in g.mentions:  # the map tasks read is the explanation's, and is the rows' sum
         rows = a.matrix[a.rows(m.span)].sum(0)[a.image.patch_slice].reshape(a.image.grid)

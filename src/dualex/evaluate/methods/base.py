@@ -34,7 +34,13 @@ __all__ = [
 
 @dataclass
 class Attribution:
-    """One method's attribution of one (text, image) pair.
+    """One method's attribution of one (text, image) pair: the evaluation's record.
+
+    Second-order results are :class:`dualex.Explanation` objects (dualex's and ``banzhaf``'s,
+    the one result type, saved and loaded by one code path); an attribution of dualex carries
+    its explanation in :attr:`explanation`. First-order maps keep this small record of their
+    own: a map has no text rows, projections or completeness, and an ``Explanation`` with one
+    side summed would invent a text side no first-order method computes.
 
     Attributes:
         method: The method's name.
@@ -54,6 +60,8 @@ class Attribution:
         seconds: Wall time of this attribution (a batch's time split evenly over its texts).
         extra: Method-specific terms (``first_order_text [S_text]``, ``first_order_image
             [S_image]``, ``constant`` for coalition predictions).
+        explanation: The :class:`dualex.Explanation` behind ``matrix`` when the method made one
+            (dualex), else ``None``.
     """
 
     method: str
@@ -67,6 +75,7 @@ class Attribution:
     steps: int = -1
     seconds: float = float("nan")
     extra: dict[str, Any] = field(default_factory=dict)
+    explanation: Any = None
 
     @property
     def order(self) -> int:
@@ -96,9 +105,8 @@ class Attribution:
             if self.image_map is None:
                 raise SettingError(f"{self.method} returned neither a map nor a matrix")
             return self.image_map.double()
-        explanation = self.extra.get("explanation")
-        if explanation is not None and span is not None:  # dualex: the explanation's own map
-            return explanation.image_map(span).double()
+        if self.explanation is not None and span is not None:  # the explanation's own map
+            return self.explanation.image_map(span).double()
         cols = self.image.patch_slice
         return self.matrix[self.rows(span)].sum(0)[cols].reshape(self.image.grid).double()
 

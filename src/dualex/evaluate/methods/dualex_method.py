@@ -53,7 +53,7 @@ def run_dualex(
 
     Returns:
         One :class:`Attribution` per text: ``matrix [S_text, S_image]`` in score units,
-        ``extra["explanation"]`` (the :class:`dualex.Explanation`) and the coalition terms
+        ``explanation`` (the :class:`dualex.Explanation`) and, in ``extra``, the coalition terms
         ``constant``, ``first_order_text [S_text]``, ``first_order_image [S_image]``.
     """
     import dualex
@@ -86,8 +86,8 @@ def run_dualex(
                     score=ex.score,
                     completeness=ex.completeness.relative_error,
                     steps=max(ex.completeness.steps),
+                    explanation=ex,
                     extra={
-                        "explanation": ex,
                         "constant": float(ra @ rb) * c,
                         "first_order_text": (as_double(pa.P).T @ rb) * c,
                         "first_order_image": (ra @ as_double(pb.P)) * c,
