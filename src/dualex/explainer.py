@@ -70,10 +70,6 @@ class Projection:
     raw: Any = None
 
 
-SideProjection = Projection
-"""Former name of :class:`Projection`."""
-
-
 def _check_settings(steps: int | None, tol: float, max_steps: int, rule: str) -> None:
     from dualex.limits import check_steps
 

@@ -15,12 +15,6 @@ from dualex.towers.registry import for_object, for_spec, spec_forms
 __all__ = ["DualEncoder", "load", "spec_forms", "wrap"]
 
 
-def __getattr__(name: str) -> Any:
-    if name == "SPEC_FORMS":  # computed from the registry on first use
-        return spec_forms()
-    raise AttributeError(name)
-
-
 def wrap(
     model: Any,
     processor: Any = None,
