@@ -95,12 +95,13 @@ def test_recipe_trains_saves_and_resumes(tmp_path):
 
     tc = TrainConfig(steps=2, batch=8, n_train=16, width=32, layers=1, heads=2, ckpt_every=1)
     train(tmp_path, tc)
-    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    state = json.loads((tmp_path / "checkpoints" / "step-000002" / "state.json").read_text())
     assert state["step"] == 2 and not list(tmp_path.glob("**/*.pt"))
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["step-000002"]
     before = CLIPModel.from_pretrained(str(tmp_path)).logit_scale.item()
     tc.steps = 3
     train(tmp_path, tc, resume=True)
-    state = json.loads((tmp_path / "checkpoint" / "state.json").read_text())
+    state = json.loads((tmp_path / "checkpoints" / "step-000003" / "state.json").read_text())
     assert state["step"] == 3 and len(state["log"]) == 0
     after = CLIPModel.from_pretrained(str(tmp_path)).logit_scale.item()
     assert after != before  # one more optimiser step happened on the resumed state

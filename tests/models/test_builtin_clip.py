@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -92,9 +93,48 @@ def test_budget_stop_and_resume_equal_one_uninterrupted_run(tmp_path):
 
     assert train(tmp_path / "one", _tiny(steps=3))
     assert not train(tmp_path / "two", _tiny(steps=3), max_minutes=1e-9)  # stops after step 1
-    state = json.loads((tmp_path / "two" / "checkpoint" / "state.json").read_text())
+    state = json.loads(
+        (tmp_path / "two" / "checkpoints" / "step-000001" / "state.json").read_text()
+    )
     assert state["step"] == 1 and not (tmp_path / "two" / "model.safetensors").exists()
     assert train(tmp_path / "two", _tiny(steps=3), resume=True)
+    a = load_file(str(tmp_path / "one" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_checkpoint_of_the_single_folder_format_resumes_exactly(tmp_path):
+    """Runs before dualex.trainer kept one ``checkpoint/`` folder (``state.safetensors`` with
+    ``model.*`` weights and ``opt.<parameter name>.<key>`` Adam state, ``state.json``); such a
+    run resumes to the same weights as an uninterrupted one, and its model exports."""
+    from safetensors.torch import load_file, save_file
+
+    from dualex.models.train_builtin import build, export_checkpoint
+
+    assert train(tmp_path / "one", _tiny(steps=3))
+    assert not train(tmp_path / "two", _tiny(steps=3), max_minutes=1e-9)  # stops after step 1
+    new = tmp_path / "two" / "checkpoints" / "step-000001"
+    state = json.loads((new / "state.json").read_text())
+    model = build(_tiny(steps=3))[0]
+    names = [n for n, p in model.named_parameters() if p.ndim >= 2]
+    names += [n for n, p in model.named_parameters() if p.ndim < 2]  # the optimizer's order
+    tensors = {f"model.{k}": v for k, v in load_file(str(new / "model.safetensors")).items()}
+    for k, v in load_file(str(new / "optim.safetensors")).items():
+        if k.startswith("opt."):
+            _, idx, key = k.split(".", 2)
+            tensors[f"opt.{names[int(idx)]}.{key}"] = v
+    legacy = tmp_path / "two" / "checkpoint"
+    legacy.mkdir()
+    save_file(tensors, str(legacy / "state.safetensors"))
+    old = {"step": 1, "config": state["config"], "log": state["log"]}
+    (legacy / "state.json").write_text(json.dumps(old))
+    shutil.rmtree(tmp_path / "two" / "checkpoints")
+
+    export_checkpoint(tmp_path / "two", tmp_path / "exported")
+    exported = load_file(str(tmp_path / "exported" / "model.safetensors"))
+    assert all(torch.equal(exported[k[6:]], v) for k, v in tensors.items() if k[:6] == "model.")
+    assert train(tmp_path / "two", _tiny(steps=3), resume=True)
+    assert not legacy.exists(), "the new checkpoint supersedes the old folder"
     a = load_file(str(tmp_path / "one" / "model.safetensors"))
     b = load_file(str(tmp_path / "two" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

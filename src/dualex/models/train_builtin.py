@@ -21,8 +21,9 @@ during training: each patch token of the last layer, passed through the stock
 ``post_layernorm`` + ``visual_projection``, is classified against the text embeddings of the 48
 phrases "a <colour> <shape>" (target: the object covering the patch). At inference the model is a
 stock ``CLIPModel``. The run is seeded, shows a tqdm bar, and writes resumable checkpoints
-(safetensors + JSON, atomically) every ``--ckpt-every`` steps; the final model is saved with
-``save_pretrained`` (safetensors) together with its word-level tokenizer and image processor.
+(:func:`dualex.trainer.save_checkpoint`: safetensors + JSON, atomically) every ``--ckpt-every``
+steps; the final model is saved with ``save_pretrained`` (safetensors) together with its
+word-level tokenizer and image processor.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ import json
 import math
 import os
 import re
-import time
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,16 @@ import torch
 import torch.nn.functional as F
 
 from dualex.data.synthetic import COLOURS, NEGATIVE_KINDS, SHAPES, WorldConfig
-from dualex.io import atomic_write
+from dualex.trainer import (
+    TimeBudget,
+    adamw,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_json,
+    save_tensors,
+    warmup_cosine,
+)
 
 __all__ = [
     "COLLAGE_SEEDS",
@@ -209,17 +219,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 # ------------------------------------------------------------------------------------------
 # data
-
-
-def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, meta: dict | None = None) -> None:
-    from safetensors.torch import save_file
-
-    contiguous = {k: v.contiguous() for k, v in tensors.items()}
-    atomic_write(path, lambda tmp: save_file(contiguous, tmp, metadata=meta))
-
-
-def _atomic_json(obj: Any, path: Path) -> None:
-    atomic_write(path, json.dumps(obj, indent=1))
 
 
 def phrase_texts(cfg: WorldConfig) -> list[str]:
@@ -430,7 +429,7 @@ def load_or_render(out: Path, tok: Any, tc: TrainConfig, cfg: WorldConfig) -> di
     if n_collage:
         parts.append(render_collages(n_collage, tok, tc, cfg))
     data = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    _atomic_save(data, path, meta={"key": key})
+    save_tensors(data, path, meta={"key": key})
     return data
 
 
@@ -542,35 +541,41 @@ def neg_ids_or_empty(neg_rows: torch.Tensor, batch: dict[str, torch.Tensor]) -> 
 # checkpoints
 
 
+def _checkpoints(out: Path) -> Path:
+    """Where a run keeps its checkpoints (:func:`dualex.trainer.save_checkpoint` folders)."""
+    return out / "checkpoints"
+
+
 def _save_ckpt(out: Path, model: Any, opt: torch.optim.Optimizer, step: int, tc: TrainConfig,
                log: list[dict]) -> None:  # fmt: skip
-    tensors = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for key, val in opt.state.get(p, {}).items():
-                t = val if torch.is_tensor(val) else torch.tensor(val)
-                tensors[f"opt.{names[id(p)]}.{key}"] = t.detach().clone().reshape(t.shape)
-    ck = out / "checkpoint"
-    ck.mkdir(parents=True, exist_ok=True)
-    _atomic_save(tensors, ck / "state.safetensors")
-    _atomic_json({"step": step, "config": asdict(tc), "log": log}, ck / "state.json")
+    save_checkpoint(_checkpoints(out), step, model, opt, {"config": asdict(tc), "log": log})
+    shutil.rmtree(out / "checkpoint", ignore_errors=True)  # a legacy one is superseded now
 
 
-def _load_ckpt(out: Path, model: Any, opt: torch.optim.Optimizer) -> tuple[int, list[dict]]:
+def _load_ckpt(out: Path, model: Any, opt: torch.optim.Optimizer | None) -> tuple[int, list]:
+    """Restore the newest checkpoint of ``out`` (``opt`` None: weights only): ``(step, log)``.
+
+    Reads :func:`dualex.trainer.save_checkpoint` folders, and the single ``out/checkpoint``
+    folder that runs before them wrote (``state.safetensors``: ``model.*`` weights and
+    ``opt.<parameter name>.<key>`` optimizer state; ``state.json``), so those runs resume too.
+    """
     from safetensors.torch import load_file
 
-    ck = out / "checkpoint"
-    if not (ck / "state.json").is_file():
+    ck = latest_checkpoint(_checkpoints(out))
+    if ck is not None:
+        info = load_checkpoint(ck, model, opt)
+    elif (out / "checkpoint" / "state.json").is_file():
+        legacy = out / "checkpoint"
+        info = json.loads((legacy / "state.json").read_text())
+        tensors = load_file(str(legacy / "state.safetensors"))
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        params = dict(model.named_parameters())
+        for k, v in tensors.items():
+            if opt is not None and k.startswith("opt."):
+                name, key = k[4:].rsplit(".", 1)
+                opt.state[params[name]][key] = v
+    else:
         return 0, []
-    info = json.loads((ck / "state.json").read_text())
-    tensors = load_file(str(ck / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    params = dict(model.named_parameters())
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            name, key = k[4:].rsplit(".", 1)
-            opt.state[params[name]][key] = v
     return int(info["step"]), list(info.get("log", []))
 
 
@@ -579,11 +584,8 @@ def _load_ckpt(out: Path, model: Any, opt: torch.optim.Optimizer) -> tuple[int, 
 
 
 def _lr(step: int, tc: TrainConfig) -> float:
-    warm = max(1, int(tc.warmup * tc.steps))
-    if step < warm:
-        return tc.lr * (step + 1) / warm
-    t = (step - warm) / max(1, tc.steps - warm)
-    return tc.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+    """The recipe's schedule: at least one warm-up step, cosine decay to 2 % of ``tc.lr``."""
+    return warmup_cosine(step, tc.steps, tc.warmup, peak=tc.lr, floor=0.02, min_warmup=1)
 
 
 def _batch(step: int, tc: TrainConfig, data: dict, easy: torch.Tensor) -> dict:
@@ -648,9 +650,11 @@ def train(
     """Train the built-in model into ``out`` (final files via ``save_pretrained``).
 
     Args:
-        out: Output folder (checkpoints in ``out/checkpoint``, data cache ``out/data.safetensors``).
+        out: Output folder (checkpoints in ``out/checkpoints``, data cache
+            ``out/data.safetensors``).
         tc: Hyper-parameters.
-        resume: Continue from ``out/checkpoint`` if present.
+        resume: Continue from the newest checkpoint of ``out`` if there is one (also the
+            ``out/checkpoint`` folder of runs before :mod:`dualex.trainer`).
         max_minutes: Wall-clock budget of this sitting (0: none). When it is spent the run saves
             a checkpoint and stops; ``resume=True`` continues it. The schedule is defined by
             ``tc.steps`` alone, so a run cut into sittings equals one uninterrupted run.
@@ -674,16 +678,11 @@ def train(
     easy = torch.nonzero(data["n_objects"] <= 2).flatten()
     phrase_ids = encode_texts(tok, phrase_texts(wcfg), tc.max_text)
 
-    decay = [p for n_, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n_, p in model.named_parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": tc.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr, betas=(0.9, 0.98),
-    )  # fmt: skip
+    opt = adamw(model.named_parameters(), tc.lr, tc.weight_decay)
     start, log = _load_ckpt(out, model, opt) if resume else (0, [])
     model.train()
     bar = tqdm(range(start, tc.steps), initial=start, total=tc.steps, desc="train", mininterval=5)
-    t0 = time.time()
+    budget = TimeBudget(max_minutes)
     t_before = float(log[-1]["time"]) if log else 0.0  # earlier sittings' seconds
     ema: dict[str, float] = {}
     for step in bar:
@@ -704,10 +703,10 @@ def train(
                 ema[key] = v if key not in ema else 0.95 * ema[key] + 0.05 * v
         bar.set_postfix({k: f"{v:.3f}" for k, v in ema.items()}, refresh=False)
         if (step + 1) % 50 == 0:
-            log.append({"step": step + 1, "time": round(t_before + time.time() - t0, 1), **ema,
+            log.append({"step": step + 1, "time": round(t_before + budget.elapsed(), 1), **ema,
                         "temp": float(model.logit_scale.exp())})  # fmt: skip
             print(json.dumps(log[-1]), flush=True)
-        stop = bool(max_minutes) and time.time() - t0 > 60 * max_minutes
+        stop = budget.spent()
         if (step + 1) % tc.ckpt_every == 0 or step + 1 == tc.steps or stop:
             _save_ckpt(out, model, opt, step + 1, tc, log)
         if stop and step + 1 < tc.steps:
@@ -717,7 +716,7 @@ def train(
     bar.close()
     model.eval()
     save_model(out, model, tok, proc)
-    _atomic_json({"config": asdict(tc), "log": log}, out / "training.json")
+    save_json({"config": asdict(tc), "log": log}, out / "training.json")
     return True
 
 
@@ -730,15 +729,16 @@ def save_model(out: Path, model: Any, tok: Any, proc: Any) -> None:
 
 
 def export_checkpoint(out: str | os.PathLike, dest: str | os.PathLike) -> Path:
-    """Write the model of ``out/checkpoint`` as a loadable HF folder ``dest`` (mid-run checks)."""
-    from safetensors.torch import load_file
-
+    """Write the model of ``out``'s newest checkpoint as a loadable HF folder ``dest``."""
     out, dest = Path(out), Path(dest)
-    info = json.loads((out / "checkpoint" / "state.json").read_text())
-    tc = TrainConfig(**info["config"])
-    model, tok, proc = build(tc)
-    tensors = load_file(str(out / "checkpoint" / "state.safetensors"))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    ck = latest_checkpoint(_checkpoints(out))
+    if ck is None and not (out / "checkpoint" / "state.json").is_file():
+        from dualex.errors import SettingError
+
+        raise SettingError(f"{str(out)!r} holds no checkpoint; pass the --out of a recipe run")
+    info = json.loads(((ck or out / "checkpoint") / "state.json").read_text())
+    model, tok, proc = build(TrainConfig(**info["config"]))
+    _load_ckpt(out, model, None)
     save_model(dest, model.eval(), tok, proc)
     return dest
 
@@ -753,7 +753,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--preset", choices=sorted(PRESETS), default=None,
                    help="a named recipe (its settings; explicit flags win)")  # fmt: skip
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue from DIR's newest checkpoint")
     p.add_argument("--max-minutes", type=float, default=0.0,
                    help="stop (with a checkpoint) after this many minutes; --resume continues")  # fmt: skip
     for f, v in asdict(TrainConfig()).items():

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from dualex.engine.lastblock import LastBlock
+from dualex.engine.lastblock import LastBlock, last_block_forward
 from dualex.engine.projection import BatchSuffixFn
 from dualex.errors import InvalidInputError, UnknownModelError
 from dualex.towers.access import (
@@ -60,34 +60,6 @@ def _features(out: Any) -> Tensor:
     if pooled is None:
         raise TypeError(f"cannot find the embedding in {type(out).__name__}")
     return pooled
-
-
-def pooled_last_block(block: nn.Module, H: Tensor, rows: Tensor, causal: bool) -> Tensor:
-    """A CLIP encoder block evaluated for one output row per batch row only.
-
-    After the last block CLIP keeps a single row (EOS for text, CLS for images), so only that
-    row's query, and the keys/values it attends to, can reach the embedding. Same arithmetic as
-    ``CLIPEncoderLayer`` (float32 softmax included) for that row; a causal block masks the keys
-    after the row. ``H: [R, S, D]``, ``rows: [R]`` (the kept row of each batch row) ``-> [R, D]``.
-    """
-    attn = block.self_attn
-    R, S, D = H.shape
-    heads, hd = attn.num_heads, attn.head_dim
-    y = block.layer_norm1(H)
-    pick = torch.arange(R, device=H.device)
-    rows = rows.to(H.device)
-    q = attn.q_proj(y[pick, rows].unsqueeze(1)).view(R, 1, heads, hd).transpose(1, 2)
-    k = attn.k_proj(y).view(R, S, heads, hd).transpose(1, 2)
-    v = attn.v_proj(y).view(R, S, heads, hd).transpose(1, 2)
-    scores = (q @ k.transpose(-1, -2)) * attn.scale  # [R, heads, 1, S]
-    if causal:
-        after = torch.arange(S, device=H.device).unsqueeze(0) > rows.unsqueeze(1)  # [R, S]
-        scores = scores.masked_fill(after[:, None, None, :], float("-inf"))
-    w = torch.softmax(scores, dim=-1, dtype=softmax_dtype(block, scores.dtype))
-    o = (w.to(q.dtype) @ v).transpose(1, 2).reshape(R, 1, D)
-    x = H[pick, rows].unsqueeze(1) + attn.out_proj(o)
-    x = x + block.mlp(block.layer_norm2(x))
-    return x[:, 0]
 
 
 def softmax_dtype(block: nn.Module, dtype: torch.dtype) -> torch.dtype:
@@ -191,7 +163,8 @@ class HFTextTower(HookTower):
         self.default_reference = reference or ("exclip" if self.family == "clip" else "pad")
 
     fast_last_block = True
-    """Use :func:`pooled_last_block` when splitting at the last block's input (CLIP only)."""
+    """Run the suffix of a split at the last block's input (CLIP only) as the pooled row's
+    block alone: the :meth:`fast_path` block through :func:`last_block_forward`."""
 
     def blocks(self) -> list[nn.Module]:
         return list(resolve(self.model, TOWERS["text"].blocks))
@@ -231,14 +204,13 @@ class HFTextTower(HookTower):
         layer = self.check_layer(layer)
         if not (self.fast_last_block and self.family == "clip" and layer == self.num_layers - 1):
             return super().suffix_batch(inps, layer)
-        rows = torch.tensor([self.pooled_row(inp) for inp in inps])
-        tm, block = self.model.text_model, self.original_blocks()[-1]
+        fast = self.fast_path(inps, layer)
+        assert fast is not None
 
         def run(H: Tensor, items: Sequence[int]) -> Tensor:
-            kept = _pooled_rows(rows, items, H.shape[0] // len(items))
+            kept = _pooled_rows(fast.rows, items, H.shape[0] // len(items))
             with self.session():
-                x = pooled_last_block(block, H, kept, causal=True)
-                return self.model.text_projection(tm.final_layer_norm(x))
+                return last_block_forward(fast.block, H, kept)
 
         return run
 
@@ -307,7 +279,8 @@ class HFImageTower(HookTower):
         self.naflex = "siglip2" in type(model).__name__.lower()
 
     fast_last_block = True
-    """Use :func:`pooled_last_block` when splitting at the last block's input (CLIP only)."""
+    """Run the suffix of a split at the last block's input (CLIP only) as the pooled row's
+    block alone: the :meth:`fast_path` block through :func:`last_block_forward`."""
 
     def blocks(self) -> list[nn.Module]:
         return list(resolve(self.model, TOWERS["image"].blocks))
@@ -346,13 +319,13 @@ class HFImageTower(HookTower):
         layer = self.check_layer(layer)
         if not (self.fast_last_block and self.family == "clip" and layer == self.num_layers - 1):
             return super().suffix_batch(inps, layer)
-        vm, block = self.model.vision_model, self.original_blocks()[-1]
+        fast = self.fast_path(inps, layer)
+        assert fast is not None
 
         def run(H: Tensor, items: Sequence[int]) -> Tensor:
             kept = torch.zeros(H.shape[0], dtype=torch.long)
             with self.session():
-                x = pooled_last_block(block, H, kept, causal=False)
-                return self.model.visual_projection(vm.post_layernorm(x))
+                return last_block_forward(fast.block, H, kept)
 
         return run
 

@@ -25,7 +25,6 @@ Output folder::
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import time
@@ -37,9 +36,17 @@ import torch
 import torch.nn.functional as F
 
 from dualex.errors import SettingError
-from dualex.models.train_builtin import _atomic_json, _atomic_save
 from dualex.train.grounding import GroundingMonitor, global_values
 from dualex.train.monitor import Monitor, contrastive_loss, kept, read_rows, write_rows
+from dualex.trainer import (
+    adamw,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_json,
+    save_tensors,
+    warmup_cosine,
+)
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "measure"]
 
@@ -131,11 +138,8 @@ class FinetuneResult:
 
 
 def _lr_factor(step: int, cfg: FinetuneConfig) -> float:
-    warm = int(cfg.warmup * cfg.steps)
-    if step < warm:
-        return (step + 1) / warm
-    t = (step - warm) / max(1, cfg.steps - warm)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    """The learning-rate factor of a step: linear warm-up, then cosine decay to zero."""
+    return warmup_cosine(step, cfg.steps, cfg.warmup)
 
 
 def _batch_indices(step: int, micro: int, cfg: FinetuneConfig, n: int) -> torch.Tensor:
@@ -177,72 +181,6 @@ def _check_out(out: Path, ident: dict[str, Any]) -> bool:
             "pass a new folder or the same settings to resume"
         )
     return True
-
-
-def _latest_checkpoint(out: Path) -> Path | None:
-    ck = out / "checkpoints"
-    if not ck.is_dir():
-        return None
-    done = sorted(p for p in ck.glob("step-*") if (p / "state.json").is_file())
-    return done[-1] if done else None
-
-
-def _save_checkpoint(out: Path, step: int, model: Any, opt: Any, sched: Any,
-                     state: dict[str, Any]) -> Path:  # fmt: skip
-    """``checkpoints/step-NNNNNN`` written as a temporary folder, then renamed; older removed."""
-    ck = out / "checkpoints"
-    final = ck / f"step-{step:06d}"
-    tmp = ck / f".step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:  # an interrupted save leaves no half-written folder behind
-        _atomic_save({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-                     tmp / "model.safetensors")  # fmt: skip
-        sd = opt.state_dict()
-        tensors = {
-            f"opt.{idx}.{key}": (val if torch.is_tensor(val) else torch.tensor(val)).detach().cpu()
-            for idx, st in sd["state"].items()
-            for key, val in st.items()
-        }
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
-            for i, r in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng.cuda.{i}"] = r
-        _atomic_save(tensors, tmp / "optim.safetensors")
-        sched_sd = sched.state_dict()  # lr_lambdas: [None, ...] for plain functions
-        _atomic_json({"step": step, "param_groups": sd["param_groups"], "scheduler": sched_sd,
-                      **state}, tmp / "state.json")  # fmt: skip
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in ck.glob("step-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def _load_checkpoint(path: Path, model: Any, opt: Any, sched: Any) -> dict[str, Any]:
-    from safetensors.torch import load_file
-
-    state = json.loads((path / "state.json").read_text())
-    model.load_state_dict(load_file(str(path / "model.safetensors")))
-    tensors = load_file(str(path / "optim.safetensors"))
-    opt_state: dict[int, dict[str, Any]] = {}
-    for k, v in tensors.items():
-        if k.startswith("opt."):
-            _, idx, key = k.split(".", 2)
-            opt_state.setdefault(int(idx), {})[key] = v
-    opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-    sched.load_state_dict(state["scheduler"])
-    torch.set_rng_state(tensors["rng.torch"])
-    if torch.cuda.is_available():
-        cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())
-                if f"rng.cuda.{i}" in tensors]  # fmt: skip
-        if cuda:
-            torch.cuda.set_rng_state_all(cuda)
-    return state
 
 
 def _after_step(step: int) -> None:
@@ -321,7 +259,7 @@ def finetune(
 
     out.mkdir(parents=True, exist_ok=True)
     if not exists:
-        _atomic_json(ident, out / "run.json")
+        save_json(ident, out / "run.json")
     return _run(cfg, tr, data, eval_samples, out, dev, progress, log)
 
 
@@ -334,11 +272,7 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
     if cfg.grad_checkpointing and not tr.enable_gradient_checkpointing():
         log("note: this model family has no gradient checkpointing; training without it")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(
-        [{"params": [p for n, p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-         {"params": [p for n, p in params if p.ndim < 2], "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6,
-    )  # fmt: skip
+    opt = adamw(params, cfg.lr, cfg.weight_decay, eps=1e-6)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, cfg))
     init = {n: p.detach().clone() for n, p in params} if cfg.l2sp > 0 else {}
     if init:
@@ -348,7 +282,7 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
 
             init = {k: v.to(dev) for k, v in load_file(str(init_path)).items()}
         else:
-            _atomic_save({k: v.cpu() for k, v in init.items()}, init_path)
+            save_tensors({k: v.cpu() for k, v in init.items()}, init_path)
 
     monitor = GroundingMonitor(eval_samples, every=cfg.eval_every,
                                mentions=cfg.monitor_mentions, nodes=cfg.monitor_nodes or None,
@@ -359,9 +293,9 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
                        "picks": []}  # fmt: skip
     train_log: list[dict[str, Any]] = []
     timeline: list[dict[str, Any]] = []
-    ck = _latest_checkpoint(out)
+    ck = latest_checkpoint(out / "checkpoints")
     if ck is not None:
-        state = _load_checkpoint(ck, model, opt, sched)
+        state = load_checkpoint(ck, model, opt, sched)
         start = int(state["step"])
         train_log = [r for r in read_rows(out / "train_log.parquet") if r["step"] <= start]
         timeline = [r for r in read_rows(out / "timeline.parquet") if r["step"] <= start]
@@ -409,7 +343,7 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
         monitor_at(done, force=done == cfg.steps)
         if done == cfg.steps or done % cfg.ckpt_every == 0:
             write_rows(train_log, out / "train_log.parquet")
-            _save_checkpoint(out, done, model, opt, sched, state)
+            save_checkpoint(out / "checkpoints", done, model, opt, state, sched)
         _after_step(done)
     bar.close()
     return _finish(cfg, tr, monitor, train_log, state, out, start, log)
@@ -467,7 +401,7 @@ def _finish(cfg: FinetuneConfig, tr: Any, monitor: GroundingMonitor, train_log: 
              f"{per_step:.3f} s per step; monitoring took {100 * share:.1f} % of the time "
              "(measured).")  # fmt: skip
     monitor.write_report(title=cfg.model, intro=intro, summary=summary)
-    _atomic_json(summary, out / "summary.json")
+    save_json(summary, out / "summary.json")
     log(f"done: {cfg.steps} steps, {per_step:.3f} s/step; monitoring took "
         f"{state['monitor_s']:.1f} s of {state['monitor_s'] + state['train_s']:.1f} s "
         f"({100 * share:.1f} %, measured); model in {final}")  # fmt: skip
