@@ -237,3 +237,16 @@ def test_held_out_retrieval_and_pointing_guard_the_weights(parts):
             rand.append(box_mask(ex.b, m.boxes).mean())
     assert len(hits) == 32
     assert np.mean(hits) >= POINT_MIN and np.mean(hits) > 1.5 * np.mean(rand), (hits, rand)
+
+
+@shipped
+def test_evaluation_with_no_mentions_measures_retrieval_only(parts):
+    """``--mentions 0 --mentions-ood 0`` (retrieval on another world) skips the pointing game
+    instead of failing on an empty set."""
+    from dualex.models.evaluate_builtin import evaluate, format_markdown
+
+    res = evaluate(parts, 100, 0, 0, progress=False)
+    assert res["pointing"] == {}
+    assert set(res["retrieval"]) >= {"in-domain", "plain", "textured", "cluttered"}
+    assert 0.0 <= res["retrieval"]["plain"]["i2t_r1"] <= 1.0
+    assert "image→text R@1" in format_markdown(res)

@@ -245,10 +245,10 @@ def evaluate(
         del res["retrieval"][d]["hits"]
     # pointing game: interleave plain and textured samples
     mixed = [s for pair in zip(data["plain"], data["textured"], strict=True) for s in pair]
-    res["pointing"]["in-domain"] = pointing_game(model.dual, mixed, n_mentions, layers, progress)
-    res["pointing"]["cluttered"] = pointing_game(
-        model.dual, data["cluttered"], n_mentions_ood, layers, progress
-    )
+    for name, items, n in (("in-domain", mixed, n_mentions),
+                             ("cluttered", data["cluttered"], n_mentions_ood)):  # fmt: skip
+        if n > 0:  # 0 mentions: retrieval only
+            res["pointing"][name] = pointing_game(model.dual, items, n, layers, progress)
     return res
 
 
