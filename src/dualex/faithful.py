@@ -60,9 +60,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from dualex.errors import SettingError, UnsupportedMethodError
-from dualex.masking import TEXT_ABSENT, ImageMasker, TextMasker, all_coalitions, model_device
-from dualex.towers.registry import image_families_text
+from dualex.errors import SettingError
+from dualex.masking import (
+    TEXT_ABSENT,
+    ImageMasker,
+    TextMasker,
+    all_coalitions,
+    model_device,
+    require_text_image,
+)
 
 __all__ = [
     "DEFAULT_BUDGET",
@@ -372,13 +378,8 @@ def project_banzhaf(
         :class:`BanzhafProjections`.
     """
     check_settings("banzhaf", budget, p, masking, estimator, seed)
+    require_text_image(model, "method='banzhaf'", "; use method='dualex'")
     ta, tb = model.tower_a, model.tower_b
-    if ta.modality != "text" or tb.modality != "image":
-        raise UnsupportedMethodError(
-            f"method='banzhaf' masks a text against an image; {model.name!r} is a "
-            f"{ta.modality}–{tb.modality} model (image–text families: "
-            f"{image_families_text()}); use method='dualex'"
-        )
     p = float(p)
     opts = dict(
         normalize=model.similarity == "cosine", batch_size=batch_size, device=model_device(model)

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from dualex.errors import InvalidInputError, SettingError, UnsupportedMethodError
 from dualex.towers.positions import ImagePositions, TextPositions
+from dualex.towers.registry import image_families_text
 
 __all__ = [
     "MAX_REGIONS",
@@ -375,3 +376,24 @@ class ImageMasker(_Masker):
         shape = (B, px.shape[1], 1) if px.dim() == 3 else (B, 1, *px.shape[-2:])
         data[self.px_key] = torch.where(keep.view(shape), px, self.ref_px)
         return data
+
+
+def require_text_image(model: Any, what: str, fix: str = "") -> None:
+    """Refuse a model whose towers are not text (a) and image (b): ``what`` masks a text
+    against an image.
+
+    Args:
+        model: A :class:`dualex.DualEncoder`.
+        what: Who asks, as the message's subject (``"PairGame"``, ``"method='banzhaf'"``).
+        fix: Appended to the message (e.g. ``"; use method='dualex'"``).
+
+    Raises:
+        UnsupportedMethodError: naming the model's modalities and the image–text families.
+    """
+    ta, tb = model.tower_a, model.tower_b
+    if ta.modality != "text" or tb.modality != "image":
+        raise UnsupportedMethodError(
+            f"{what} masks a text against an image; {model.name!r} is a "
+            f"{ta.modality}–{tb.modality} model (image–text families: "
+            f"{image_families_text()}){fix}"
+        )

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from dualex.errors import SettingError, UnsupportedMethodError
+from dualex.errors import SettingError
 from dualex.masking import (
     MAX_REGIONS,
     REGION_GRID,
@@ -48,9 +48,9 @@ from dualex.masking import (
     check_coalitions,
     model_device,
     region_groups,
+    require_text_image,
 )
 from dualex.towers.positions import ImagePositions, TextPositions
-from dualex.towers.registry import image_families_text
 
 __all__ = ["MAX_REGIONS", "REGION_GRID", "PairGame", "all_coalitions", "region_groups"]
 
@@ -113,13 +113,8 @@ class PairGame:
         import dualex
 
         model = dualex.wrap(model)
+        require_text_image(model, "PairGame")
         ta, tb = model.tower_a, model.tower_b
-        if ta.modality != "text" or tb.modality != "image":
-            raise UnsupportedMethodError(
-                f"PairGame masks a text against an image; {model.name!r} is a "
-                f"{ta.modality}–{tb.modality} model (image–text families: "
-                f"{image_families_text()})"
-            )
         if text_absent not in TEXT_ABSENT:
             raise SettingError(f"text_absent={text_absent!r}; use one of {TEXT_ABSENT}")
         self.model = model
