@@ -189,8 +189,8 @@ def _concept_section(timeline: list[dict[str, Any]], top: int = 25) -> list[str]
              "it fires on the caption (side a), on the image (side b), and its agreement (both "
              "/ either). Its <em>gap</em> is the share of caption firings without the image: a "
              "concept the text carries and the image does not. 95 % bootstrap intervals over "
-             "pairs.</p><table><tr><th>concept</th><th>fires on side a</th><th>side b</th>"
-             f"<th>agreement at step {a}</th><th>agreement at step {b}</th><th>change</th>"
+             "pairs.</p><table><tr><th>concept</th>"
+             f"<th>fires on side a at step {b}</th><th>side b at step {b}</th><th>agreement at step {a}</th><th>agreement at step {b}</th><th>change</th>"
              f"<th>gap at step {a}</th><th>gap at step {b}</th></tr>"]  # fmt: skip
     for r in rank[:top]:
         change = r["agreement"]["value"] - r["agreement_start"]["value"]
