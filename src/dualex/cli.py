@@ -8,6 +8,7 @@ shows a progress bar on stderr, so stdout stays clean for the summary.
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -652,7 +653,9 @@ def main() -> None:
     if _state["interrupted"]:  # whatever the interrupted code raised or returned (typer: 130)
         hint = f"; {RESUME_HINT}" if resumes(argv) else ""
         print(f"dualex: {INTERRUPTED}{hint}", file=sys.stderr)
-        sys.exit(130)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
 
 
 def _dispatch(debug: bool) -> None:
