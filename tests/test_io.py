@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 from dualex.errors import OutputError
-from dualex.io import atomic_write
+from dualex.io import atomic_write, remove_partial
 
 
 def test_bytes_text_and_callback_land_whole(tmp_path):
@@ -82,3 +82,32 @@ def test_write_failure_is_an_output_error_and_cleans_up(tmp_path):
     with pytest.raises(OutputError, match=r"out\.parquet.*No space left"):
         atomic_write(tmp_path / "out.parquet", full)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_remove_partial_clears_only_the_named_targets_leftovers(tmp_path, monkeypatch):
+    # a write killed outright: the callback never returns, so its temporary file stays
+    seen = []
+
+    class Killed(BaseException):
+        pass
+
+    def killed(tmp):
+        seen.append(tmp)
+        with open(tmp, "wb") as f:
+            f.write(b"half")
+        raise Killed
+
+    monkeypatch.setattr("pathlib.Path.unlink", lambda self, missing_ok=False: None)  # no cleanup
+    for name in ["shard-000001.parquet", "shard-000002.parquet"]:
+        with pytest.raises(Killed):
+            atomic_write(tmp_path / name, killed)
+    monkeypatch.undo()
+    (tmp_path / "shard-000001.parquet").write_bytes(b"done")  # a committed file is kept
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == sorted(
+        os.path.basename(t) for t in seen
+    )
+    removed = remove_partial(tmp_path, "shard-000001.*")
+    assert [p.name for p in removed] == [os.path.basename(seen[0])]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted([os.path.basename(seen[1]), "shard-000001.parquet"])
+    assert remove_partial(tmp_path / "missing", "x") == []

@@ -3,7 +3,8 @@
 The data is written to a temporary file next to the target and renamed over it, so a reader (or a
 resumed run) never sees a half-written file, and a failure leaves nothing behind. A folder that
 cannot be written gives an :class:`~dualex.errors.OutputError` that names the path the caller
-gave, not the temporary file.
+gave, not the temporary file. Only a process killed outright (SIGKILL, power loss) can leave a
+temporary file behind; :func:`remove_partial` clears those before the work is done again.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from dualex.errors import OutputError
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "remove_partial"]
 
 Writer = bytes | str | Callable[[str], object]
 
@@ -65,7 +66,7 @@ def atomic_write(path: str | os.PathLike[str], data: Writer, *, encoding: str = 
         raise OutputError(f"cannot write {shown!r}: {str(parent)!r} is not a folder")
     try:
         fd, tmp = tempfile.mkstemp(
-            dir=parent, prefix=f".{target.name}.", suffix=f".tmp{target.suffix}"
+            dir=parent, prefix=f".{target.name}.", suffix=_tmp_suffix(target)
         )
     except OSError as err:
         raise _unwritable(shown, err, f"the folder {str(parent)!r} is not writable") from err
@@ -86,3 +87,32 @@ def atomic_write(path: str | os.PathLike[str], data: Writer, *, encoding: str = 
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def _tmp_suffix(target: Path) -> str:
+    # the temporary name keeps the target's suffix, so format-by-suffix writers work
+    return f".tmp{target.suffix}"
+
+
+def remove_partial(folder: str | os.PathLike[str], name: str) -> list[Path]:
+    """Remove the temporary files that killed :func:`atomic_write` calls left in ``folder``.
+
+    Call it only for files that no other live process is writing (e.g. the files of a shard this
+    process is about to compute again).
+
+    Args:
+        folder: The folder the targets live in (a missing folder holds nothing).
+        name: The targets' file name, or a glob of names (``shard-000003.*``).
+
+    Returns:
+        The removed paths.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in root.glob(f".{name}.*.tmp*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed

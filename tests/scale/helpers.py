@@ -55,7 +55,7 @@ def kill_after_parts(proc: subprocess.Popen, parts: Path, k: int, timeout: float
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise AssertionError(f"the driver ended before it was killed:\n{proc.stdout.read()}")
-        if parts.is_dir() and len(list(parts.glob("shard-*.parquet"))) >= k:
+        if parts.is_dir() and len(committed(parts)) >= k:
             break
         time.sleep(0.02)
     else:
@@ -63,7 +63,18 @@ def kill_after_parts(proc: subprocess.Popen, parts: Path, k: int, timeout: float
         raise AssertionError("no parts appeared in time")
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    return len(list(parts.glob("shard-*.parquet")))
+    return len(committed(parts))
+
+
+def committed(folder: Path, pattern: str = "*.parquet") -> list[str]:
+    """Names of the committed files in ``folder``: visible ones, not the hidden temporary files an
+    atomic write is in the middle of (those end in the same suffix)."""
+    return sorted(p.name for p in folder.glob(pattern) if not p.name.startswith("."))
+
+
+def partial(folder: Path) -> list[str]:
+    """Names of the hidden temporary files in ``folder`` (left by a write in progress or killed)."""
+    return sorted(p.name for p in folder.glob(".*.tmp*"))
 
 
 def table_bytes(path: Path) -> bytes:

@@ -15,7 +15,13 @@ import pytest
 from dualex.data.synthetic import export_coco, generate
 from dualex.errors import JobError
 from dualex.scale import Job, raise_on_failures, run_job
-from tests.scale.helpers import cli_env, kill_after_parts, start_driver, torch_threads
+from tests.scale.helpers import (
+    cli_env,
+    committed,
+    kill_after_parts,
+    start_driver,
+    torch_threads,
+)
 
 DATA = "synthetic:seed=901,n=3,captions_per_image=2"
 
@@ -114,7 +120,7 @@ def test_a_worker_killed_by_the_os_is_retried_without_duplicates(cluster, short_
     def killer() -> None:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and not killed:
-            if len(list((out / "parts").glob("*.parquet"))) >= 1:
+            if committed(out / "parts"):
                 pids = _worker_pids()
                 if pids:
                     os.kill(pids[0], signal.SIGKILL)

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -19,7 +17,7 @@ from dualex.data.sources import parse_data_spec
 from dualex.engine.interactions import interactions
 from dualex.errors import FileFormatError, InvalidInputError, JobError, SettingError
 from dualex.search import FusedExplanation, Index
-from tests.scale.helpers import SRC
+from tests.scale.helpers import SRC, committed, kill_after_parts, partial
 
 QUERY = "a red circle"
 DATA = "synthetic:seed=5,n=8"
@@ -218,23 +216,24 @@ def test_a_killed_build_resumes_and_keeps_its_finished_shards(model, tmp_path):
         f"Index.build('builtin', {str(out)!r}, data='synthetic:seed=7,n=6', shard_size=1, steps=2)\n"
     )
     env = dict(os.environ, PYTHONPATH=SRC)
-    proc = subprocess.Popen([sys.executable, "-c", script], env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     parts = out / "parts"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        if parts.is_dir() and len(list(parts.glob("*.parquet"))) >= 2:
-            break
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
-    before = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.parquet")}
+    kill_after_parts(proc, parts, 2)
+    before = {n: (parts / n).stat().st_mtime_ns for n in committed(parts)}
     assert 2 <= len(before) < 6, "killed mid-run"
     assert not (out / "index.json").exists()
+    # what a kill in the middle of a write leaves: a temporary file of an unfinished shard
+    folders = [parts, out / "projections"]
+    for folder in folders:
+        (folder / ".shard-000005.parquet.x1y2z3.tmp.parquet").write_bytes(b"half")
     with pytest.raises(FileFormatError, match="resume"):
         Index.load(out)
     idx = Index.build("builtin", out, data="synthetic:seed=7,n=6", shard_size=1, steps=2)
-    after = {p.name: p.stat().st_mtime_ns for p in parts.glob("*.parquet")}
+    after = {n: (parts / n).stat().st_mtime_ns for n in committed(parts)}
     assert len(after) == 6 and all(after[n] == t for n, t in before.items()), "shards re-ran"
+    assert all(partial(f) == [] for f in folders), "a killed write's temporary file was left"
     assert len(idx) == 6
     samples = list(parse_data_spec("synthetic:seed=7,n=6").samples())
     m32 = dualex.load("builtin")

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dualex.errors import JobError
+from dualex.io import remove_partial
 
-__all__ = ["FORMAT", "MANIFEST", "Job", "Manifest", "part_name"]
+__all__ = ["FORMAT", "MANIFEST", "Job", "Manifest", "clear_partial", "part_name"]
 
 FORMAT = "dualex-job/1"
 MANIFEST = "job.json"
@@ -31,6 +33,16 @@ PARTS = "parts"
 def part_name(shard: int) -> str:
     """Relative path of a shard's Parquet part, e.g. ``parts/shard-000003.parquet``."""
     return f"{PARTS}/shard-{shard:06d}.parquet"
+
+
+def clear_partial(out: Path, shards: Iterable[int]) -> int:
+    """Remove what a killed run's writes of ``shards`` left (temporary files), before they re-run.
+
+    Every file of a shard is called ``shard-NNNNNN.*`` in a sub-folder of ``out`` (``parts/``,
+    ``explanations/``, ``projections/``). Returns how many files were removed.
+    """
+    folders = [p for p in out.iterdir() if p.is_dir()] if out.is_dir() else []
+    return sum(len(remove_partial(f, f"shard-{s:06d}.*")) for s in shards for f in folders)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from dualex.data.types import Sample
 from dualex.errors import DualexWarning, JobError, SettingError
-from dualex.scale.job import Job, Manifest, part_name
+from dualex.scale.job import Job, Manifest, clear_partial, part_name
 from dualex.scale.plan import Plan, make_plan
 from dualex.scale.tasks import Task, get_task
 
@@ -134,6 +134,7 @@ def run_job(
     manifest = Manifest.open(out, job, plan.digest, len(plan.shards), plan.n_samples)
     done = manifest.done()
     todo = [s for s in range(len(plan.shards)) if s % n_part == i_part and s not in done]
+    clear_partial(out, todo)  # a killed run's temporary files of the shards about to run again
     result = RunResult(out, out / task.table, len(plan.shards), plan.n_samples, len(todo))
 
     from tqdm.auto import tqdm
