@@ -16,6 +16,9 @@ Measured on held-out seeds (901 plain, 902 textured; ``--images`` scenes each):
   with at least 10 items.
 * label hits: per mention, the concept with the largest share in the mention's rows of the
   split (all columns); a hit when its label names the mention's colour or shape word.
+* top-20 purity: per concept, its 20 items of largest activation; per value, the best share.
+* linear probe: held-out accuracy of a linear classifier of colour / shape from the (unit)
+  phrase and patch columns themselves — the bound on how pure any concept direction can be.
 * residual share: ``Σ|residual| / Σ|M|`` per pair (mean, median, max).
 * split cost: time of ``ex.concept_split`` over time of ``dualex.explain``, same pairs, one run.
 """
@@ -35,6 +38,31 @@ ROOT = Path(__file__).resolve().parents[1]
 COCO = ROOT.parent / "shared" / "data" / "coco-val-mini"
 
 
+def linear_probe(x: torch.Tensor, labels: list[str], epochs: int = 500) -> float:
+    """Held-out accuracy of a linear classifier of ``labels`` from the unit columns ``x``.
+
+    How far an attribute is linearly present in the columns at all: no dictionary concept (a
+    direction) can be purer than such a probe allows. Every 4th item is held out; multinomial
+    logistic regression, Adam, a small L2 penalty; seeded.
+    """
+    torch.manual_seed(0)
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    values = sorted(set(labels))
+    y = torch.tensor([values.index(v) for v in labels])
+    test = torch.arange(len(y)) % 4 == 0
+    w = torch.zeros(x.shape[1], len(values), requires_grad=True)
+    b = torch.zeros(len(values), requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.05)
+    for _ in range(epochs):
+        opt.zero_grad()
+        logits = x[~test] @ w + b
+        loss = torch.nn.functional.cross_entropy(logits, y[~test]) + 1e-4 * w.pow(2).sum()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        return round(float(((x[test] @ w + b).argmax(1) == y[test]).float().mean()), 3)
+
+
 def evaluate(folder: str, images: int) -> dict:
     import dualex
     from dualex import Concepts
@@ -46,6 +74,8 @@ def evaluate(folder: str, images: int) -> dict:
     concepts.check(model)
     names = concepts.names
     items: list[tuple[int, str, str]] = []  # (top concept, colour, shape)
+    codes_all: list[torch.Tensor] = []  # each item's whole code [K], for the top-item purity
+    columns: list[torch.Tensor] = []  # each item's column [E], for the linear probe
     kinds: list[str] = []
     hits, mentions = 0, 0
     shares, t_explain, t_split = [], 0.0, 0.0
@@ -63,8 +93,11 @@ def evaluate(folder: str, images: int) -> dict:
             text = ex.text_positions
             for m, info in zip(s.mentions, s.meta["mentions"], strict=True):
                 rows = text.span_indices(m.span)
-                code = concepts.encode(P_a[:, rows].sum(1, keepdim=True).T)[0]
+                column = P_a[:, rows].sum(1)
+                code = concepts.encode(column[None])[0]
+                columns.append(column.float())
                 items.append((int(code.argmax()), info["colour"], info["shape"]))
+                codes_all.append(code.float())
                 kinds.append("phrase")
                 best = int(split.rows(rows).argmax())
                 label = split.names[best]
@@ -83,6 +116,8 @@ def evaluate(folder: str, images: int) -> dict:
                 if len(inside) == 1:
                     c = codes[pos.prefix + i]
                     items.append((int(c.argmax()), inside[0]["colour"], inside[0]["shape"]))
+                    codes_all.append(c.float())
+                    columns.append(P_b[:, pos.prefix + i].float())
                     kinds.append("patch")
 
     def purity(which: set[str]) -> dict[str, dict]:
@@ -109,6 +144,41 @@ def evaluate(folder: str, images: int) -> dict:
                 }
         return out
 
+    codes = torch.stack(codes_all)  # [items, K]
+
+    def top_item_purity(which: set[str], n: int = 20) -> dict[str, dict]:
+        """Per concept, its ``n`` items of largest activation; per value, the best share."""
+        keep = [i for i, kind in enumerate(kinds) if kind in which]
+        acts = codes[keep]
+        out = {}
+        for attr, values in (("colour", list(COLOURS)[:6]), ("shape", list(SHAPES))):
+            j = 1 if attr == "colour" else 2
+            labels = [items[i][j] for i in keep]
+            for v in values:
+                best, where = 0.0, None
+                for k in range(acts.shape[1]):
+                    a = acts[:, k]
+                    if int((a > 0).sum()) < n:
+                        continue
+                    top = a.topk(n).indices.tolist()
+                    p = sum(labels[i] == v for i in top) / n
+                    if p > best:
+                        best, where = p, k
+                out[v] = {
+                    "purity": round(best, 3),
+                    "concept": where,
+                    "name": names[where] if where is not None else None,
+                }
+        return out
+
+    def probe(which: str) -> dict[str, float]:
+        keep = [i for i, kind in enumerate(kinds) if kind == which]
+        x = torch.stack([columns[i] for i in keep])
+        return {
+            attr: linear_probe(x, [items[i][j] for i in keep])
+            for attr, j in (("colour", 1), ("shape", 2))
+        }
+
     res = {
         "dictionary": str(folder),
         "train": concepts.meta.get("train"),
@@ -118,7 +188,12 @@ def evaluate(folder: str, images: int) -> dict:
         "purity_phrases_and_patches": purity({"phrase", "patch"}),
         "purity_phrases": purity({"phrase"}),
         "purity_patches": purity({"patch"}),
+        "top20_purity_phrases_and_patches": top_item_purity({"phrase", "patch"}),
+        "top20_purity_phrases": top_item_purity({"phrase"}),
+        "top20_purity_patches": top_item_purity({"patch"}),
         "items": dict(Counter(kinds)),
+        "linear_probe_phrases": probe("phrase"),
+        "linear_probe_patches": probe("patch"),
         "label_hits": round(hits / max(mentions, 1), 3),
         "mentions": mentions,
         "residual_share": {
