@@ -43,6 +43,12 @@ _BACKEND = typer.Option(
     "--backend", help="local (in-process), ray (a local Ray cluster) or ray:ADDRESS."
 )
 _WORKERS = typer.Option("--workers", help="Ray workers (model replicas).", min=1)
+_LIMIT = typer.Option("--limit", help="Most samples to read.")
+_LAYERS = typer.Option("--layers", help="dualex layer(s), e.g. 1 or 1,1.")
+_STEPS = typer.Option("--steps", help="dualex quadrature nodes (default adaptive).")
+_BATCH = typer.Option("--batch", help="Samples per shard (one Parquet part each).")
+_THREADS = typer.Option("--threads", help="torch CPU threads.")
+_BUDGET = typer.Option("--budget", help="banzhaf: coalitions sampled per explanation.")
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -186,23 +192,17 @@ def grounding(
         typer.Option("--methods", help=_METHODS_HELP),
     ] = "dualex,ig,gae,maskclip,gradeclip,random",
     out: Annotated[Path, _OUT] = Path("runs/grounding"),
-    limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
+    limit: Annotated[int | None, _LIMIT] = None,
     shard: Annotated[
         str, typer.Option("--shard", help="i/n: run shards i, i+n, ... (processes sharing --out)")
     ] = "0/1",
     text: Annotated[
         str, typer.Option("--text", help="Baselines' text input: span (the mention) or caption.")
     ] = "span",
-    layers: Annotated[
-        str | None, typer.Option("--layers", help="dualex layer(s), e.g. 1 or 1,1.")
-    ] = None,
-    steps: Annotated[
-        int | None, typer.Option("--steps", help="dualex quadrature nodes (default adaptive).")
-    ] = None,
-    batch: Annotated[
-        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
-    ] = 8,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    layers: Annotated[str | None, _LAYERS] = None,
+    steps: Annotated[int | None, _STEPS] = None,
+    batch: Annotated[int, _BATCH] = 8,
+    threads: Annotated[int | None, _THREADS] = None,
     backend: Annotated[str, _BACKEND] = "local",
     workers: Annotated[int, _WORKERS] = 1,
 ) -> None:
@@ -233,16 +233,14 @@ def mismatch(
     model: Annotated[str, _MODEL] = "builtin",
     data: Annotated[str, _DATA] = "synthetic:seed=901,n=100,domain=plain",
     out: Annotated[Path, _OUT] = Path("runs/mismatch"),
-    limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
+    limit: Annotated[int | None, _LIMIT] = None,
     shard: Annotated[
         str, typer.Option("--shard", help="i/n: run shards i, i+n, ... (processes sharing --out)")
     ] = "0/1",
-    layers: Annotated[str | None, typer.Option("--layers", help="dualex layer(s).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="dualex quadrature nodes.")] = None,
-    batch: Annotated[
-        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
-    ] = 8,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    layers: Annotated[str | None, _LAYERS] = None,
+    steps: Annotated[int | None, _STEPS] = None,
+    batch: Annotated[int, _BATCH] = 8,
+    threads: Annotated[int | None, _THREADS] = None,
     backend: Annotated[str, _BACKEND] = "local",
     workers: Annotated[int, _WORKERS] = 1,
 ) -> None:
@@ -301,16 +299,12 @@ def grid(
             "alone, as <method>-span) or both.",
         ),
     ] = "both",
-    budget: Annotated[
-        int, typer.Option("--budget", help="banzhaf: coalitions sampled per explanation.")
-    ] = 1024,
-    limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
-    layers: Annotated[str | None, typer.Option("--layers", help="dualex layer(s).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="dualex quadrature nodes.")] = None,
-    batch: Annotated[
-        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
-    ] = 8,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    budget: Annotated[int, _BUDGET] = 1024,
+    limit: Annotated[int | None, _LIMIT] = None,
+    layers: Annotated[str | None, _LAYERS] = None,
+    steps: Annotated[int | None, _STEPS] = None,
+    batch: Annotated[int, _BATCH] = 8,
+    threads: Annotated[int | None, _THREADS] = None,
     backend: Annotated[str, _BACKEND] = "local",
     workers: Annotated[int, _WORKERS] = 1,
     protocol: Annotated[str, _PROTOCOL] = "dualex",
@@ -353,17 +347,13 @@ def faithfulness(
             "--coalitions", help="Coalitions per sample and law (default 128; fixlip: 1000)."
         ),
     ] = None,
-    budget: Annotated[
-        int, typer.Option("--budget", help="banzhaf: coalitions sampled per explanation.")
-    ] = 1024,
+    budget: Annotated[int, _BUDGET] = 1024,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampled coalitions.")] = 0,
-    limit: Annotated[int | None, typer.Option("--limit", help="Most samples to read.")] = None,
-    layers: Annotated[str | None, typer.Option("--layers", help="dualex layer(s).")] = None,
-    steps: Annotated[int | None, typer.Option("--steps", help="dualex quadrature nodes.")] = None,
-    batch: Annotated[
-        int, typer.Option("--batch", help="Samples per shard (one Parquet part each).")
-    ] = 8,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    limit: Annotated[int | None, _LIMIT] = None,
+    layers: Annotated[str | None, _LAYERS] = None,
+    steps: Annotated[int | None, _STEPS] = None,
+    batch: Annotated[int, _BATCH] = 8,
+    threads: Annotated[int | None, _THREADS] = None,
     backend: Annotated[str, _BACKEND] = "local",
     workers: Annotated[int, _WORKERS] = 1,
     protocol: Annotated[str, _PROTOCOL] = "dualex",
@@ -442,8 +432,8 @@ def shapley(
     budget: Annotated[
         int, typer.Option("--budget", help="Coalitions (shapiq approximator).")
     ] = 4096,
-    steps: Annotated[int | None, typer.Option("--steps", help="dualex quadrature nodes.")] = None,
-    threads: Annotated[int | None, typer.Option("--threads", help="torch CPU threads.")] = None,
+    steps: Annotated[int | None, _STEPS] = None,
+    threads: Annotated[int | None, _THREADS] = None,
 ) -> None:
     """Rank correlation of dualex's word × region interactions with exact pairwise Shapley
     interactions (SII) of the masking game."""

@@ -4,31 +4,12 @@
   "use strict";
   var DATA = JSON.parse(document.getElementById("dualex-data").textContent);
   var CDATA = JSON.parse(document.getElementById("dualex-concepts").textContent);
-  var STOPS = DATA.stops;
   var $ = function (id) { return document.getElementById(id); };
   var state = { pair: -1, concept: 0, img: null, drag: null };
 
-  function colour(t) {
-    if (!(t === t)) t = 0;
-    t = Math.max(-1, Math.min(1, t));
-    var n = STOPS.length, x = (t + 1) / 2 * (n - 1);
-    var i = Math.min(Math.max(Math.floor(x), 0), n - 2), f = x - i;
-    var a = STOPS[i], b = STOPS[i + 1];
-    return [a[0] + (b[0] - a[0]) * f, a[1] + (b[1] - a[1]) * f, a[2] + (b[2] - a[2]) * f];
-  }
-  function css(rgb) {
-    return "rgb(" + Math.round(rgb[0]) + "," + Math.round(rgb[1]) + "," + Math.round(rgb[2]) + ")";
-  }
-  function fmt(v) { return Math.abs(v) >= 1e-3 || v === 0 ? v.toPrecision(3) : v.toExponential(2); }
-  function decode(m) {
-    var bin = atob(m.data), n = bin.length >> 1, out = new Float64Array(n);
-    for (var k = 0; k < n; k++) {
-      var v = bin.charCodeAt(2 * k) | (bin.charCodeAt(2 * k + 1) << 8);
-      if (v >= 32768) v -= 65536;
-      out[k] = v * m.scale;
-    }
-    return out;
-  }
+  // the report's colour map, number format and decoder (report.js runs first)
+  var U = window.dualexReport.util;
+  var colour = U.colour, css = U.css, fmt = U.fmt, decode = U.decode;
   function pair() { return DATA.pairs[state.pair]; }
   function rec() { return CDATA.pairs[state.pair]; }
   function mats(c) {

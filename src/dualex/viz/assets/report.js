@@ -782,6 +782,8 @@
 
   // ---- a small API for tests and the console ---------------------------------------------------
   window.dualexReport = {
+    // the page's one colour map, number format and matrix decoder, for its add-on panels
+    util: { colour: colour, css: css, fmt: fmt, decode: decode },
     count: function () { return DATA.pairs.length; },
     show: show,
     current: function () { return cur ? cur.i : -1; },
