@@ -51,6 +51,23 @@ def test_preset_sets_the_recipe_and_explicit_flags_win(monkeypatch):
     assert seen["tc"] == TrainConfig()  # without the preset: builtin's recipe, unchanged
 
 
+def test_stage2_preset_is_the_shipped_continuation_and_needs_init(monkeypatch, capsys):
+    from dualex.models import train_builtin as tb
+
+    seen = {}
+    monkeypatch.setattr(tb, "train", lambda out, tc, resume, max_minutes: seen.update(tc=tc))
+    with pytest.raises(SystemExit) as err:
+        tb.main(["--out", "x", "--preset", "clip-stage2"])
+    assert err.value.code == 2 and "--init" in capsys.readouterr().err and not seen
+    tb.main(["--out", "x", "--preset", "clip-stage2", "--init", "stage1"])
+    tc = seen["tc"]
+    # MODEL.md's stage 2: the clip recipe from stage 1's weights, 3 500 steps, lr 5e-4, no
+    # curriculum, 2 % warm-up; the loss and the data are stage 1's
+    assert (tc.init, tc.steps, tc.lr, tc.curriculum, tc.warmup) == ("stage1", 3500, 5e-4, 0.0, 0.02)
+    same = {k: v for k, v in PRESETS["clip"].items() if k not in {"steps", "curriculum"}}
+    assert all(getattr(tc, k) == v for k, v in same.items())
+
+
 def test_collage_captions_and_negatives_describe_what_is_tiled():
     from dualex.data.synthetic import NEGATIVE_KINDS
     from dualex.models.train_builtin import (

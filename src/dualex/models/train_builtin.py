@@ -7,7 +7,9 @@ Run::
 ``--preset clip`` is the recipe of ``builtin-clip`` (models/MODEL.md): 4 + 4 blocks, the global
 contrastive loss only (no patch-phrase term), the ``clip`` world of :data:`WORLDS` (objects from
 ~1/8 to ~1/2 of the image side, 1-6 objects, occlusion) and a quarter of collages; explicit flags
-override it. ``--max-minutes M`` ends a sitting with a checkpoint after ``M`` minutes; the
+override it. ``--preset clip-stage2 --init STAGE1_DIR`` is its second stage (the same loss and
+data, continued on a fresh schedule: 3 500 steps, lr 5e-4, no curriculum); the two stages give
+the shipped weights. ``--max-minutes M`` ends a sitting with a checkpoint after ``M`` minutes; the
 schedule depends on ``--steps`` only, so ``--resume`` continues the same run.
 
 ``--exclude-class`` trains a copy that never sees or reads one shape or colour (the
@@ -199,6 +201,7 @@ class TrainConfig:
 
 
 PRESETS: dict[str, dict[str, Any]] = {
+    # Named recipes: --preset NAME sets these TrainConfig fields (explicit flags win).
     # builtin-clip: trained as CLIP is -- global contrastive loss only (no patch-phrase term),
     # deeper towers, objects at every scale, occlusion and collages (see MODEL.md)
     "clip": {
@@ -214,7 +217,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         "threads": 1,
     },
 }
-"""Named recipes: ``--preset NAME`` sets these :class:`TrainConfig` fields (other flags win)."""
+# builtin-clip's stage 2: the same loss and data, continued from stage 1's weights (--init) on a
+# fresh schedule: half the peak lr, 2 % warm-up, no curriculum, 3 500 steps (the shipped weights)
+PRESETS["clip-stage2"] = {
+    **PRESETS["clip"],
+    "steps": 3500,
+    "lr": 5e-4,
+    "curriculum": 0.0,
+    "warmup": 0.02,
+}
+NEEDS_INIT = {"clip-stage2"}
+"""Presets that continue a previous stage: they need ``--init STAGE_DIR``."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -767,6 +780,8 @@ def main(argv: list[str] | None = None) -> None:
     args = vars(p.parse_args(argv))
     out, resume, minutes = args.pop("out"), args.pop("resume"), args.pop("max_minutes")
     args.pop("preset")
+    if preset in NEEDS_INIT and not args["init"]:
+        p.error(f"--preset {preset} continues a previous stage: pass --init STAGE_DIR")
     tc = TrainConfig(**args)
     if train(out, tc, resume=resume, max_minutes=minutes):
         print(f"saved the model to {out}")
