@@ -115,6 +115,50 @@ def test_interrupted_single_pair_exits_130_with_one_line(tmp_path, photo):
     assert list(out.iterdir()) == []  # the report was never started, so nothing is left
 
 
+ENTRY = "import sys; sys.argv[0] = 'dualex'; from dualex.entry import main; main()"
+
+
+@pytest.mark.parametrize("how", ["python -m dualex.cli", "the dualex script's entry"])
+@pytest.mark.parametrize("delay", [0.05, 0.15, 0.3, 0.6])
+def test_ctrl_c_while_the_command_line_loads_is_one_line(tmp_path, photo, how, delay):
+    args = ["explain", str(photo), "a red circle", "--out", str(tmp_path / "report.html")]
+    if how == "python -m dualex.cli":
+        proc = start(args, tmp_path)
+    else:  # what the installed `dualex` script runs (pyproject: dualex.entry:main)
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", ENTRY, *args], cwd=tmp_path, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+        )  # fmt: skip
+    time.sleep(delay)  # mostly while the command line's modules import
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = (s.decode() for s in proc.communicate(timeout=120))
+    if proc.returncode == -signal.SIGINT:  # before Python itself had started: killed, silent
+        assert err == "" and out == ""
+        return
+    assert proc.returncode == 130, err
+    assert err.strip() == "dualex: interrupted", err  # one line, never a traceback
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_the_script_entry_point_is_the_guarded_one():
+    import tomllib
+
+    project = tomllib.loads((SRC.parent / "pyproject.toml").read_text())
+    assert project["project"]["scripts"]["dualex"] == "dualex.entry:main"
+
+
+def test_loading_the_command_line_does_not_import_torch():
+    code = (
+        "import sys, dualex.cli; print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
 @pytest.mark.slow
 def test_interrupted_dataset_run_resumes(tmp_path):
     out = tmp_path / "run"

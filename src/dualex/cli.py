@@ -1,3 +1,4 @@
+# ruff: noqa: E402 (python -m dualex.cli guards its own loading first: dualex.interrupts)
 """The ``dualex`` command line: explain, report, models, demo.
 
 Bad input ends with one line on stderr naming the problem and exit code 2 (``--debug`` shows the
@@ -6,6 +7,11 @@ shows a progress bar on stderr, so stdout stays clean for the summary.
 """
 
 from __future__ import annotations
+
+if __name__ == "__main__":  # python -m dualex.cli: Ctrl-C while the modules below load
+    from dualex.interrupts import guard_loading
+
+    _restore_sigint = guard_loading()
 
 import functools
 import os
@@ -24,6 +30,7 @@ from dualex.cli_args import (
     resolve_model,
 )
 from dualex.errors import DualexError, InvalidInputError, SettingError
+from dualex.interrupts import INTERRUPTED
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -515,12 +522,12 @@ def demo(
     run_demo(out)
 
 
-from dualex.evaluate.cli import eval_app  # noqa: E402
+from dualex.evaluate.cli import eval_app
 
 app.add_typer(eval_app, name="eval")
 
-from dualex.train.cli import EPILOG as _FT_EPILOG  # noqa: E402
-from dualex.train.cli import finetune_command  # noqa: E402
+from dualex.train.cli import EPILOG as _FT_EPILOG
+from dualex.train.cli import finetune_command
 
 MAX_FINETUNE_STEPS = 1_000_000
 """Most optimizer steps ``dualex finetune --steps`` takes: a fine-tune is hundreds to tens of
@@ -542,11 +549,11 @@ def _finetune(**kwargs: Any) -> None:
 
 app.command("finetune", epilog=_FT_EPILOG)(_finetune)
 
-from dualex.search.cli import register as _register_search  # noqa: E402
+from dualex.search.cli import register as _register_search
 
 _register_search(app)
 
-from dualex.concepts.cli import concepts_app  # noqa: E402
+from dualex.concepts.cli import concepts_app
 
 app.add_typer(concepts_app, name="concepts")
 
@@ -595,9 +602,6 @@ def quiet_third_party(debug: bool) -> Iterator[None]:
             else:
                 os.environ[k] = v
 
-
-INTERRUPTED = "interrupted"
-"""What an interrupted command prints (with ``dualex: `` before it)."""
 
 RESUMING_EVALS = ("grounding", "mismatch", "grid", "faithfulness")
 """``dualex eval`` commands that run as resumable dataset jobs (``compare`` and ``shapley`` do
@@ -686,4 +690,5 @@ def _dispatch(debug: bool) -> None:
 
 
 if __name__ == "__main__":
+    _restore_sigint()
     main()
