@@ -329,3 +329,21 @@ def test_huge_steps_are_refused_before_anything_is_written(monkeypatch, capsys, 
     code, _, err = run(monkeypatch, capsys, *args)
     one_line_error(code, err, "--steps", "5,000" if "explain" in args else "10,000,000,000")
     assert not (tmp_path / "run").exists()
+
+
+def test_finetune_max_minutes_ends_the_sitting_and_says_how_to_resume(
+    monkeypatch, capsys, tmp_path
+):
+    out_dir = tmp_path / "ft"
+    args = ["finetune", "--model", "random-clip", "--train", "synthetic:seed=1,n=8", "--eval",
+            "synthetic:seed=2,n=4", "--out", str(out_dir), "--steps", "3", "--batch", "4",
+            "--monitor-mentions", "2", "--monitor-nodes", "2"]  # fmt: skip
+    code, out, err = run(monkeypatch, capsys, *args, "--max-minutes", "1e-9")
+    assert code == 0, err
+    assert "stopped at step 1 of 3" in out and "re-run the same command to resume" in out
+    assert not (out_dir / "final").exists()
+    code, out, err = run(monkeypatch, capsys, *args)  # the same run, resumed without a budget
+    assert code == 0, err
+    assert "resuming" in out and (out_dir / "final").is_dir()
+    code, _, err = run(monkeypatch, capsys, *args, "--max-minutes", "-2")
+    one_line_error(code, err, "--max-minutes", "got -2.0")

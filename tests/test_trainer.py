@@ -86,6 +86,18 @@ def test_checkpoint_resumes_to_the_uninterrupted_run_and_keeps_only_the_newest(t
         assert torch.equal(a, b)
 
 
+def test_a_resumed_runs_next_checkpoint_records_its_own_step(tmp_path):
+    # a resumed run carries the loaded state (with the step it resumed from) into later saves;
+    # the checkpoint must say the step it holds, or a second resume replays steps on newer weights
+    net = _net()
+    opt = adamw(net.named_parameters(), 0.1, 0.01)
+    save_checkpoint(tmp_path, 1, net, opt, {"note": 0})
+    state = load_checkpoint(latest_checkpoint(tmp_path), net, opt)
+    _step(net, opt, 1)
+    save_checkpoint(tmp_path, 2, net, opt, state)
+    assert load_checkpoint(latest_checkpoint(tmp_path), _net())["step"] == 2
+
+
 def test_an_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     net = _net()
     opt = adamw(net.named_parameters(), 0.1, 0.01)

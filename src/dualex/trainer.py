@@ -185,7 +185,7 @@ def save_checkpoint(
         head: dict[str, Any] = {"step": step, "param_groups": sd["param_groups"]}
         if sched is not None:
             head["scheduler"] = sched.state_dict()  # lr_lambdas: [None, ...] for plain functions
-        save_json({**head, **state}, tmp / "state.json")
+        save_json({**state, **head}, tmp / "state.json")  # the step saved, not one loaded earlier
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     except BaseException:

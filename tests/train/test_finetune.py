@@ -137,6 +137,35 @@ def test_kill_after_checkpoint_and_resume_equals_uninterrupted(tmp_path, monkeyp
     assert values("whole") == values("cut")
 
 
+@pytest.mark.slow
+def test_a_sittings_time_budget_stops_with_a_checkpoint_and_resuming_ends_identically(tmp_path):
+    enc = tiny_clip(dtype=torch.float64)
+    kw = dict(steps=4, eval_every=2, ckpt_every=3, l2sp=0.1, **FAST)
+    whole = finetune(enc, TRAIN, EVAL, tmp_path / "whole", **kw)
+    lines = []
+    kw_log = {**kw, "log": lines.append}
+    # a budget far below one step: each sitting does one step, saves it and stops
+    first = finetune(enc, TRAIN, EVAL, tmp_path / "cut", max_minutes=1e-9, **kw_log)
+    assert first.stopped_at == 1 and not (tmp_path / "cut" / "final").exists()
+    assert lines[-1] == (
+        "stopped at step 1 of 4: this sitting's 1e-09 minutes are spent; "
+        "re-run the same command to resume"
+    )
+    assert (tmp_path / "cut" / "checkpoints" / "step-000001").is_dir()
+    second = finetune(enc, TRAIN, EVAL, tmp_path / "cut", max_minutes=1e-9, **kw)
+    assert (second.resumed_from, second.stopped_at) == (1, 2)
+    last = finetune(enc, TRAIN, EVAL, tmp_path / "cut", **kw)  # no budget: runs to the end
+    assert last.stopped_at is None and last.resumed_from == 2
+    assert last.losses == whole.losses and len(whole.losses) == 4
+    a = load_file(str(tmp_path / "whole" / "final" / "model.safetensors"))
+    b = load_file(str(tmp_path / "cut" / "final" / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    for bad in (-1, "5", True, float("nan")):
+        with pytest.raises(SettingError, match="--max-minutes must be"):
+            finetune(enc, TRAIN, EVAL, tmp_path / "bad", max_minutes=bad, **kw)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_automatic_eval_every_states_the_measured_share(tmp_path):
     """--eval-every chosen by the run: the line saying so gives the timings it used, the share
     they imply (at most 10 %) and the share measured so far; the last line the final share."""

@@ -79,6 +79,13 @@ def finetune_command(
     ] = None,
     threads: Annotated[int | None, typer.Option(help="CPU threads.")] = None,
     device: Annotated[str | None, typer.Option(help="cuda or cpu (default: cuda if any).")] = None,
+    max_minutes: Annotated[
+        float,
+        typer.Option(
+            help="Stop this sitting with a checkpoint after M minutes (0: no limit); "
+            "re-running the same command resumes."
+        ),
+    ] = 0.0,
 ) -> None:
     """Fine-tune a dual encoder and watch its per-class grounding change (knowledge gaps)."""
     import torch
@@ -88,9 +95,9 @@ def finetune_command(
     if threads:
         torch.set_num_threads(threads)
     finetune(
-        model, train, eval, out, device=device, steps=steps, batch=batch, accum=accum, lr=lr,
-        weight_decay=weight_decay, warmup=warmup, eval_every=eval_every,
-        monitor_mentions=monitor_mentions, monitor_nodes=monitor_nodes,
+        model, train, eval, out, device=device, max_minutes=max_minutes, steps=steps,
+        batch=batch, accum=accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
+        eval_every=eval_every, monitor_mentions=monitor_mentions, monitor_nodes=monitor_nodes,
         hard_negatives=hard_negatives, l2sp=l2sp, grad_checkpointing=grad_checkpointing,
         ckpt_every=ckpt_every, relabel=relabel, seed=seed,
         concepts="" if concepts is None else str(concepts),

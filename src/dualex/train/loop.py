@@ -39,6 +39,7 @@ from dualex.errors import SettingError
 from dualex.train.grounding import GroundingMonitor, global_values
 from dualex.train.monitor import Monitor, contrastive_loss, kept, read_rows, write_rows
 from dualex.trainer import (
+    TimeBudget,
     adamw,
     latest_checkpoint,
     load_checkpoint,
@@ -127,6 +128,10 @@ class FinetuneResult:
         summary: The run's summary (figures of the first and last monitored step, timing).
         resumed_from: The step the run resumed from (0: a fresh start).
         already_finished: The folder held this finished run; nothing was done.
+        losses: The training loss of every step so far.
+        stopped_at: When the sitting's time budget (``max_minutes``) ended it: the step of the
+            checkpoint it saved (re-running resumes there; ``final`` is not written yet and
+            ``summary`` holds only ``step`` and ``steps``). ``None``: the run finished.
     """
 
     out: Path
@@ -135,6 +140,7 @@ class FinetuneResult:
     resumed_from: int = 0
     already_finished: bool = False
     losses: list[float] = field(default_factory=list)
+    stopped_at: int | None = None
 
 
 def _lr_factor(step: int, cfg: FinetuneConfig) -> float:
@@ -200,6 +206,7 @@ def finetune(
     progress: bool = True,
     log: Any = print,
     device: str | None = None,
+    max_minutes: float = 0.0,
     **settings: Any,
 ) -> FinetuneResult:
     """Fine-tune a dual encoder contrastively and monitor its grounding on held-out data.
@@ -215,6 +222,10 @@ def finetune(
         progress: Show a progress bar.
         log: Called with one line of text per event (default ``print``).
         device: ``"cuda"``/``"cpu"`` (default: CUDA when available).
+        max_minutes: Wall-clock budget of this sitting (``0``: none). Once it is spent, the
+            run saves a checkpoint after the current step and returns (``stopped_at``);
+            re-running with the same settings resumes there and ends as an uninterrupted
+            run would. Not part of the run's settings.
         **settings: Fields of :class:`FinetuneConfig` (``steps``, ``batch``, ``lr``,
             ``eval_every``, ``hard_negatives``, ``l2sp``, ...).
 
@@ -226,6 +237,7 @@ def finetune(
             different run (nothing is written then).
         UnknownModelError: on an unknown model spec.
     """
+    budget = TimeBudget(_minutes(max_minutes))
     spec = model if isinstance(model, str) else getattr(model, "name", "model")
     try:
         cfg = FinetuneConfig(model=spec, train=train, eval=eval, **settings)
@@ -260,11 +272,19 @@ def finetune(
     out.mkdir(parents=True, exist_ok=True)
     if not exists:
         save_json(ident, out / "run.json")
-    return _run(cfg, tr, data, eval_samples, out, dev, progress, log)
+    return _run(cfg, tr, data, eval_samples, out, dev, progress, log, budget)
+
+
+def _minutes(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise SettingError(
+            f"--max-minutes must be a number of minutes >= 0 (0: no time limit), got {value!r}"
+        )
+    return float(value)
 
 
 def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
-         dev: torch.device, progress: bool, log: Any) -> FinetuneResult:  # fmt: skip
+         dev: torch.device, progress: bool, log: Any, budget: TimeBudget) -> FinetuneResult:  # fmt: skip
     from tqdm.auto import tqdm
 
     torch.manual_seed(cfg.seed)
@@ -341,10 +361,17 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
         bar.set_postfix(loss=f"{total:.3f}", refresh=False)
         done = step + 1
         monitor_at(done, force=done == cfg.steps)
-        if done == cfg.steps or done % cfg.ckpt_every == 0:
+        stop = budget.spent() and done < cfg.steps
+        if done == cfg.steps or done % cfg.ckpt_every == 0 or stop:
             write_rows(train_log, out / "train_log.parquet")
             save_checkpoint(out / "checkpoints", done, model, opt, state, sched)
         _after_step(done)
+        if stop:
+            bar.close()
+            log(f"stopped at step {done} of {cfg.steps}: this sitting's {budget.minutes:g} "
+                f"minutes are spent; re-run the same command to resume")  # fmt: skip
+            return FinetuneResult(out, out / "final", {"step": done, "steps": cfg.steps}, start,
+                                  False, [r["loss"] for r in train_log], stopped_at=done)  # fmt: skip
     bar.close()
     return _finish(cfg, tr, monitor, train_log, state, out, start, log)
 
