@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dualex.data.sources import parse_data_spec
 from dualex.evaluate.tasks import EvalSettings
+from dualex.evaluate.tasks.faithfulness import faithfulness_rows
 from dualex.evaluate.tasks.grid import grid_rows
 from dualex.evaluate.tasks.grounding import grounding_rows
 from dualex.towers.base import TowerInput
@@ -22,10 +23,11 @@ def test_the_image_of_a_group_is_prepared_once(clip64, monkeypatch):
 
     monkeypatch.setattr(tower, "prepare", counting)
     methods = ("dualex", "random", "gae", "ig", "banzhaf")
-    settings = EvalSettings(methods=methods, steps=2, budget=32)
+    settings = EvalSettings(methods=methods, steps=2, budget=32, coalitions=8)
     for spec, task in (
         ("synthetic:seed=901,n=1", grounding_rows),
         ("synthetic-grid:seed=5,n=1", grid_rows),
+        ("synthetic:seed=901,n=1", faithfulness_rows),  # the masking game prepares it too
     ):
         raw.clear()
         sample = next(iter(parse_data_spec(spec).samples()))

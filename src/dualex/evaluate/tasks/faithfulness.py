@@ -233,6 +233,8 @@ def faithfulness_rows(
     protocol = settings.protocol
     laws = LAWS[protocol]
     columns = metrics(protocol)
+    # the group's samples share one image: prepared once, for the game and every method
+    image = model.tower_b.prepare(group[0][1].image) if group else None
     for idx, s in group:
         base = base_row(s, idx)
         empty = dict(
@@ -245,7 +247,7 @@ def faithfulness_rows(
             **dict.fromkeys(columns, NAN),
         )
         try:
-            game = PairGame(model, s.image, s.caption, text_absent=TEXT_ABSENT[protocol])
+            game = PairGame(model, image, s.caption, text_absent=TEXT_ABSENT[protocol])
             rng = np.random.default_rng([settings.seed, zlib.crc32(base["sample_id"].encode())])
             k = settings.coalitions
             coalitions = [sample_coalitions(game.n_players, k, rng, law) for _, law in laws]
@@ -267,7 +269,7 @@ def faithfulness_rows(
         for m in settings.methods:
             row = dict(empty, method=m, n_text=game.n_text, n_image=game.n_image)
             try:
-                (attr,) = get(m)(model, s.image, [s.caption], **settings.options(m))
+                (attr,) = get(m)(model, image, [s.caption], **settings.options(m))
                 pred, direct = predict(attr, game, np.concatenate(coalitions))
                 order = np.argsort(-_image_scores(attr, game), kind="stable")
                 ins, dele = _curves(game, order)
