@@ -17,8 +17,9 @@ Measured on held-out seeds (901 plain, 902 textured; ``--images`` scenes each):
 * label hits: per mention, the concept with the largest share in the mention's rows of the
   split (all columns); a hit when its label names the mention's colour or shape word.
 * top-20 purity: per concept, its 20 items of largest activation; per value, the best share.
-* linear probe: held-out accuracy of a linear classifier of colour / shape from the (unit)
-  phrase and patch columns themselves — the bound on how pure any concept direction can be.
+* probes: held-out accuracy of a linear classifier and of a 10-nearest-neighbour vote of colour /
+  shape from the (unit) phrase and patch columns themselves — how far the attribute is present
+  in the columns at all, linearly and in neighbourhoods (a concept is a region of directions).
 * residual share: ``Σ|residual| / Σ|M|`` per pair (mean, median, max).
 * split cost: time of ``ex.concept_split`` over time of ``dualex.explain``, same pairs, one run.
 """
@@ -61,6 +62,22 @@ def linear_probe(x: torch.Tensor, labels: list[str], epochs: int = 500) -> float
         opt.step()
     with torch.no_grad():
         return round(float(((x[test] @ w + b).argmax(1) == y[test]).float().mean()), 3)
+
+
+def knn_probe(x: torch.Tensor, labels: list[str], k: int = 10) -> float:
+    """Held-out accuracy of a ``k``-nearest-neighbour vote (cosine) on the unit columns ``x``.
+
+    A concept is a region of nearest directions, so a concept pure for a value needs
+    neighbourhoods where that value dominates; this says how often they do. Every 4th item is
+    held out, as for :func:`linear_probe`.
+    """
+    x = x / x.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    values = sorted(set(labels))
+    y = torch.tensor([values.index(v) for v in labels])
+    test = torch.arange(len(y)) % 4 == 0
+    near = (x[test] @ x[~test].T).topk(k, dim=1).indices
+    pred = torch.mode(y[~test][near], dim=1).values
+    return round(float((pred == y[test]).float().mean()), 3)
 
 
 def evaluate(folder: str, images: int) -> dict:
@@ -174,10 +191,12 @@ def evaluate(folder: str, images: int) -> dict:
     def probe(which: str) -> dict[str, float]:
         keep = [i for i, kind in enumerate(kinds) if kind == which]
         x = torch.stack([columns[i] for i in keep])
-        return {
-            attr: linear_probe(x, [items[i][j] for i in keep])
-            for attr, j in (("colour", 1), ("shape", 2))
-        }
+        out = {}
+        for attr, j in (("colour", 1), ("shape", 2)):
+            labels = [items[i][j] for i in keep]
+            out[attr] = linear_probe(x, labels)
+            out[f"{attr}_10nn"] = knn_probe(x, labels)
+        return out
 
     res = {
         "dictionary": str(folder),
