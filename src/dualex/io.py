@@ -89,9 +89,13 @@ def atomic_write(path: str | os.PathLike[str], data: Writer, *, encoding: str = 
     return target
 
 
+_TMP = ".tmp"
+"""Marks a temporary file: ``.NAME.RANDOM.tmp.SUFFIX`` beside the target ``NAME``."""
+
+
 def _tmp_suffix(target: Path) -> str:
     # the temporary name keeps the target's suffix, so format-by-suffix writers work
-    return f".tmp{target.suffix}"
+    return f"{_TMP}{target.suffix}"
 
 
 def remove_partial(folder: str | os.PathLike[str], name: str) -> list[Path]:
@@ -111,7 +115,7 @@ def remove_partial(folder: str | os.PathLike[str], name: str) -> list[Path]:
     if not root.is_dir():
         return []
     removed = []
-    for path in root.glob(f".{name}.*.tmp*"):
+    for path in root.glob(f".{name}.*{_TMP}*"):
         if path.is_file():
             path.unlink(missing_ok=True)
             removed.append(path)
