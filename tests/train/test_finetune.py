@@ -12,7 +12,7 @@ import torch
 from safetensors.torch import load_file
 
 import dualex
-from dualex.errors import SettingError, UnknownModelError
+from dualex.errors import InvalidLayerError, SettingError, UnknownModelError
 from dualex.train import finetune, loop
 from dualex.train.monitor import GLOBAL_METRICS
 from tests.conftest import tiny_clip
@@ -268,3 +268,44 @@ def test_cli_help_lists_examples(monkeypatch, capsys):
         code = done.code
     out = capsys.readouterr().out
     assert code == 0 and "Examples" in out and "--hard-negatives" in out
+
+
+@pytest.mark.slow
+def test_the_monitor_explains_at_the_split_it_is_given(tmp_path):
+    from dualex.explanation import Explanation
+
+    enc = tiny_clip(dtype=torch.float32)
+    kw = dict(steps=1, eval_every=1, **FAST)
+    default = finetune(enc, TRAIN, EVAL, tmp_path / "default", **kw)
+    early = finetune(enc, TRAIN, EVAL, tmp_path / "early", monitor_layers=(0, 1), **kw)
+    run = json.loads((tmp_path / "early" / "run.json").read_text())
+    assert run["config"]["monitor_layers"] == [0, 1]
+    job = json.loads((tmp_path / "early" / "monitor" / "step-000000" / "grounding" / "job.json")
+                     .read_text())  # fmt: skip
+    assert job["job"]["settings"]["layers"] == [0, 1]
+    # the grounding measured at layer 0/1 is not the default split's
+    assert early.summary["first"]["pointing"] != default.summary["first"]["pointing"] or (
+        early.summary["first"]["energy"] != default.summary["first"]["energy"]
+    )
+    for path in (tmp_path / "early" / "examples").glob("*.safetensors"):
+        assert Explanation.load(path).layers == (0, 1)
+    # the same settings resume (run.json holds a list, the call passed a tuple)
+    again = finetune(enc, TRAIN, EVAL, tmp_path / "early", monitor_layers=(0, 1), **kw)
+    assert again.already_finished
+    for bad in ((0, 1, 2), "1", 1.5):
+        with pytest.raises(SettingError, match="--monitor-layers"):
+            finetune(enc, TRAIN, EVAL, tmp_path / "bad", monitor_layers=bad, **kw)
+    with pytest.raises(InvalidLayerError, match="layer 99 is out of range"):  # not in the towers
+        finetune(enc, TRAIN, EVAL, tmp_path / "bad", monitor_layers=99, **kw)
+    assert not (tmp_path / "bad").exists()
+
+
+def test_a_run_written_before_a_setting_existed_still_resumes(tmp_path):
+    enc = tiny_clip(dtype=torch.float32)
+    kw = dict(steps=1, eval_every=1, **FAST)
+    finetune(enc, TRAIN, EVAL, tmp_path / "old", **kw)
+    run = tmp_path / "old" / "run.json"
+    held = json.loads(run.read_text())
+    del held["config"]["monitor_layers"]  # as an older dualex wrote it
+    run.write_text(json.dumps(held))
+    assert finetune(enc, TRAIN, EVAL, tmp_path / "old", **kw).already_finished

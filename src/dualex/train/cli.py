@@ -28,6 +28,13 @@ EPILOG = (
 """The examples shown under ``dualex finetune --help``."""
 
 
+def _layers(text: str | None) -> int | list[int] | None:
+    from dualex.cli_args import parse_layers
+
+    layers = parse_layers(text)
+    return list(layers) if isinstance(layers, tuple) else layers
+
+
 def finetune_command(
     model: Annotated[
         str,
@@ -55,6 +62,13 @@ def finetune_command(
     monitor_nodes: Annotated[
         int, typer.Option(help="Quadrature nodes of the monitor's explanations (0: adaptive).")
     ] = 4,
+    monitor_layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Split layer(s) of the monitor's explanations: one for both towers or TEXT,IMAGE "
+            "(default: the last block's input)."
+        ),
+    ] = None,
     hard_negatives: Annotated[
         bool, typer.Option("--hard-negatives", help="Hard negatives as extra image→text negatives.")
     ] = False,
@@ -98,6 +112,7 @@ def finetune_command(
         model, train, eval, out, device=device, max_minutes=max_minutes, steps=steps,
         batch=batch, accum=accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         eval_every=eval_every, monitor_mentions=monitor_mentions, monitor_nodes=monitor_nodes,
+        monitor_layers=_layers(monitor_layers),
         hard_negatives=hard_negatives, l2sp=l2sp, grad_checkpointing=grad_checkpointing,
         ckpt_every=ckpt_every, relabel=relabel, seed=seed,
         concepts="" if concepts is None else str(concepts),

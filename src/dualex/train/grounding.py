@@ -209,6 +209,10 @@ class GroundingMonitor:
             dualex's default tolerance, slower). Each pass reports the measured relative
             completeness error of its explanations (global rows ``completeness_max`` and
             ``completeness_median``).
+        layers: Split layer(s) of the monitor's explanations: one int for both towers or
+            ``(text, image)`` (``None``: the last block's input, dualex's default). A model
+            trained as CLIP is may ground best at an earlier layer (the built-in
+            ``builtin-clip``: layer 1), at a higher cost per pass.
         out: A folder: ``timeline.parquet`` after each pass, ``report.html``,
             ``timeline.png`` and the worst classes' start/end explanations on :meth:`close`
             (the outputs of ``dualex finetune``).
@@ -247,6 +251,7 @@ class GroundingMonitor:
         every: int | None = None,
         mentions: int = 100,
         nodes: int | None = 4,
+        layers: int | tuple[int, int] | None = None,
         out: str | Path | None = None,
         tensorboard: str | Path | None = None,
         sinks: Iterable[Callable[[MonitorPass], Any]] = (),
@@ -276,7 +281,8 @@ class GroundingMonitor:
         self.worst = worst
         self.log = log
         self.monitor = Monitor(samples, mentions, nodes, batch=batch, seed=seed,
-                               folder=None if out is None else self.out / "monitor")  # fmt: skip
+                               folder=None if out is None else self.out / "monitor",
+                               layers=layers)  # fmt: skip
         self.sinks: list[Callable[[MonitorPass], Any]] = list(sinks)
         if tensorboard is not None:
             self.sinks.append(TensorBoardSink(tensorboard))
@@ -473,10 +479,12 @@ class GroundingMonitor:
             for pick in picks:
                 s = self.monitor.samples[pick[1]]
                 try:
+                    layers = self.monitor.layers
                     if tol is None:
-                        ex = dualex.explain(enc, s.caption, s.image, steps=self.monitor.nodes)
+                        ex = dualex.explain(enc, s.caption, s.image, layers=layers,
+                                            steps=self.monitor.nodes)  # fmt: skip
                     else:
-                        ex = dualex.explain(enc, s.caption, s.image, tol=tol)
+                        ex = dualex.explain(enc, s.caption, s.image, layers=layers, tol=tol)
                 except InvalidInputError as err:
                     if self.log is not None:
                         self.log(f"example {s.caption!r} not explained: {err}")

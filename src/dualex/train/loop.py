@@ -83,6 +83,8 @@ class FinetuneConfig:
         concepts: A concept dictionary folder of the starting model (``""``: none): the monitor
             also measures each concept's cross-modal agreement and the report gains a
             concept section (:class:`dualex.train.GroundingMonitor`'s ``concepts``).
+        monitor_layers: Split layer(s) of the monitor's explanations: one int for both towers
+            or ``[text, image]`` (``None``: the last block's input).
     """
 
     model: str
@@ -104,8 +106,22 @@ class FinetuneConfig:
     relabel: str = ""
     seed: int = 0
     concepts: str = ""
+    monitor_layers: int | list[int] | None = None
 
     def __post_init__(self) -> None:
+        layers = self.monitor_layers
+        if isinstance(layers, tuple | list):
+            layers = list(layers)  # as run.json holds it
+        ok = (
+            layers is None
+            or _is_int(layers)
+            or (isinstance(layers, list) and len(layers) == 2 and all(map(_is_int, layers)))
+        )
+        if not ok:
+            raise SettingError(
+                f"--monitor-layers: pass one layer or a text,image pair of layers, got {layers!r}"
+            )
+        object.__setattr__(self, "monitor_layers", layers)  # frozen: normalised once, here
         for name in ("steps", "batch", "accum", "ckpt_every"):
             if getattr(self, name) < 1:
                 raise SettingError(f"--{name.replace('_', '-')} must be >= 1, got "
@@ -160,8 +176,24 @@ def _batch_indices(step: int, micro: int, cfg: FinetuneConfig, n: int) -> torch.
 # run identity and checkpoints
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _identity(cfg: FinetuneConfig) -> dict[str, Any]:
     return {"format": FORMAT, "config": asdict(cfg)}
+
+
+def _with_defaults(held: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's identity with the settings added since it was written at their defaults
+    (so a run started by an older dualex still resumes)."""
+    from dataclasses import MISSING, fields
+
+    config = dict(held.get("config", {}))
+    for f in fields(FinetuneConfig):
+        if f.name not in config and f.default is not MISSING:
+            config[f.name] = f.default
+    return {**held, "config": config}
 
 
 def _check_out(out: Path, ident: dict[str, Any]) -> bool:
@@ -178,7 +210,7 @@ def _check_out(out: Path, ident: dict[str, Any]) -> bool:
                 "empty folder"
             )
         return False
-    held = json.loads(run.read_text())
+    held = _with_defaults(json.loads(run.read_text()))
     if held != ident:
         a, b = held.get("config", {}), ident["config"]
         diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
@@ -264,6 +296,13 @@ def finetune(
         tr = trainable_from(model, spec)
     train_samples = relabel(load_samples(cfg.train, "--train"), mapping)
     eval_samples = load_samples(cfg.eval, "--eval")
+    if cfg.monitor_layers is not None:  # a layer the towers do not have: refused before writing
+        pair = (
+            cfg.monitor_layers if isinstance(cfg.monitor_layers, list) else [cfg.monitor_layers] * 2
+        )
+        enc = tr.wrap()
+        for tower, layer in zip((enc.tower_a, enc.tower_b), pair, strict=True):
+            tower.check_layer(layer)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = tensorise(train_samples, tr)
     if cfg.hard_negatives and not data.has_negatives:
@@ -273,6 +312,10 @@ def finetune(
     if not exists:
         save_json(ident, out / "run.json")
     return _run(cfg, tr, data, eval_samples, out, dev, progress, log, budget)
+
+
+def _layers(value: int | list[int] | None) -> int | tuple[int, int] | None:
+    return (value[0], value[1]) if isinstance(value, list) else value
 
 
 def _minutes(value: Any) -> float:
@@ -307,8 +350,8 @@ def _run(cfg: FinetuneConfig, tr: Any, data: Any, eval_samples: list, out: Path,
     monitor = GroundingMonitor(eval_samples, every=cfg.eval_every,
                                mentions=cfg.monitor_mentions, nodes=cfg.monitor_nodes or None,
                                out=out, name=f"finetuned:{out}", batch=max(cfg.batch, 64),
-                               seed=cfg.seed, log=log,
-                               concepts=cfg.concepts or None)  # fmt: skip
+                               seed=cfg.seed, log=log, concepts=cfg.concepts or None,
+                               layers=_layers(cfg.monitor_layers))  # fmt: skip
     start, state = 0, {"eval_every": cfg.eval_every, "train_s": 0.0, "monitor_s": 0.0,
                        "picks": []}  # fmt: skip
     train_log: list[dict[str, Any]] = []
@@ -435,8 +478,8 @@ def _finish(cfg: FinetuneConfig, tr: Any, monitor: GroundingMonitor, train_log: 
     return FinetuneResult(out, final, summary, start, False, [r["loss"] for r in train_log])
 
 
-def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4, seed: int = 0
-            ) -> list[dict[str, Any]]:  # fmt: skip
+def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4, seed: int = 0,
+            layers: int | tuple[int, int] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """The monitor's rows for one model on one dataset (no training), step 0.
 
     Args:
@@ -445,6 +488,7 @@ def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4
         mentions: Mentions explained for grounding.
         nodes: Quadrature nodes (``None``: adaptive).
         seed: Bootstrap seed.
+        layers: Split layer(s) of the explanations (``None``: the last block's input).
 
     Returns:
         Timeline rows (``step, group, cls, metric, value, lo, hi, n``).
@@ -458,4 +502,6 @@ def measure(model: Any, data: str, *, mentions: int = 100, nodes: int | None = 4
         tr = trainable_from(load(model), model, copy_module=False)
     else:
         tr = trainable_from(model)
-    return Monitor(load_samples(data, "--eval"), mentions, nodes, seed=seed).run(tr, 0)
+    return Monitor(load_samples(data, "--eval"), mentions, nodes, seed=seed, layers=layers).run(
+        tr, 0
+    )

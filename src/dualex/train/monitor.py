@@ -160,6 +160,8 @@ class Monitor:
         folder: Where each step's grounding and mismatch runs keep their rows
             (``step-NNNNNN/grounding``, ``.../mismatch``: dataset jobs of :mod:`dualex.scale`,
             so a resumed training reuses a finished step's rows); ``None``: a temporary folder.
+        layers: Split layer(s) of the explanations: one int for both towers or
+            ``(text, image)`` (``None``: the last block's input, dualex's default).
     """
 
     def __init__(
@@ -170,8 +172,10 @@ class Monitor:
         batch: int = 64,
         seed: int = 0,
         folder: str | Path | None = None,
+        layers: int | tuple[int, int] | None = None,
     ) -> None:
         self.samples, self.nodes, self.batch, self.seed = samples, nodes, batch, seed
+        self.layers = layers
         self.folder = None if folder is None else Path(folder)
         chosen: list[tuple[int, Sample]] = []
         count = 0
@@ -252,7 +256,7 @@ class Monitor:
         from dualex.scale import Job, run_job
         from dualex.scale.settings import to_settings
 
-        st = EvalSettings(methods=("dualex",), steps=self.nodes)
+        st = EvalSettings(methods=("dualex",), steps=self.nodes, layers=self.layers)
         unused = st.unused(get(task).settings) | {"limit"}  # monitor jobs never recorded one
         job = Job(
             model=str(enc.name),
