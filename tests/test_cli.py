@@ -347,3 +347,16 @@ def test_finetune_max_minutes_ends_the_sitting_and_says_how_to_resume(
     assert "resuming" in out and (out_dir / "final").is_dir()
     code, _, err = run(monkeypatch, capsys, *args, "--max-minutes", "-2")
     one_line_error(code, err, "--max-minutes", "got -2.0")
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [("x", "cannot read --monitor-layers 'x'"), ("1,2,3", "--monitor-layers"), ("99", "layer 99")],
+)
+def test_finetune_bad_monitor_layers_are_one_line(monkeypatch, capsys, tmp_path, value, needle):
+    args = ["finetune", "--model", "random-clip", "--train", "synthetic:seed=1,n=4", "--eval",
+            "synthetic:seed=2,n=2", "--out", str(tmp_path / "ft"), "--steps", "1",
+            "--monitor-layers", value]  # fmt: skip
+    code, _, err = run(monkeypatch, capsys, *args)
+    one_line_error(code, err, needle)
+    assert not (tmp_path / "ft").exists()

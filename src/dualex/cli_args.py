@@ -49,8 +49,8 @@ def resolve_model(spec: str, console: Console | None = None) -> Any:
     return dualex.load(spec)
 
 
-def parse_layers(text: str | None) -> int | tuple[int, int] | None:
-    """``"A"`` → ``A``; ``"A,B"`` → ``(A, B)``; ``None`` → ``None``.
+def parse_layers(text: str | None, flag: str = "--layers") -> int | tuple[int, int] | None:
+    """``"A"`` → ``A``; ``"A,B"`` → ``(A, B)``; ``None`` → ``None``; errors name ``flag``.
 
     Raises:
         SettingError: if the text is not one or two integers.
@@ -64,7 +64,7 @@ def parse_layers(text: str | None) -> int | tuple[int, int] | None:
         values = []
     if len(values) not in (1, 2) or len(values) != len(parts):
         raise SettingError(
-            f"cannot read --layers {text!r}; pass one layer (e.g. 11) or a pair for the text and "
+            f"cannot read {flag} {text!r}; pass one layer (e.g. 11) or a pair for the text and "
             "image towers (e.g. 11,10); negative values count from the end"
         )
     return values[0] if len(values) == 1 else (values[0], values[1])

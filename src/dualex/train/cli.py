@@ -31,7 +31,7 @@ EPILOG = (
 def _layers(text: str | None) -> int | list[int] | None:
     from dualex.cli_args import parse_layers
 
-    layers = parse_layers(text)
+    layers = parse_layers(text, "--monitor-layers")
     return list(layers) if isinstance(layers, tuple) else layers
 
 
