@@ -6,10 +6,10 @@ Second-Order Attributions" (TMLR 2025, https://arxiv.org/abs/2408.14153).
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dualex.errors import DualexError
+from dualex.lazy import exports
 
 __version__ = "0.1.0"
 
@@ -56,15 +56,5 @@ if TYPE_CHECKING:  # pragma: no cover
     # not import them back; the lazy export below resolves them at first use.
 
 
-def __getattr__(name: str) -> Any:
-    """Import the public API on first use, so ``import dualex`` (and the CLI's ``--help``) does
-    not import torch."""
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dualex' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+# the public API is imported on first use, so ``import dualex`` (and the CLI) imports no torch
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -8,8 +8,9 @@ without importing torch.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dualex.lazy import exports
 
 __all__ = [
     "ConceptAgreement",
@@ -35,13 +36,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from dualex.concepts.split import ConceptSplit
 
 
-def __getattr__(name: str) -> Any:
-    if name in _HOMES:
-        value = getattr(import_module(f"dualex.concepts.{_HOMES[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dualex.concepts' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = exports(
+    __name__, {name: f"dualex.concepts.{home}" for name, home in _HOMES.items()}
+)

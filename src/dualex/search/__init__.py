@@ -8,8 +8,9 @@ The names are imported on first use, so the command line can register ``dualex i
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dualex.lazy import exports
 
 __all__ = ["FusedExplanation", "Hit", "Index", "model_fingerprint"]
 
@@ -17,13 +18,4 @@ if TYPE_CHECKING:  # pragma: no cover
     from dualex.search.index import FusedExplanation, Hit, Index, model_fingerprint
 
 
-def __getattr__(name: str) -> Any:
-    if name in __all__:
-        value = getattr(import_module("dualex.search.index"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dualex.search' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = exports(__name__, dict.fromkeys(__all__, "dualex.search.index"))

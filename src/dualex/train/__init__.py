@@ -19,8 +19,9 @@ See :func:`dualex.train.loop.finetune` and docs/finetuning.md.
 
 from __future__ import annotations
 
-from importlib import import_module
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dualex.lazy import exports
 
 __all__ = [
     "FinetuneConfig",
@@ -46,10 +47,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from dualex.train.loop import FinetuneConfig, FinetuneResult, finetune, measure
 
 
-def __getattr__(name: str) -> Any:
-    """Import the loop (and torch) on first use, so ``dualex --help`` stays light."""
-    if name in __all__:
-        value = getattr(import_module(_HOME.get(name, "dualex.train.loop")), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'dualex.train' has no attribute {name!r}")
+# the loop (and torch) are imported on first use, so ``dualex --help`` stays light
+__getattr__, __dir__ = exports(__name__, {n: _HOME.get(n, "dualex.train.loop") for n in __all__})
