@@ -132,7 +132,10 @@ def loading(pid: int) -> bool:
 @pytest.mark.parametrize("how", ["python -m dualex.cli", "the dualex script's entry"])
 @pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.4])
 def test_ctrl_c_while_the_command_line_loads_is_one_line(tmp_path, photo, how, delay):
-    args = ["explain", str(photo), "a red circle", "--out", str(tmp_path / "report.html")]
+    # a long explanation (as in the single-pair test), so the process is still working at every
+    # moment the interrupt may come
+    args = ["explain", str(photo), "a red circle", "--steps", "1024", "--rule", "riemann",
+            "--layers", "0", "--out", str(tmp_path / "report.html")]  # fmt: skip
     if how == "python -m dualex.cli":
         proc = start(args, tmp_path)
     else:  # what the installed `dualex` script runs (pyproject: dualex.entry:main)
@@ -145,7 +148,13 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line(tmp_path, photo, how, d
         )  # fmt: skip
     # Ctrl-C during Python's own start-up is Python's business; from the first import of the
     # command line on (then a moment later, and later still, into the command), it is dualex's
-    _, _, err = interrupt_when(proc, lambda: loading(proc.pid) and (time.sleep(delay) or True))
+    # (a Python whose extension modules are built in maps none of them: after 1 s it is surely
+    # past start-up)
+    t0 = time.monotonic()
+    _, _, err = interrupt_when(
+        proc,
+        lambda: (loading(proc.pid) or time.monotonic() - t0 > 1) and (time.sleep(delay) or True),
+    )
     assert proc.returncode == 130, err
     assert err.strip() == "dualex: interrupted", err  # one line, never a traceback
     assert not (tmp_path / "report.html").exists()
