@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 from dualex.errors import OutputError
-from dualex.io import atomic_write, remove_partial
+from dualex.io import atomic_folder, atomic_write, remove_partial
 
 
 def test_bytes_text_and_callback_land_whole(tmp_path):
@@ -111,3 +111,25 @@ def test_remove_partial_clears_only_the_named_targets_leftovers(tmp_path, monkey
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted([os.path.basename(seen[1]), "shard-000001.parquet"])
     assert remove_partial(tmp_path / "missing", "x") == []
+
+
+def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "final"
+
+    def fill(folder, text):
+        (folder / "a.txt").write_text(text)
+        (folder / "b.txt").write_text(text)
+
+    assert atomic_folder(target, lambda f: fill(f, "one")) == target
+    assert sorted(p.name for p in target.iterdir()) == ["a.txt", "b.txt"]
+
+    def broken(folder):
+        (folder / "a.txt").write_text("two")
+        raise KeyboardInterrupt  # interrupted half-way
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_folder(target, broken)
+    assert (target / "a.txt").read_text() == "one"  # the previous folder is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # no temporary folder left
+    atomic_folder(target, lambda f: (f / "c.txt").write_text("three"))
+    assert sorted(p.name for p in target.iterdir()) == ["c.txt"]  # replaced, not merged

@@ -10,13 +10,14 @@ temporary file behind; :func:`remove_partial` clears those before the work is do
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from dualex.errors import OutputError
 
-__all__ = ["atomic_write", "remove_partial"]
+__all__ = ["atomic_folder", "atomic_write", "remove_partial"]
 
 Writer = bytes | str | Callable[[str], object]
 
@@ -85,6 +86,35 @@ def atomic_write(path: str | os.PathLike[str], data: Writer, *, encoding: str = 
         raise _unwritable(shown, err, "writing failed") from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_folder(path: str | os.PathLike[str], fill: Callable[[Path], object]) -> Path:
+    """Write a whole folder atomically: ``fill(tmp)`` fills ``.NAME.tmp`` beside it, which then
+    replaces ``path``.
+
+    A failure (or an interrupt) inside ``fill`` leaves ``path`` as it was and removes the
+    temporary folder; a previous ``path`` is kept until the new one is complete.
+
+    Args:
+        path: The folder to write.
+        fill: Writes the folder's contents into the (existing, empty) temporary folder it is
+            given.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    target = Path(path)
+    tmp = target.parent / f".{target.name}{_TMP}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        fill(tmp)
+        shutil.rmtree(target, ignore_errors=True)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
 

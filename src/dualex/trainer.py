@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from collections.abc import Iterable
@@ -30,7 +29,7 @@ from typing import Any
 
 import torch
 
-from dualex.io import atomic_write
+from dualex.io import atomic_folder, atomic_write
 
 __all__ = [
     "TimeBudget",
@@ -165,10 +164,8 @@ def save_checkpoint(
         The checkpoint folder.
     """
     final = root / f"step-{step:06d}"
-    tmp = root / f".step-{step:06d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:  # an interrupted save leaves no half-written folder behind
+
+    def fill(tmp: Path) -> None:  # an interrupted save leaves no half-written folder behind
         save_tensors({k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
                      tmp / "model.safetensors")  # fmt: skip
         sd = opt.state_dict()
@@ -186,11 +183,8 @@ def save_checkpoint(
         if sched is not None:
             head["scheduler"] = sched.state_dict()  # lr_lambdas: [None, ...] for plain functions
         save_json({**state, **head}, tmp / "state.json")  # the step saved, not one loaded earlier
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_folder(final, fill)
     for old in root.glob("step-*"):
         if old != final:
             shutil.rmtree(old, ignore_errors=True)

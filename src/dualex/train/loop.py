@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from dualex.errors import SettingError
+from dualex.io import atomic_folder
 from dualex.train.grounding import GroundingMonitor, global_values
 from dualex.train.monitor import Monitor, contrastive_loss, kept, read_rows, write_rows
 from dualex.trainer import (
@@ -444,13 +444,8 @@ def _finish(cfg: FinetuneConfig, tr: Any, monitor: GroundingMonitor, train_log: 
     with kept(tr.model):
         monitor.explain_examples(tr, cfg.steps, "end")
     state["monitor_s"] += time.perf_counter() - t
-    final = out / "final"
-    tmp = out / ".final.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
     tr.model.eval()
-    tr.save(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
+    final = atomic_folder(out / "final", tr.save)
     share = state["monitor_s"] / max(state["monitor_s"] + state["train_s"], 1e-9)
     per_step = state["train_s"] / max(1, cfg.steps)
     timeline = monitor.timeline
