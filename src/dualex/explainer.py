@@ -375,6 +375,17 @@ def _pair(value: Any, name: str) -> tuple[Any, Any]:
     return value, value
 
 
+def check_layers(model: DualEncoder, layers: Any) -> tuple[int, int]:
+    """Each tower's split layer for ``layers`` (one for both towers, a ``(a, b)`` pair, or
+    ``None`` for the defaults), checked against the towers.
+
+    Raises:
+        InvalidLayerError: if a layer is not an int or out of a tower's range.
+    """
+    la, lb = _pair(layers, "layers")
+    return model.tower_a.check_layer(la), model.tower_b.check_layer(lb)
+
+
 def combine_projections(
     model: DualEncoder, a: Projection, b: Projection, logit_scale: float | None
 ) -> Explanation:

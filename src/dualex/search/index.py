@@ -32,7 +32,13 @@ from torch import Tensor
 from dualex.encoder import DualEncoder
 from dualex.engine.interactions import Completeness
 from dualex.errors import FileFormatError, InvalidInputError, SettingError
-from dualex.explainer import Projection, Projections, combine_projections, project_one
+from dualex.explainer import (
+    Projection,
+    Projections,
+    check_layers,
+    combine_projections,
+    project_one,
+)
 from dualex.explanation import Explanation
 from dualex.towers.positions import ImagePositions, TextPositions
 
@@ -376,9 +382,7 @@ class Index:
             out = tmp.name
         root = Path(out).absolute()
         root.mkdir(parents=True, exist_ok=True)
-        la, lb = layers if isinstance(layers, tuple | list) else (layers, layers)
-        la = encoder.tower_a.check_layer(la)
-        lb = encoder.tower_b.check_layer(lb)
+        la, lb = check_layers(encoder, layers)
         text_tower = "b" if encoder.tower_b.modality == "text" else "a"
         if images and encoder.tower_b.modality != "image":
             raise InvalidInputError(f"{encoder.name} has no image tower; index texts=[...]")

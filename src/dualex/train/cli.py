@@ -28,13 +28,6 @@ EPILOG = (
 """The examples shown under ``dualex finetune --help``."""
 
 
-def _layers(text: str | None) -> int | list[int] | None:
-    from dualex.cli_args import parse_layers
-
-    layers = parse_layers(text, "--monitor-layers")
-    return list(layers) if isinstance(layers, tuple) else layers
-
-
 def finetune_command(
     model: Annotated[
         str,
@@ -104,6 +97,7 @@ def finetune_command(
     """Fine-tune a dual encoder and watch its per-class grounding change (knowledge gaps)."""
     import torch
 
+    from dualex.cli_args import parse_layers
     from dualex.train.loop import finetune
 
     if threads:
@@ -112,7 +106,7 @@ def finetune_command(
         model, train, eval, out, device=device, max_minutes=max_minutes, steps=steps,
         batch=batch, accum=accum, lr=lr, weight_decay=weight_decay, warmup=warmup,
         eval_every=eval_every, monitor_mentions=monitor_mentions, monitor_nodes=monitor_nodes,
-        monitor_layers=_layers(monitor_layers),
+        monitor_layers=parse_layers(monitor_layers, "--monitor-layers"),
         hard_negatives=hard_negatives, l2sp=l2sp, grad_checkpointing=grad_checkpointing,
         ckpt_every=ckpt_every, relabel=relabel, seed=seed,
         concepts="" if concepts is None else str(concepts),

@@ -297,12 +297,9 @@ def finetune(
     train_samples = relabel(load_samples(cfg.train, "--train"), mapping)
     eval_samples = load_samples(cfg.eval, "--eval")
     if cfg.monitor_layers is not None:  # a layer the towers do not have: refused before writing
-        pair = (
-            cfg.monitor_layers if isinstance(cfg.monitor_layers, list) else [cfg.monitor_layers] * 2
-        )
-        enc = tr.wrap()
-        for tower, layer in zip((enc.tower_a, enc.tower_b), pair, strict=True):
-            tower.check_layer(layer)
+        from dualex.explainer import check_layers
+
+        check_layers(tr.wrap(), cfg.monitor_layers)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     data = tensorise(train_samples, tr)
     if cfg.hard_negatives and not data.has_negatives:
