@@ -10,7 +10,7 @@ import pytest
 
 from dualex.data.coco import load_coco
 from dualex.data.synthetic import export_coco, generate
-from dualex.errors import InvalidInputError, JobError
+from dualex.errors import InvalidInputError, JobError, SettingError
 from dualex.scale import Job, raise_on_failures, run_job
 from dualex.scale.plan import make_plan
 from tests.scale.helpers import cli_env, kill_after_parts, start_driver, torch_threads
@@ -82,6 +82,15 @@ def test_a_different_job_at_an_existing_folder_is_refused(tmp_path):
     assert json.loads((tmp_path / "job.json").read_text()) == manifest, "refusal wrote nothing"
     again = run_job(job, tmp_path, progress=False)
     assert again.ran == 0, "the same job resumes: nothing left to run"
+
+
+def test_a_method_the_task_does_not_run_is_refused_before_anything_is_written(tmp_path):
+    job = _job()
+    for task, method in (("mismatch", "ig"), ("explain", "gae"), ("grounding", "nonsense")):
+        bad = Job(job.model, DATA, task, (method,), job.settings)
+        with pytest.raises(SettingError, match=rf"task '{task}' does not run method\(s\) {method}"):
+            run_job(bad, tmp_path / task, progress=False)
+        assert not (tmp_path / task).exists(), "a refused job writes nothing"
 
 
 def test_a_committed_part_counts_even_if_the_manifest_missed_it(tmp_path):

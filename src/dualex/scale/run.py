@@ -114,9 +114,15 @@ def run_job(
 
     Raises:
         JobError: if ``out`` holds a different job.
-        SettingError: on a bad backend, part or task.
+        SettingError: on a bad backend, part or task, or a method the task does not run.
     """
     task = get_task(job.task)
+    unknown = [m for m in job.methods if m not in task.methods]
+    if unknown:
+        raise SettingError(
+            f"task {job.task!r} does not run method(s) {', '.join(unknown)}; choose from "
+            f"{', '.join(task.methods)}"
+        )
     kind, address = parse_backend(backend)
     i_part, n_part = part
     if not (n_part >= 1 and 0 <= i_part < n_part):
