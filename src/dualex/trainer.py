@@ -145,6 +145,7 @@ def save_checkpoint(
     opt: torch.optim.Optimizer,
     state: dict[str, Any],
     sched: Any = None,
+    rng: bool = True,
 ) -> Path:
     """Write ``root/step-NNNNNN`` (model, optimizer, RNG, ``state``), then remove older steps.
 
@@ -159,6 +160,8 @@ def save_checkpoint(
             ``optim.safetensors``; its ``param_groups`` to ``state.json``.
         state: JSON-able run state stored in ``state.json`` beside ``step``.
         sched: A ``torch.optim.lr_scheduler`` whose state is stored too (None: none).
+        rng: Store the torch/CUDA RNG states (a loop whose randomness is its own, seeded per
+            step, has none to store).
 
     Returns:
         The checkpoint folder.
@@ -174,8 +177,9 @@ def save_checkpoint(
             for idx, st in sd["state"].items()
             for key, val in st.items()
         }
-        tensors["rng.torch"] = torch.get_rng_state()
-        if torch.cuda.is_available():
+        if rng:
+            tensors["rng.torch"] = torch.get_rng_state()
+        if rng and torch.cuda.is_available():
             for i, r in enumerate(torch.cuda.get_rng_state_all()):
                 tensors[f"rng.cuda.{i}"] = r
         save_tensors(tensors, tmp / "optim.safetensors")
@@ -192,7 +196,11 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer | None = None, sched: Any = None
+    path: Path,
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer | None = None,
+    sched: Any = None,
+    rng: bool = True,
 ) -> dict[str, Any]:
     """Restore a :func:`save_checkpoint` folder into ``model`` (and ``opt``, ``sched``, RNG).
 
@@ -201,6 +209,8 @@ def load_checkpoint(
         model: Receives the weights.
         opt: Receives the optimizer state and the RNG states (None: weights only).
         sched: Receives the scheduler state (None: not restored).
+        rng: Restore the RNG states the checkpoint holds (``False`` leaves the process's global
+            RNG alone: a library call resuming its own loop must not reseed the caller).
 
     Returns:
         The ``state.json`` contents (``step`` and the run state).
@@ -220,6 +230,8 @@ def load_checkpoint(
     opt.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
     if sched is not None:
         sched.load_state_dict(state["scheduler"])
+    if not rng or "rng.torch" not in tensors:
+        return state
     torch.set_rng_state(tensors["rng.torch"])
     if torch.cuda.is_available():
         cuda = [tensors[f"rng.cuda.{i}"] for i in range(torch.cuda.device_count())

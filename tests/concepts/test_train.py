@@ -19,6 +19,7 @@ import dualex
 from dualex import Concepts
 from dualex.data.synthetic import generate
 from dualex.errors import FileFormatError, ModelMismatchError, SettingError
+from dualex.trainer import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = "synthetic:seed=3,n=12"
@@ -40,9 +41,10 @@ def _env() -> dict[str, str]:
 
 
 def _ckpt_step(folder: Path) -> int:
+    last = latest_checkpoint(folder / "checkpoints")
     try:
-        return int(load_file(str(folder / "checkpoint.safetensors"))["step"])
-    except Exception:
+        return int(json.loads((last / "state.json").read_text())["step"]) if last else -1
+    except (OSError, ValueError):  # renamed away by a newer checkpoint while being read
         return -1
 
 
@@ -86,11 +88,17 @@ def small(tmp_path_factory):
 def test_seeded_and_saved_as_safetensors_and_json(small, tmp_path):
     model, c, out = small
     assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.safetensors", "concepts.json", "concepts.safetensors", "run.json",
+        "checkpoints", "concepts.json", "concepts.safetensors", "run.json",
     ]  # fmt: skip
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-000150"]
     loaded = Concepts.load(out)
     assert torch.equal(loaded.encoder, c.encoder) and loaded.names == c.names
+    rng = torch.get_rng_state()
+    torch.manual_seed(1234)
+    before = torch.get_rng_state()
     again = Concepts.train(model, generate(24, seed=5), concepts=12, topk=3, steps=150, out=out)
+    assert torch.equal(torch.get_rng_state(), before), "resuming left the caller's RNG alone"
+    torch.set_rng_state(rng)
     assert torch.equal(again.encoder, c.encoder) and not (out / "columns").exists()
     meta = json.loads((out / "concepts.json").read_text())
     assert meta["model"]["name"] == "builtin" and len(meta["model"]["fingerprint"]) == 16

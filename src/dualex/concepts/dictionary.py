@@ -41,7 +41,7 @@ __all__ = ["ConceptExamples", "Concepts", "weights_fingerprint"]
 FORMAT = "dualex.concepts/1"
 TENSORS = "concepts.safetensors"
 META = "concepts.json"
-CHECKPOINT = "checkpoint.safetensors"
+CHECKPOINTS = "checkpoints"
 COLUMNS = "columns"
 
 DEFAULT_CONCEPTS = 64
@@ -671,9 +671,7 @@ def _train_loop(
     checkpoint_every: int,
     show: Callable[[str, int, int], None],
 ) -> dict[str, Tensor]:
-    from safetensors.torch import load_file, save_file
-
-    from dualex.io import atomic_write
+    from dualex.trainer import latest_checkpoint, load_checkpoint, save_checkpoint
 
     K, k, seed = identity["concepts"], identity["topk"], identity["seed"]
     Xa, Xb = sides["a"]["X"], sides["b"]["X"]
@@ -683,37 +681,19 @@ def _train_loop(
     Va, Vb = Xa, Xb
     scale_a, scale_b = Va.pow(2).sum(1).mean(), Vb.pow(2).sum(1).mean()
     names = ["W", "D_a"] if tied else ["W", "D_a", "D_b"]
-    ckpt = folder / CHECKPOINT if folder is not None else None
-    if ckpt is not None and ckpt.is_file():
-        t = load_file(str(ckpt))
-        params = {n: t[n].clone().requires_grad_(True) for n in names}
-        start = int(t["step"])
-    else:
-        W0 = _spread_init(Va, Vb, K, seed)
-        params = {
-            n: (W0 if n == "W" else W0.T).contiguous().clone().requires_grad_(True) for n in names
-        }
-        t, start = None, 0
+    root = folder / CHECKPOINTS if folder is not None else None
+    last = latest_checkpoint(root) if root is not None else None
+    W0 = _spread_init(Va, Vb, K, seed) if last is None else torch.zeros(K, Va.shape[1])
+    params = torch.nn.ParameterDict(
+        {n: (W0 if n == "W" else W0.T).contiguous().clone() for n in names}
+    )
     opt = torch.optim.Adam(list(params.values()), lr=LEARNING_RATE)
-    if t is not None:
-        for i, n in enumerate(names):
-            opt.state[opt.param_groups[0]["params"][i]] = {
-                "step": t[f"{n}.step"].clone(),
-                "exp_avg": t[f"{n}.exp_avg"].clone(),
-                "exp_avg_sq": t[f"{n}.exp_avg_sq"].clone(),
-            }
+    # batches are drawn from (seed, step), never from the global RNG: nothing to restore there
+    start = int(load_checkpoint(last, params, opt, rng=False)["step"]) if last else 0
 
     def save(step: int) -> None:
-        if ckpt is None:
-            return
-        tensors = {n: p.detach().contiguous().clone() for n, p in params.items()}
-        for i, n in enumerate(names):
-            st = opt.state.get(opt.param_groups[0]["params"][i], {})
-            for key in ("step", "exp_avg", "exp_avg_sq"):
-                if key in st:
-                    tensors[f"{n}.{key}"] = st[key].detach().contiguous().clone()
-        tensors["step"] = torch.tensor(step)
-        atomic_write(ckpt, lambda tmp: save_file(tensors, tmp))
+        if root is not None:
+            save_checkpoint(root, step, params, opt, {}, rng=False)
 
     for step in range(start, steps):
         for group in opt.param_groups:
