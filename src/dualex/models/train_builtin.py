@@ -8,8 +8,10 @@ Run::
 contrastive loss only (no patch-phrase term), the ``clip`` world of :data:`WORLDS` (objects from
 ~1/8 to ~1/2 of the image side, 1-6 objects, occlusion) and a quarter of collages; explicit flags
 override it. ``--preset clip-stage2 --init STAGE1_DIR`` is its second stage (the same loss and
-data, continued on a fresh schedule: 3 500 steps, lr 5e-4, no curriculum); the two stages give
-the shipped weights. ``--max-minutes M`` ends a sitting with a checkpoint after ``M`` minutes; the
+data, continued on a fresh schedule: 3 500 steps, lr 5e-4, no curriculum) and ``--preset
+clip-stage3 --init STAGE2_DIR`` its third (the same loss with every hard negative a caption has,
+twice the images: 2 000 steps, lr 3e-4); the three stages give the shipped weights.
+``--max-minutes M`` ends a sitting with a checkpoint after ``M`` minutes; the
 schedule depends on ``--steps`` only, so ``--resume`` continues the same run.
 
 ``--exclude-class`` trains a copy that never sees or reads one shape or colour (the
@@ -218,7 +220,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 # builtin-clip's stage 2: the same loss and data, continued from stage 1's weights (--init) on a
-# fresh schedule: half the peak lr, 2 % warm-up, no curriculum, 3 500 steps (the shipped weights)
+# fresh schedule: half the peak lr, 2 % warm-up, no curriculum, 3 500 steps
 PRESETS["clip-stage2"] = {
     **PRESETS["clip"],
     "steps": 3500,
@@ -226,7 +228,18 @@ PRESETS["clip-stage2"] = {
     "curriculum": 0.0,
     "warmup": 0.02,
 }
-NEEDS_INIT = {"clip-stage2"}
+# builtin-clip's stage 3 (the shipped weights): from stage 2's weights, every hard negative the
+# caption has in the denominator (shape negatives were its weak kind), twice the images (the
+# first 40 000 are stages 1-2's), a third peak lr, 2 000 steps on two threads
+PRESETS["clip-stage3"] = {
+    **PRESETS["clip-stage2"],
+    "steps": 2000,
+    "lr": 3e-4,
+    "negatives": 4,
+    "n_train": 80000,
+    "threads": 2,
+}
+NEEDS_INIT = {"clip-stage2", "clip-stage3"}
 """Presets that continue a previous stage: they need ``--init STAGE_DIR``."""
 
 
