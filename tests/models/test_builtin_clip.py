@@ -286,3 +286,22 @@ def test_evaluation_with_no_mentions_measures_retrieval_only(parts):
     assert set(res["retrieval"]) >= {"in-domain", "plain", "textured", "cluttered"}
     assert 0.0 <= res["retrieval"]["plain"]["i2t_r1"] <= 1.0
     assert "image→text R@1" in format_markdown(res)
+
+
+@pytest.mark.parametrize("name", ["builtin", "builtin-clip"])
+def test_model_md_tables_are_the_shipped_metrics(name):
+    """MODEL.md's metrics tables are rendered from the ``metrics.json`` shipped beside the weights
+    (each model's own section), so new weights cannot ship beside the old figures."""
+    from dualex.models.evaluate_builtin import format_markdown
+
+    folder = builtin.model_dir(name)
+    if not (folder / "metrics.json").is_file():
+        pytest.skip(f"{name} ships no metrics.json")
+    md = MODEL_MD.read_text()
+    cut = md.index("# builtin-clip (")
+    section = md[cut:] if name == "builtin-clip" else md[:cut]
+    rows = [r for r in format_markdown(json.loads((folder / "metrics.json").read_text()))
+            .splitlines() if r.startswith("| ")]  # fmt: skip
+    assert len(rows) >= 10
+    missing = [r for r in rows if r not in section]
+    assert not missing, f"MODEL.md's {name} section lacks rows of its metrics.json: {missing[:3]}"

@@ -4,7 +4,8 @@ world (see models/MODEL.md).
 * ``builtin``: 2 + 2 blocks, trained with an auxiliary patch-phrase loss (the demo's and the fast
   tests' model);
 * ``builtin-clip``: 4 + 4 blocks, trained as CLIP is -- the global contrastive loss only -- on
-  objects at every scale, occlusion and collages (``train_builtin --preset clip``).
+  objects at every scale, occlusion and collages (``train_builtin --preset clip``, then the
+  ``clip-stage2`` and ``clip-stage3`` continuations).
 
 Both are stock Hugging Face ``CLIPModel`` folders inside the package (``dualex/models/``, beside
 their training recipe), loaded offline through the same code path as any hub CLIP folder: their
@@ -67,8 +68,8 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     ),
     "builtin-clip": BuiltinModel(
         BUILTIN_CLIP_DIR,
-        "python -m dualex.models.train_builtin --preset clip",
-        "40 000 synthetic images (plain + textured, a quarter 2x2 collages), 1-6 shapes "
+        "python -m dualex.models.train_builtin --preset clip (+ clip-stage2, clip-stage3)",
+        "80 000 synthetic images (plain + textured, a quarter 2x2 collages), 1-6 shapes "
         "1/8-1/2 of the side, occlusion; global contrastive loss only",
     ),
 }
