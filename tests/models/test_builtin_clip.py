@@ -52,39 +52,34 @@ def test_preset_sets_the_recipe_and_explicit_flags_win(monkeypatch):
     assert seen["tc"] == TrainConfig()  # without the preset: builtin's recipe, unchanged
 
 
-def test_stage2_preset_is_the_shipped_continuation_and_needs_init(monkeypatch, capsys):
+# MODEL.md's later stages: stage 2 is the clip recipe from stage 1's weights (3 500 steps, lr
+# 5e-4, no curriculum, 2 % warm-up); stage 3 is stage 2's from its weights with every hard
+# negative and twice the images (2 000 steps, lr 3e-4, two threads). Neither changes the loss
+# (no patch term), the world, the architecture or the collages.
+LATER_STAGES = {
+    "clip-stage2": {"steps": 3500, "lr": 5e-4, "curriculum": 0.0, "warmup": 0.02,
+                    "negatives": 2, "n_train": 40000, "threads": 1},
+    "clip-stage3": {"steps": 2000, "lr": 3e-4, "curriculum": 0.0, "warmup": 0.02,
+                    "negatives": 4, "n_train": 80000, "threads": 2},
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("preset", sorted(LATER_STAGES))
+def test_later_stage_presets_are_the_shipped_recipe_and_need_init(preset, monkeypatch, capsys):
     from dualex.models import train_builtin as tb
 
     seen = {}
     monkeypatch.setattr(tb, "train", lambda out, tc, resume, max_minutes: seen.update(tc=tc))
     with pytest.raises(SystemExit) as err:
-        tb.main(["--out", "x", "--preset", "clip-stage2"])
+        tb.main(["--out", "x", "--preset", preset])
     assert err.value.code == 2 and "--init" in capsys.readouterr().err and not seen
-    tb.main(["--out", "x", "--preset", "clip-stage2", "--init", "stage1"])
+    tb.main(["--out", "x", "--preset", preset, "--init", "previous"])
     tc = seen["tc"]
-    # MODEL.md's stage 2: the clip recipe from stage 1's weights, 3 500 steps, lr 5e-4, no
-    # curriculum, 2 % warm-up; the loss and the data are stage 1's
-    assert (tc.init, tc.steps, tc.lr, tc.curriculum, tc.warmup) == ("stage1", 3500, 5e-4, 0.0, 0.02)
-    same = {k: v for k, v in PRESETS["clip"].items() if k not in {"steps", "curriculum"}}
-    assert all(getattr(tc, k) == v for k, v in same.items())
-
-
-def test_stage3_preset_is_the_shipped_recipe_and_needs_init(monkeypatch, capsys):
-    from dualex.models import train_builtin as tb
-
-    seen = {}
-    monkeypatch.setattr(tb, "train", lambda out, tc, resume, max_minutes: seen.update(tc=tc))
-    with pytest.raises(SystemExit) as err:
-        tb.main(["--out", "x", "--preset", "clip-stage3"])
-    assert err.value.code == 2 and "--init" in capsys.readouterr().err and not seen
-    tb.main(["--out", "x", "--preset", "clip-stage3", "--init", "stage2"])
-    tc = seen["tc"]
-    # MODEL.md's stage 3: stage 2's recipe from its weights with every hard negative, twice the
-    # images, 2 000 steps at lr 3e-4 on two threads; no patch term, the same world and collages
-    got = (tc.init, tc.steps, tc.lr, tc.negatives, tc.n_train, tc.threads, tc.curriculum)
-    assert got == ("stage2", 2000, 3e-4, 4, 80000, 2, 0.0)
-    assert (tc.dense_weight, tc.world, tc.layers) == (0.0, "clip", 4)
-    assert tc.collage_share == PRESETS["clip"]["collage_share"]
+    assert tc.init == "previous"
+    assert {k: getattr(tc, k) for k in LATER_STAGES[preset]} == LATER_STAGES[preset]
+    kept = ("dense_weight", "world", "layers", "width", "heads", "collage_share", "max_text", "batch")
+    stage1 = TrainConfig(**{**TrainConfig().__dict__, **PRESETS["clip"]})
+    assert all(getattr(tc, k) == getattr(stage1, k) for k in kept)
 
 
 def test_collage_captions_and_negatives_describe_what_is_tiled():
