@@ -198,6 +198,28 @@ def test_bad_input_is_one_line_and_exit_2(monkeypatch, capsys, picture, tmp_path
     one_line_error(code, err, *needles)
 
 
+def test_figure_options_are_checked_before_the_model_loads(monkeypatch, capsys, picture, tmp_path):
+    """--span and --box choose what a caption-image figure shows: a span not in the caption, or
+    either option with an output that would ignore it, is refused before any model loads."""
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the options were checked")
+
+    monkeypatch.setattr(cli, "resolve_model", no_model)
+    fig, page = str(tmp_path / "f.png"), str(tmp_path / "r.html")
+    cases = [
+        (["--out", fig, "--span", "dog"], ["span 'dog'", "does not occur", "'a red circle'"]),
+        (["--out", fig, "--span", "red", "--span", ""], ["empty span"]),
+        (["--out", page, "--span", "red"], ["--span", ".png", "report"]),
+        (["--out", str(tmp_path / "e.safetensors"), "--box", "1,2,3,4"], ["--box", ".png"]),
+        (["--span", "red"], ["--span", ".png"]),
+    ]
+    for extra, needles in cases:
+        code, _, err = run(monkeypatch, capsys, "explain", str(picture), "a red circle", *extra)
+        one_line_error(code, err, *needles)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing written"
+
+
 def test_bad_image_file_and_debug_traceback(monkeypatch, capsys, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("not an image")

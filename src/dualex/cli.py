@@ -409,6 +409,20 @@ def explain(
                 "texts, use a text–text model: --model st:<path-or-id>)"
             )
         first = read_image(image, max_pixels=max_pixels)
+    if (span or box) and (kind != "figure" or two_texts):
+        # the figure of an image-text pair is the one view they choose: elsewhere they would be
+        # silently ignored (the report lets the reader pick spans and boxes interactively)
+        flag = "--span" if span else "--box"
+        raise SettingError(
+            f"{flag} chooses what a caption-image figure shows; end --out with .png, .pdf or "
+            ".svg, or drop it (the HTML report picks spans and boxes interactively)"
+            if not two_texts
+            else f"{flag} applies to caption-image figures; a text pair's figure shows every token"
+        )
+    from dualex.towers.positions import find_phrase
+
+    for sp in span or []:
+        find_phrase(text, sp)  # a span that is not in the caption fails before the model loads
     with _progress(f"loading model {model}"):
         encoder = resolve_model(model)
     if not two_texts and getattr(encoder.tower_b, "modality", "image") == "text":

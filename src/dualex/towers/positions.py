@@ -13,6 +13,32 @@ from typing import Any
 
 from dualex.errors import BoxError, SpanError
 
+
+def find_phrase(text: str, phrase: str, k: int = 0) -> int:
+    """Where the ``k``-th (0-based) occurrence of ``phrase`` starts in ``text`` (case-insensitive):
+    how a string span is read, also before any model runs (e.g. to check ``--span`` early).
+
+    Raises:
+        SpanError: if the phrase is empty or has fewer than ``k + 1`` occurrences.
+    """
+    if not phrase:
+        raise SpanError("empty span; pass a non-empty substring of the text")
+    low, target = text.lower(), phrase.lower()
+    start = -1
+    for _ in range(k + 1):
+        start = low.find(target, start + 1)
+        if start < 0:
+            break
+    if start < 0:
+        count = low.count(target)
+        where = f"occurs {count} time(s)" if count else "does not occur"
+        raise SpanError(
+            f"span {phrase!r} (occurrence {k}) not found: it {where} in {text!r}; "
+            "pass a substring of the caption"
+        )
+    return start
+
+
 Box = tuple[float, float, float, float]
 """``(x0, y0, x1, y1)`` in original image pixels (x right, y down)."""
 
@@ -210,22 +236,7 @@ class TextPositions:
         )
 
     def _find(self, phrase: str, k: int) -> int:
-        if not phrase:
-            raise SpanError("empty span; pass a non-empty substring of the text")
-        low, target = self.text.lower(), phrase.lower()
-        start = -1
-        for _ in range(k + 1):
-            start = low.find(target, start + 1)
-            if start < 0:
-                break
-        if start < 0:
-            count = low.count(target)
-            where = f"occurs {count} time(s)" if count else "does not occur"
-            raise SpanError(
-                f"span {phrase!r} (occurrence {k}) not found: it {where} in {self.text!r}; "
-                "pass a substring of the caption"
-            )
-        return start
+        return find_phrase(self.text, phrase, k)
 
     def _chars_to_tokens(self, a: int, b: int, what: str) -> list[int]:
         idx = [
