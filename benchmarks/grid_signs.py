@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 
-def sign_parts(hm: np.ndarray, inside: np.ndarray) -> np.ndarray:
+def mass_by_sign(hm: np.ndarray, inside: np.ndarray) -> np.ndarray:
     """``[positive inside, negative inside, positive outside, negative outside]`` as shares of
     ``Σ |hm|`` (``hm`` and ``inside``: ``[rows, cols]``)."""
     total = np.abs(hm).sum()
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
             ex = dualex.explain(model, s.caption, s.image, layers=layer)
             for m in s.mentions:
                 hm = ex.image_map(m.span).numpy()
-                parts.append(sign_parts(hm, box_mask(ex.image_positions, list(m.boxes))))
+                parts.append(mass_by_sign(hm, box_mask(ex.image_positions, list(m.boxes))))
         pi, ni, po, no = np.nanmean(np.array(parts), 0)
         print(f"| {text.strip()} | {pi:.2f} | {ni:.2f} | {po:.2f} | {no:.2f} | {pi + no:.2f} "
               f"| {pi + ni:.2f} |")  # fmt: skip

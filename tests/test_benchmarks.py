@@ -42,3 +42,23 @@ def test_the_generic_bound_counts_tangents_nodes_and_blocks_after_the_split():
     assert bench.bound(Tower(), False, 2.0, 8, 50, 6) == pytest.approx(2.0 * (1 + 8 * 50 * 6 / 12))
     assert bench.bound(Tower(), False, 2.0, 8, 50, 0) == pytest.approx(2.0 * (1 + 8 * 50))
     assert bench.bound(Tower(), True, 2.0, 4, 50, 11) == pytest.approx(2.0 * (1 + 4 / 12))
+
+
+def test_grid_signs_splits_the_mass_ratio_into_its_four_parts():
+    """benchmarks/grid_signs: the four shares sum to 1, and positive-inside plus negative-outside
+    is FIxLIP's mass ratio (dualex.evaluate.metrics), for maps of either sign pattern."""
+    import numpy as np
+    from benchmarks.grid_signs import mass_by_sign
+
+    from dualex.evaluate.metrics import mass_ratio
+
+    rng = np.random.default_rng(0)
+    inside = np.zeros((4, 4), dtype=bool)
+    inside[:2, :2] = True
+    for _ in range(20):
+        hm = rng.normal(size=(4, 4))
+        pi, ni, po, no = mass_by_sign(hm, inside)
+        assert pi + ni + po + no == pytest.approx(1.0)
+        assert pi + no == pytest.approx(mass_ratio(hm, inside))
+        assert pi + ni == pytest.approx(np.abs(hm[inside]).sum() / np.abs(hm).sum())
+    assert np.isnan(mass_by_sign(np.zeros((4, 4)), inside)).all()

@@ -217,6 +217,10 @@ def test_figure_options_are_checked_before_the_model_loads(monkeypatch, capsys, 
     for extra, needles in cases:
         code, _, err = run(monkeypatch, capsys, "explain", str(picture), "a red circle", *extra)
         one_line_error(code, err, *needles)
+    for flag, value in (("--span", "man"), ("--box", "1,2,3,4")):  # two texts: no image side
+        code, _, err = run(monkeypatch, capsys, "explain", "a man", "a guitar", "-m", "st:any",
+                           "--out", fig, flag, value)  # fmt: skip
+        one_line_error(code, err, flag, "caption-image figures", "no image side")
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing written"
 
 

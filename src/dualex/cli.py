@@ -400,8 +400,6 @@ def explain(
     two_texts = not image.exists() and modalities_of(model) == ("text", "text")
     if two_texts:
         first: Any = check_text(str(image))
-        if box:
-            raise InvalidInputError("--box needs an image; two texts have no image side")
     else:
         if not image.exists():
             raise InvalidInputError(
@@ -417,7 +415,8 @@ def explain(
             f"{flag} chooses what a caption-image figure shows; end --out with .png, .pdf or "
             ".svg, or drop it (the HTML report picks spans and boxes interactively)"
             if not two_texts
-            else f"{flag} applies to caption-image figures; a text pair's figure shows every token"
+            else f"{flag} applies to caption-image figures; two texts have no image side and "
+            "their figure shows every token"
         )
     from dualex.towers.positions import find_phrase
 

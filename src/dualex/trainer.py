@@ -179,9 +179,9 @@ def save_checkpoint(
         }
         if rng:
             tensors["rng.torch"] = torch.get_rng_state()
-        if rng and torch.cuda.is_available():
-            for i, r in enumerate(torch.cuda.get_rng_state_all()):
-                tensors[f"rng.cuda.{i}"] = r
+            if torch.cuda.is_available():
+                for i, r in enumerate(torch.cuda.get_rng_state_all()):
+                    tensors[f"rng.cuda.{i}"] = r
         save_tensors(tensors, tmp / "optim.safetensors")
         head: dict[str, Any] = {"step": step, "param_groups": sd["param_groups"]}
         if sched is not None:

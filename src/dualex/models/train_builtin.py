@@ -229,8 +229,9 @@ PRESETS["clip-stage2"] = {
     "warmup": 0.02,
 }
 # builtin-clip's stage 3 (the shipped weights): from stage 2's weights, every hard negative the
-# caption has in the denominator (shape negatives were its weak kind), twice the images (the
-# first 40 000 are stages 1-2's), a third peak lr, 2 000 steps on two threads
+# caption has in the denominator (shape negatives were its weak kind), twice the images (each
+# domain's and the collages' first half are stages 1-2's), a lower peak lr, 2 000 steps on two
+# threads
 PRESETS["clip-stage3"] = {
     **PRESETS["clip-stage2"],
     "steps": 2000,

@@ -211,7 +211,7 @@ class TextPositions:
             isinstance(span, tuple) and len(span) == 2 and isinstance(span[0], str)
         ):
             phrase, k = (span, 0) if isinstance(span, str) else span
-            start = self._find(phrase, int(k))
+            start = find_phrase(self.text, phrase, int(k))
             return self._chars_to_tokens(start, start + len(phrase), repr(phrase))
         if (
             isinstance(span, tuple)
@@ -234,9 +234,6 @@ class TextPositions:
             f"cannot read span {span!r}; pass a substring, (substring, occurrence), a slice, "
             "a (start, end) character range, or a list of token indices"
         )
-
-    def _find(self, phrase: str, k: int) -> int:
-        return find_phrase(self.text, phrase, k)
 
     def _chars_to_tokens(self, a: int, b: int, what: str) -> list[int]:
         idx = [
